@@ -1,0 +1,282 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/mapper"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
+)
+
+// Options configure an App.
+type Options struct {
+	Config *config.Config
+	Logger *zap.Logger
+	// OnDelivered and OnDeadLetter are optional hooks (the demo prints them).
+	OnDelivered  func(ev *cdc.Event, at time.Time)
+	OnDeadLetter func(l cdc.DeadLetter)
+	// OnStreaming, when set, is called once streaming has started.
+	OnStreaming func()
+}
+
+// Summary reports what a run did.
+type Summary struct {
+	Received     uint64
+	Delivered    uint64
+	DeadLettered uint64
+	Dropped      uint64
+	Retries      uint64
+	Requests     uint64
+	LatencyP50   time.Duration
+	LatencyP99   time.Duration
+	Checkpoint   cdc.Position
+	Confirmed    cdc.LSN
+}
+
+// App is one pgsignal run.
+type App struct {
+	opts     Options
+	log      *zap.Logger
+	stopOnce sync.Once
+	stopCh   chan struct{}
+
+	mu     sync.Mutex
+	stream *replication.Stream
+	sink   *sink.Sink
+}
+
+// New returns an App for a validated config.
+func New(opts Options) *App {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &App{opts: opts, log: opts.Logger, stopCh: make(chan struct{})}
+}
+
+// Stop asks a running App to stop gracefully: stop reading, deliver what is
+// in flight for up to shutdown_timeout, write the checkpoint. Safe to call
+// more than once and before Run.
+func (a *App) Stop() { a.stopOnce.Do(func() { close(a.stopCh) }) }
+
+// Stats returns the sink's counters (zero before streaming starts).
+func (a *App) Stats() sink.Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sink == nil {
+		return sink.Stats{}
+	}
+	return a.sink.Stats()
+}
+
+// BackendPID returns the walsender's pid of the current replication
+// connection (0 before streaming).
+func (a *App) BackendPID() uint32 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stream == nil {
+		return 0
+	}
+	return a.stream.BackendPID()
+}
+
+// Rules converts the configured tables to mapper rules.
+func Rules(cfg *config.Config) []mapper.Rule {
+	rules := make([]mapper.Rule, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		rules[i] = mapper.Rule{
+			Schema: t.Schema, Table: t.Name,
+			NameColumn: t.EventName, NameValue: t.EventNameValue, NamePrefix: t.NamePrefix,
+			ExternalID: t.ExternalID, Timestamp: t.Timestamp,
+			Properties: t.Properties, PropertiesList: t.PropertiesIsList,
+		}
+	}
+	return rules
+}
+
+// TableRefs lists the configured tables.
+func TableRefs(cfg *config.Config) []replication.TableRef {
+	refs := make([]replication.TableRef, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		refs[i] = replication.TableRef{Schema: t.Schema, Name: t.Name}
+	}
+	return refs
+}
+
+// Run streams until ctx ends (a hard stop), Stop is called and the pipeline
+// drained, or an unrecoverable error occurs. It returns nil after a graceful
+// stop.
+func (a *App) Run(ctx context.Context) (sum Summary, err error) {
+	cfg := a.opts.Config
+	log := a.log
+	full := cfg.Source.Mode != config.ModeReadOnly
+
+	mp, err := mapper.New(Rules(cfg))
+	if err != nil {
+		return sum, fmt.Errorf("mapping: %w", err)
+	}
+	pool, err := replication.NewPool(ctx, cfg.Source.DSN, int32(cfg.Sink.Concurrency)+4)
+	if err != nil {
+		return sum, err
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return sum, fmt.Errorf("connect to source.dsn: %w", err)
+	}
+	sys, err := replication.IdentifySystem(ctx, cfg.Source.DSN)
+	if err != nil {
+		return sum, err
+	}
+	tables := TableRefs(cfg)
+	var store replication.Store
+	var dl sink.DeadLetterStore
+	if full {
+		if err := replication.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
+			return sum, err
+		}
+		store = &replication.TableStore{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
+		dl = &sink.TableDeadLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
+	} else {
+		fdl := &sink.FileDeadLetters{Path: cfg.Sink.DeadLetterFile}
+		defer fdl.Close()
+		dl = fdl
+	}
+	created, err := replication.EnsurePublication(ctx, pool, cfg.Source.Publication, tables, full)
+	if err != nil {
+		return sum, err
+	}
+	if created {
+		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
+	}
+	if err := a.ensureSlot(ctx, pool); err != nil {
+		return sum, err
+	}
+	var resume cdc.Position
+	var confirmed cdc.LSN
+	if store != nil {
+		if resume, confirmed, err = store.Load(ctx); err != nil {
+			return sum, err
+		}
+	}
+	runID := a.startRun(ctx, pool, full)
+
+	tracker := replication.NewTracker(resume, confirmed)
+	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
+		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
+	sk := sink.New(sink.Config{
+		BatchSize: cfg.Sink.BatchSize, Linger: cfg.Sink.Linger, Concurrency: cfg.Sink.Concurrency,
+		MaxPendingEvents: cfg.Sink.MaxPendingEvents, MaxPendingBytes: cfg.Sink.MaxPendingBytes,
+		MaxBackoff: cfg.Sink.MaxBackoff, UnknownUser: cfg.Sink.UnknownUser, Logger: log.Named("sink"),
+		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter,
+	}, client, dl, tracker.Done)
+	stream := replication.NewStream(replication.Config{
+		DSN: cfg.Source.DSN, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
+	}, pool, sys.SystemID, mp, sk, tracker, resume)
+	a.mu.Lock()
+	a.stream, a.sink = stream, sk
+	a.mu.Unlock()
+
+	// hard ends everything: the caller's ctx, a fatal sink error, or the
+	// shutdown timeout after Stop.
+	hard, cancelHard := context.WithCancelCause(ctx)
+	defer cancelHard(nil)
+	sinkCtx, cancelSink := context.WithCancel(hard)
+	defer cancelSink()
+	sk.Start(sinkCtx)
+	ckCtx, cancelCk := context.WithCancel(hard)
+	ckDone := make(chan struct{})
+	go func() {
+		defer close(ckDone)
+		replication.RunCheckpointer(ckCtx, tracker, store, stream, log.Named("checkpoint"))
+	}()
+
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- stream.Run(hard) }()
+	if a.opts.OnStreaming != nil {
+		a.opts.OnStreaming()
+	}
+	var runErr error
+	stopReason := "stopped"
+	select {
+	case runErr = <-streamErr:
+	case err := <-sk.Err():
+		cancelHard(err)
+		<-streamErr
+		runErr = err
+	case <-a.stopCh:
+		log.Info("stopping: draining in-flight events", zap.Duration("timeout", cfg.ShutdownTimeout))
+		stream.Stop()
+		timer := time.AfterFunc(cfg.ShutdownTimeout, func() {
+			cancelHard(errors.New("shutdown timeout"))
+		})
+		select {
+		case runErr = <-streamErr:
+		case err := <-sk.Err():
+			cancelHard(err)
+			<-streamErr
+			runErr = err
+		}
+		timer.Stop()
+		if runErr != nil && context.Cause(hard) != nil && ctx.Err() == nil && !errors.Is(context.Cause(hard), sink.ErrUnauthorized) {
+			log.Warn("shutdown timeout passed before every event was delivered; the rest is sent again on the next start")
+			stopReason = "shutdown timeout"
+			runErr = nil
+		}
+	}
+	cancelSink()
+	sk.Wait()
+	cancelCk()
+	<-ckDone
+	if runErr != nil && errors.Is(runErr, context.Canceled) && ctx.Err() != nil {
+		runErr = nil // hard stop by the caller: not an error of the run
+		stopReason = "interrupted"
+	}
+	if runErr != nil {
+		stopReason = runErr.Error()
+	}
+
+	pos, conf := tracker.Checkpoint()
+	if store != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := store.Save(sctx, pos, conf); err != nil {
+			log.Warn("final checkpoint not saved", zap.Error(err))
+		}
+		cancel()
+	}
+	st := sk.Stats()
+	sum = Summary{
+		Received: stream.Received(), Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped,
+		Retries: st.Retries, Requests: st.Requests,
+		LatencyP50: sk.Latency.Quantile(0.5), LatencyP99: sk.Latency.Quantile(0.99),
+		Checkpoint: pos, Confirmed: stream.Flushed(),
+	}
+	a.finishRun(ctx, pool, runID, sum, stopReason)
+	log.Info("stopped", zap.Uint64("delivered", sum.Delivered), zap.Uint64("dead_lettered", sum.DeadLettered),
+		zap.Stringer("checkpoint", pos), zap.Stringer("confirmed_lsn", sum.Confirmed))
+	return sum, runErr
+}
+
+func (a *App) ensureSlot(ctx context.Context, pool *pgxpool.Pool) error {
+	cfg := a.opts.Config
+	conn, err := replication.ConnectReplication(ctx, cfg.Source.DSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	created, err := replication.EnsureSlot(ctx, pool, conn, cfg.Source.Slot)
+	if err != nil {
+		return err
+	}
+	if created {
+		a.log.Info("created replication slot", zap.String("slot", cfg.Source.Slot))
+	}
+	return nil
+}

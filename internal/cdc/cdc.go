@@ -1,0 +1,135 @@
+package cdc
+
+import (
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// LSN is a PostgreSQL write-ahead log position.
+type LSN uint64
+
+// String formats the LSN the way PostgreSQL does (e.g. "16/B374D848").
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32(l)) }
+
+// ParseLSN parses PostgreSQL's "XXX/XXX" form.
+func ParseLSN(s string) (LSN, error) {
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		return 0, fmt.Errorf("parse LSN %q: %w", s, err)
+	}
+	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+}
+
+// Position identifies one row change in the stream: the commit LSN of its
+// transaction and its ordinal (0-based) among the published changes of that
+// transaction. Positions compare in commit order.
+type Position struct {
+	CommitLSN LSN
+	Ordinal   uint32
+}
+
+// Less reports whether p comes before q.
+func (p Position) Less(q Position) bool {
+	if p.CommitLSN != q.CommitLSN {
+		return p.CommitLSN < q.CommitLSN
+	}
+	return p.Ordinal < q.Ordinal
+}
+
+// String formats the position as "LSN#ordinal".
+func (p Position) String() string { return fmt.Sprintf("%s#%d", p.CommitLSN, p.Ordinal) }
+
+// Event is one OneSignal custom event, ready to send.
+//
+// JSON is the complete serialized event object exactly as it goes on the wire
+// (name, external_id, timestamp, idempotency_key, properties). It is encoded
+// once, by the mapper, so that the size limit is checked against the real
+// bytes and the sink only concatenates.
+type Event struct {
+	// Seq is the process-local sequence number assigned by the checkpoint
+	// tracker; it is what acknowledgements refer to.
+	Seq uint64
+	// Pos is the row's position in the stream.
+	Pos Position
+	// Table is the qualified source table ("schema.table").
+	Table string
+	// Name is the event name.
+	Name string
+	// ExternalID is the OneSignal external_id of the user.
+	ExternalID string
+	// IdempotencyKey is the deterministic UUID sent with the event.
+	IdempotencyKey string
+	// CommitTime is the commit time of the source transaction, used to
+	// measure commit-to-accepted latency.
+	CommitTime time.Time
+	// JSON is the serialized event object.
+	JSON []byte
+	// Row is the source row as a JSON object, kept only to be written to a
+	// dead letter; it may be nil.
+	Row []byte
+	// Reject, when not empty, says why the row could not become an event:
+	// the sink writes it straight to the dead letters instead of sending it.
+	Reject string
+}
+
+// Size is the number of bytes the event accounts for in queues.
+func (e *Event) Size() int { return len(e.JSON) + len(e.Row) + 128 }
+
+// DeadLetter is an event (or a row that could not become one) that will not be
+// delivered, with the reason.
+type DeadLetter struct {
+	Pos            Position
+	Table          string
+	IdempotencyKey string
+	// Event is the serialized event, or nil when the row never became one.
+	Event []byte
+	// Row is the source row as a JSON object, when known.
+	Row []byte
+	// Reason says why the event was not delivered, in words a person can act on.
+	Reason   string
+	Attempts int
+	// FirstFailure and LastFailure bound the delivery attempts.
+	FirstFailure time.Time
+	LastFailure  time.Time
+}
+
+// keyNamespace is the UUID namespace of pgsignal idempotency keys.
+var keyNamespace = [16]byte{0x6b, 0x1f, 0x3c, 0x52, 0x8e, 0x4d, 0x4a, 0x0b, 0x9c, 0x1e, 0x57, 0x2d, 0x0f, 0x61, 0x93, 0xa4}
+
+// IdempotencyKey returns the deterministic UUIDv5 of (system identifier, slot,
+// commit LSN, ordinal). A replay of the same row always yields the same key.
+func IdempotencyKey(systemID, slot string, pos Position) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(pos.CommitLSN))
+	binary.BigEndian.PutUint32(b[8:12], pos.Ordinal)
+	return UUIDv5(keyNamespace, systemID, "/", slot, "/", string(b[:12]))
+}
+
+// UUIDv5 returns the RFC 9562 name-based (SHA-1) UUID of the concatenated
+// parts in namespace ns, in its canonical text form.
+func UUIDv5(ns [16]byte, parts ...string) string {
+	h := sha1.New()
+	h.Write(ns[:])
+	for _, p := range parts {
+		h.Write([]byte(p))
+	}
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = (u[6] & 0x0f) | 0x50
+	u[8] = (u[8] & 0x3f) | 0x80
+	const hex = "0123456789abcdef"
+	out := make([]byte, 36)
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j] = hex[c>>4]
+		out[j+1] = hex[c&0xf]
+		j += 2
+	}
+	return string(out)
+}

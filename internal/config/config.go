@@ -1,0 +1,216 @@
+package config
+
+import "time"
+
+// Source modes.
+const (
+	// ModeFull lets pgsignal create its publication and slot and keep its
+	// bookkeeping tables in Source.Schema.
+	ModeFull = "full"
+	// ModeReadOnly makes pgsignal write nothing to the database except its
+	// replication slot; dead letters go to Sink.DeadLetterFile. It is the mode
+	// for a standby.
+	ModeReadOnly = "read-only"
+)
+
+// Values of Sink.UnknownUser.
+const (
+	// UnknownUserDeadLetter records an event for a user OneSignal does not
+	// know as a dead letter.
+	UnknownUserDeadLetter = "dead-letter"
+	// UnknownUserDrop silently drops such an event.
+	UnknownUserDrop = "drop"
+)
+
+// Defaults of the optional settings, as documented in the example
+// configuration.
+const (
+	DefaultMode             = ModeFull
+	DefaultSlot             = "pgsignal"
+	DefaultPublication      = "pgsignal"
+	DefaultSchema           = "census"
+	DefaultOneSignalURL     = "https://api.onesignal.com"
+	DefaultOneSignalTimeout = 30 * time.Second
+	DefaultBatchSize        = 500
+	DefaultLinger           = 20 * time.Millisecond
+	DefaultConcurrency      = 8
+	DefaultMaxPendingEvents = 20000
+	DefaultMaxPendingBytes  = 64 << 20
+	DefaultMaxBackoff       = 60 * time.Second
+	DefaultUnknownUser      = UnknownUserDeadLetter
+	DefaultDeadLetterFile   = "pgsignal-dead-letters.jsonl"
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultListen           = "127.0.0.1:9187"
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "auto"
+	// DefaultTableSchema is the schema of a table written without one.
+	DefaultTableSchema = "public"
+)
+
+// Limits enforced by Validate.
+const (
+	MinBatchSize       = 1
+	MaxBatchSize       = 10000
+	MinConcurrency     = 1
+	MaxConcurrency     = 256
+	MinMaxPendingBytes = 1 << 20 // one full OneSignal request
+	// MaxEventNameLen is OneSignal's limit on an event name, in characters.
+	MaxEventNameLen = 128
+	// MaxIdentifierLen is PostgreSQL's limit on an identifier, in bytes
+	// (NAMEDATALEN-1); longer names are silently truncated by the server.
+	MaxIdentifierLen = 63
+)
+
+// Config is pgsignal's whole configuration. Parse and Load return it with
+// every default applied; Defaults returns a starting point for building one in
+// Go, which must then pass Validate.
+type Config struct {
+	// Source is the database to stream from.
+	Source Source
+	// OneSignal is the API the events are delivered to.
+	OneSignal OneSignal
+	// Sink tunes batching, concurrency and backpressure.
+	Sink Sink
+	// Tables are the event tables and how their rows become events.
+	Tables []Table
+	// ShutdownTimeout bounds how long a graceful shutdown may take.
+	ShutdownTimeout time.Duration
+	// Server is the HTTP server for metrics and health checks.
+	Server Server
+	// Log configures logging.
+	Log Log
+	// Warnings are non-fatal remarks found while loading (e.g. a literal
+	// secret), to be logged by the caller. They never contain a secret.
+	Warnings []string
+}
+
+// Source is the `source` section: the PostgreSQL database and its
+// replication objects.
+type Source struct {
+	// DSN is a libpq connection string: a postgres:// (or postgresql://) URL
+	// or key=value pairs. It may contain a password: never log it, use
+	// Config.Redacted.
+	DSN string
+	// Mode is ModeFull or ModeReadOnly.
+	Mode string
+	// Slot is the logical replication slot name ([a-z0-9_]{1,63}).
+	Slot string
+	// Publication is the publication name.
+	Publication string
+	// Schema is the bookkeeping schema used in full mode.
+	Schema string
+}
+
+// OneSignal is the `onesignal` section.
+type OneSignal struct {
+	// AppID is the OneSignal App ID, a UUID.
+	AppID string
+	// APIKey is the App API key. It is a secret: never log it.
+	APIKey string
+	// URL is the API base URL, without a trailing slash.
+	URL string
+	// Timeout bounds each HTTP request.
+	Timeout time.Duration
+}
+
+// Sink is the `sink` section.
+type Sink struct {
+	// BatchSize is the most events sent in one request (1..10000).
+	BatchSize int
+	// Concurrency is the number of lanes sending in parallel (1..256).
+	Concurrency int
+	// MaxPendingEvents bounds the events queued and in flight; it is at least
+	// BatchSize.
+	MaxPendingEvents int
+	// MaxPendingBytes bounds the bytes queued and in flight.
+	MaxPendingBytes int64
+	// Linger is how long a partial batch waits for more events (0 sends at
+	// once).
+	Linger time.Duration
+	// MaxBackoff caps the delay between retries.
+	MaxBackoff time.Duration
+	// UnknownUser is UnknownUserDeadLetter or UnknownUserDrop.
+	UnknownUser string
+	// DeadLetterFile is the JSONL file dead letters are appended to in
+	// read-only mode.
+	DeadLetterFile string
+}
+
+// Server is the `server` section.
+type Server struct {
+	// Listen is the host:port of the metrics and health server; "" disables
+	// it.
+	Listen string
+}
+
+// Log is the `log` section.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string
+	// Format is auto, json or console.
+	Format string
+}
+
+// Table is one entry of `tables`: an event table and how its rows become
+// OneSignal custom events. Column names are matched exactly (case
+// preserved) against the column names in the replication stream.
+type Table struct {
+	// Schema and Name identify the table, unquoted: '"Odd; Name".events' is
+	// Schema `Odd; Name`, Name `events`. Unquoted identifiers in the file are
+	// folded to lower case like PostgreSQL does.
+	Schema, Name string
+	// EventName is the column holding the event name (`name`).
+	EventName string
+	// EventNameValue is a constant event name (`name_value`). Exactly one of
+	// EventName and EventNameValue is set.
+	EventNameValue string
+	// NamePrefix is prepended to the event name.
+	NamePrefix string
+	// ExternalID is the column holding the OneSignal external_id.
+	ExternalID string
+	// Timestamp is the column holding the event time; "" means the commit
+	// time of the transaction.
+	Timestamp string
+	// Properties are the columns that make the event properties: one column
+	// (json/jsonb, or any type) or several.
+	Properties []string
+	// PropertiesIsList is true when `properties` was written as a YAML list:
+	// the properties object is then built from the listed columns, while a
+	// single column written as a string is used as the object itself.
+	PropertiesIsList bool
+}
+
+// QualifiedName returns "schema.name", unquoted. It is used as a map key and
+// in logs.
+func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
+
+// Defaults returns a Config with every optional setting at its default and
+// the required ones (Source.DSN, OneSignal.AppID, OneSignal.APIKey, Tables)
+// empty.
+func Defaults() Config {
+	return Config{
+		Source: Source{
+			Mode:        DefaultMode,
+			Slot:        DefaultSlot,
+			Publication: DefaultPublication,
+			Schema:      DefaultSchema,
+		},
+		OneSignal: OneSignal{
+			URL:     DefaultOneSignalURL,
+			Timeout: DefaultOneSignalTimeout,
+		},
+		Sink: Sink{
+			BatchSize:        DefaultBatchSize,
+			Concurrency:      DefaultConcurrency,
+			MaxPendingEvents: DefaultMaxPendingEvents,
+			MaxPendingBytes:  DefaultMaxPendingBytes,
+			Linger:           DefaultLinger,
+			MaxBackoff:       DefaultMaxBackoff,
+			UnknownUser:      DefaultUnknownUser,
+			DeadLetterFile:   DefaultDeadLetterFile,
+		},
+		ShutdownTimeout: DefaultShutdownTimeout,
+		Server:          Server{Listen: DefaultListen},
+		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+}

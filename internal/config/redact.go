@@ -1,0 +1,113 @@
+package config
+
+import (
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Redacted returns c as YAML in the layout of the configuration file, with
+// the API key and any password in the DSN replaced by "REDACTED", for logs
+// and "show config" output. Durations and sizes are written in the file's
+// notation and table names are quoted where needed, so the text reads back
+// with Parse (apart from the secrets, and "$", which is not escaped).
+func (c *Config) Redacted() string {
+	type table struct {
+		Table      string `yaml:"table"`
+		Name       string `yaml:"name,omitempty"`
+		NameValue  string `yaml:"name_value,omitempty"`
+		NamePrefix string `yaml:"name_prefix,omitempty"`
+		ExternalID string `yaml:"external_id"`
+		Timestamp  string `yaml:"timestamp,omitempty"`
+		Properties any    `yaml:"properties,omitempty"`
+	}
+	type doc struct {
+		Source struct {
+			DSN         string `yaml:"dsn"`
+			Mode        string `yaml:"mode"`
+			Slot        string `yaml:"slot"`
+			Publication string `yaml:"publication"`
+			Schema      string `yaml:"schema"`
+		} `yaml:"source"`
+		OneSignal struct {
+			AppID   string `yaml:"app_id"`
+			APIKey  string `yaml:"api_key"`
+			URL     string `yaml:"url"`
+			Timeout string `yaml:"timeout"`
+		} `yaml:"onesignal"`
+		Sink struct {
+			BatchSize        int    `yaml:"batch_size"`
+			Linger           string `yaml:"linger"`
+			Concurrency      int    `yaml:"concurrency"`
+			MaxPendingEvents int    `yaml:"max_pending_events"`
+			MaxPendingBytes  string `yaml:"max_pending_bytes"`
+			MaxBackoff       string `yaml:"max_backoff"`
+			UnknownUser      string `yaml:"unknown_user"`
+			DeadLetterFile   string `yaml:"dead_letter_file"`
+		} `yaml:"sink"`
+		ShutdownTimeout string `yaml:"shutdown_timeout"`
+		Server          struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"server"`
+		Log struct {
+			Level  string `yaml:"level"`
+			Format string `yaml:"format"`
+		} `yaml:"log"`
+		Tables []table `yaml:"tables"`
+	}
+	var d doc
+	d.Source.DSN = redactDSN(c.Source.DSN)
+	d.Source.Mode = c.Source.Mode
+	d.Source.Slot = c.Source.Slot
+	d.Source.Publication = c.Source.Publication
+	d.Source.Schema = c.Source.Schema
+	d.OneSignal.AppID = c.OneSignal.AppID
+	if c.OneSignal.APIKey != "" {
+		d.OneSignal.APIKey = redacted
+	}
+	d.OneSignal.URL = c.OneSignal.URL
+	d.OneSignal.Timeout = c.OneSignal.Timeout.String()
+	d.Sink.BatchSize = c.Sink.BatchSize
+	d.Sink.Linger = c.Sink.Linger.String()
+	d.Sink.Concurrency = c.Sink.Concurrency
+	d.Sink.MaxPendingEvents = c.Sink.MaxPendingEvents
+	d.Sink.MaxPendingBytes = formatSize(c.Sink.MaxPendingBytes)
+	d.Sink.MaxBackoff = c.Sink.MaxBackoff.String()
+	d.Sink.UnknownUser = c.Sink.UnknownUser
+	d.Sink.DeadLetterFile = c.Sink.DeadLetterFile
+	d.ShutdownTimeout = c.ShutdownTimeout.String()
+	d.Server.Listen = c.Server.Listen
+	d.Log.Level = c.Log.Level
+	d.Log.Format = c.Log.Format
+	for _, t := range c.Tables {
+		out := table{
+			Table:      quoteIdent(t.Schema) + "." + quoteIdent(t.Name),
+			Name:       t.EventName,
+			NameValue:  t.EventNameValue,
+			NamePrefix: t.NamePrefix,
+			ExternalID: t.ExternalID,
+			Timestamp:  t.Timestamp,
+		}
+		switch {
+		case t.PropertiesIsList:
+			out.Properties = t.Properties
+		case len(t.Properties) == 1:
+			out.Properties = t.Properties[0]
+		}
+		d.Tables = append(d.Tables, out)
+	}
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(&d); err != nil {
+		// Encoding plain strings and integers does not fail.
+		return "# cannot encode the configuration: " + err.Error() + "\n"
+	}
+	_ = enc.Close()
+	out := b.String()
+	// Safety net: the key must not appear even where it does not belong.
+	if len(c.OneSignal.APIKey) >= minSecretLen {
+		out = strings.ReplaceAll(out, c.OneSignal.APIKey, redacted)
+	}
+	return out
+}

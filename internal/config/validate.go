@@ -1,0 +1,243 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Validate checks c and returns a *ValidationError listing every problem,
+// or nil. It does not change c and applies no defaults: a Config built in Go
+// should start from Defaults. Problems carry no line numbers.
+func (c *Config) Validate() error {
+	if ps := validate(c); len(ps) > 0 {
+		return &ValidationError{Problems: ps}
+	}
+	return nil
+}
+
+// validate returns the problems of c, in schema order. Messages never quote
+// a secret.
+func validate(c *Config) []Problem {
+	var ps problems
+	validateSource(&ps, &c.Source)
+	validateOneSignal(&ps, &c.OneSignal)
+	validateSink(&ps, &c.Sink)
+	positive(&ps, "shutdown_timeout", c.ShutdownTimeout)
+	validateListen(&ps, c.Server.Listen)
+	oneOf(&ps, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(&ps, "log.format", c.Log.Format, "auto", "json", "console")
+	validateTables(&ps, c.Tables)
+	return ps.list
+}
+
+func validateSource(ps *problems, s *Source) {
+	switch {
+	case strings.TrimSpace(s.DSN) == "":
+		ps.add("source.dsn", 0, `required; the libpq connection string of the database to stream from, e.g. "postgres://pgsignal@db.internal:5432/app" (keep the password in PGPASSWORD or a .pgpass file)`)
+	default:
+		if err := checkDSN(s.DSN); err != nil {
+			ps.add("source.dsn", 0, "%v", err)
+		}
+	}
+	oneOf(ps, "source.mode", s.Mode, ModeFull, ModeReadOnly)
+	switch {
+	case s.Slot == "":
+		ps.add("source.slot", 0, "empty; remove the key to use the default %q, or set a slot name", DefaultSlot)
+	case !validSlotName(s.Slot):
+		ps.add("source.slot", 0, "invalid replication slot name %q: use 1 to %d lower-case letters, digits and underscores", short(s.Slot), MaxIdentifierLen)
+	}
+	identifier(ps, "source.publication", s.Publication, DefaultPublication)
+	identifier(ps, "source.schema", s.Schema, DefaultSchema)
+}
+
+// identifier checks the name of a database object that has a default.
+func identifier(ps *problems, path, v, def string) {
+	switch {
+	case v == "":
+		ps.add(path, 0, "empty; remove the key to use the default %q, or set a name", def)
+	case len(v) > MaxIdentifierLen:
+		ps.add(path, 0, "%q is %d bytes long; PostgreSQL names are at most %d bytes", short(v), len(v), MaxIdentifierLen)
+	case strings.ContainsRune(v, 0):
+		ps.add(path, 0, "contains a NUL character")
+	}
+}
+
+func validateOneSignal(ps *problems, o *OneSignal) {
+	switch {
+	case o.AppID == "":
+		ps.add("onesignal.app_id", 0, "required; the OneSignal App ID, a UUID found in the OneSignal dashboard under Settings > Keys & IDs")
+	case !validUUID(o.AppID):
+		hint := ""
+		if strings.HasPrefix(o.AppID, "os_v2_") {
+			hint = "; this looks like an API key, which belongs in onesignal.api_key"
+		}
+		// Not quoted: a misplaced API key must not be echoed.
+		ps.add("onesignal.app_id", 0, "not a UUID: expected the App ID in the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (Settings > Keys & IDs in the OneSignal dashboard)%s", hint)
+	}
+	switch {
+	case o.APIKey == "":
+		ps.add("onesignal.api_key", 0, `required; the OneSignal App API key: write api_key: "${ONESIGNAL_API_KEY}" and set the variable, or set api_key_file to a file holding the key`)
+	case strings.IndexFunc(o.APIKey, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		ps.add("onesignal.api_key", 0, "contains whitespace or control characters; check for a stray space or line break in the key")
+	}
+	validateURL(ps, "onesignal.url", o.URL)
+	positive(ps, "onesignal.timeout", o.Timeout)
+}
+
+// validateURL checks an http(s) base URL.
+func validateURL(ps *problems, path, s string) {
+	if s == "" {
+		ps.add(path, 0, "empty; remove the key to use the default %q", DefaultOneSignalURL)
+		return
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		// url errors quote the URL, which may hold credentials.
+		ps.add(path, 0, `not a valid URL; expected an http(s) URL like %q`, DefaultOneSignalURL)
+	case u.User != nil:
+		ps.add(path, 0, "must not contain credentials; the API key goes in onesignal.api_key")
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		ps.add(path, 0, "expected an http(s) URL like %q, got %q", DefaultOneSignalURL, short(s))
+	case u.RawQuery != "" || u.Fragment != "":
+		ps.add(path, 0, "must not have a query or fragment; give the base URL, like %q", DefaultOneSignalURL)
+	}
+}
+
+func validateSink(ps *problems, s *Sink) {
+	between(ps, "sink.batch_size", s.BatchSize, MinBatchSize, MaxBatchSize)
+	between(ps, "sink.concurrency", s.Concurrency, MinConcurrency, MaxConcurrency)
+	switch {
+	case s.MaxPendingEvents < 1:
+		ps.add("sink.max_pending_events", 0, "must be positive, got %d", s.MaxPendingEvents)
+	case s.MaxPendingEvents < s.BatchSize:
+		ps.add("sink.max_pending_events", 0, "%d is less than sink.batch_size (%d): raise max_pending_events or lower batch_size", s.MaxPendingEvents, s.BatchSize)
+	}
+	if s.MaxPendingBytes < MinMaxPendingBytes {
+		ps.add("sink.max_pending_bytes", 0, `%d bytes is too small: the minimum is 1MiB (one full OneSignal request); did you forget a unit, as in "64MiB"?`, s.MaxPendingBytes)
+	}
+	if s.Linger < 0 {
+		ps.add("sink.linger", 0, `must not be negative, got %s; use "0s" to send partial batches at once`, s.Linger)
+	}
+	positive(ps, "sink.max_backoff", s.MaxBackoff)
+	oneOf(ps, "sink.unknown_user", s.UnknownUser, UnknownUserDeadLetter, UnknownUserDrop)
+	if s.DeadLetterFile == "" {
+		ps.add("sink.dead_letter_file", 0, "empty; remove the key to use the default %q, or set a path", DefaultDeadLetterFile)
+	}
+}
+
+// validateListen checks server.listen: "" or host:port.
+func validateListen(ps *problems, s string) {
+	if s == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err == nil {
+		if n, perr := strconv.Atoi(port); perr != nil || n < 0 || n > 65535 {
+			err = fmt.Errorf("bad port")
+		}
+	}
+	if err != nil {
+		ps.add("server.listen", 0, `expected host:port like "127.0.0.1:9187" or ":9187" (or "" to disable the server), got %q`, short(s))
+	}
+}
+
+func validateTables(ps *problems, tables []Table) {
+	if len(tables) == 0 {
+		ps.add("tables", 0, `required; list at least one event table, e.g. "- table: public.user_events" with name (or name_value) and external_id`)
+		return
+	}
+	first := map[string]int{}
+	for i, t := range tables {
+		p := index("tables", i)
+		tp := p + ".table"
+		switch {
+		case t.Schema == "" || t.Name == "":
+			ps.add(tp, 0, `required; the table to stream, as "schema.table" or "table" (the schema defaults to public)`)
+		case len(t.Schema) > MaxIdentifierLen || len(t.Name) > MaxIdentifierLen:
+			ps.add(tp, 0, "a name is longer than %d bytes, which PostgreSQL would truncate", MaxIdentifierLen)
+		default:
+			q := t.QualifiedName()
+			if j, dup := first[q]; dup {
+				ps.add(tp, 0, "%s is already configured at tables[%d]; each table may be listed once: merge the two entries or remove one", quoteIdent(t.Schema)+"."+quoteIdent(t.Name), j)
+			} else {
+				first[q] = i
+			}
+		}
+		switch {
+		case t.EventName != "" && t.EventNameValue != "":
+			ps.add(p+".name_value", 0, "conflicts with name: set exactly one of name (a column holding the event name) or name_value (a constant event name)")
+		case t.EventName == "" && t.EventNameValue == "":
+			ps.add(p+".name", 0, "required: set name to the column holding the event name, or name_value to a constant event name")
+		case t.EventNameValue != "":
+			if n := utf8.RuneCountInString(t.NamePrefix + t.EventNameValue); n > MaxEventNameLen {
+				ps.add(p+".name_value", 0, "the event name (name_prefix + name_value) is %d characters long; OneSignal allows at most %d", n, MaxEventNameLen)
+			}
+		default:
+			if n := utf8.RuneCountInString(t.NamePrefix); n >= MaxEventNameLen {
+				ps.add(p+".name_prefix", 0, "%d characters long, leaving no room for the name: OneSignal event names are at most %d characters", n, MaxEventNameLen)
+			}
+		}
+		if t.ExternalID == "" {
+			ps.add(p+".external_id", 0, "required; the column holding the OneSignal external_id of the user the event belongs to")
+		}
+		if len(t.Properties) > 1 && !t.PropertiesIsList {
+			ps.add(p+".properties", 0, "several columns require PropertiesIsList (in the file, a YAML list)")
+		}
+		seen := map[string]int{}
+		for j, col := range t.Properties {
+			cp := index(p+".properties", j)
+			if !t.PropertiesIsList {
+				cp = p + ".properties"
+			}
+			if col == "" {
+				ps.add(cp, 0, "empty column name")
+				continue
+			}
+			if k, dup := seen[col]; dup {
+				ps.add(cp, 0, "column %q is already listed at properties[%d]; remove one", short(col), k)
+				continue
+			}
+			seen[col] = j
+		}
+	}
+}
+
+// oneOf checks an enumerated setting.
+func oneOf(ps *problems, path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(a)
+	}
+	list := strings.Join(quoted[:len(quoted)-1], ", ") + " or " + quoted[len(quoted)-1]
+	if v == "" {
+		ps.add(path, 0, "empty; use %s, or remove the key to use the default", list)
+		return
+	}
+	ps.add(path, 0, "unknown value %q; use %s", short(v), list)
+}
+
+// between checks an integer range.
+func between(ps *problems, path string, v, lo, hi int) {
+	if v < lo || v > hi {
+		ps.add(path, 0, "must be between %d and %d, got %d", lo, hi, v)
+	}
+}
+
+// positive checks that a duration is greater than zero.
+func positive(ps *problems, path string, d time.Duration) {
+	if d <= 0 {
+		ps.add(path, 0, "must be a positive duration like \"30s\", got %v", d)
+	}
+}

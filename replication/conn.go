@@ -1,0 +1,89 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// sessionParams are set on every replication connection so that pgoutput's
+// text values have one well-known form (see AppendJSON).
+var sessionParams = map[string]string{
+	"DateStyle":          "ISO, YMD",
+	"TimeZone":           "UTC",
+	"bytea_output":       "hex",
+	"extra_float_digits": "3",
+	"IntervalStyle":      "postgres",
+}
+
+// ReplicationConfig parses dsn (a libpq URL or key=value string; PG*
+// environment variables and ~/.pgpass apply) for a replication=database
+// connection.
+func ReplicationConfig(dsn string) (*pgconn.Config, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "pgsignal"
+	}
+	for k, v := range sessionParams {
+		cfg.RuntimeParams[k] = v
+	}
+	return cfg, nil
+}
+
+// ConnectReplication opens a replication=database connection.
+func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	cfg, err := ReplicationConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect for replication: %w", err)
+	}
+	return conn, nil
+}
+
+// NewPool opens a pool of ordinary connections for catalog queries and the
+// bookkeeping schema.
+func NewPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open connection pool: %w", err)
+	}
+	return pool, nil
+}
+
+// redactParseError drops the connection string from a pgconn parse error,
+// which may quote it (with its password).
+func redactParseError(err error) error {
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	msg := pe.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	if pe.ConnString != "" {
+		msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
+	}
+	return errors.New("invalid connection string: " + msg)
+}

@@ -1,0 +1,119 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+)
+
+// Store keeps the checkpoint outside the slot (full mode).
+type Store interface {
+	// Load returns the stored watermark (zero when none).
+	Load(ctx context.Context) (cdc.Position, cdc.LSN, error)
+	// Save durably stores the watermark: the position of the last handled
+	// event and the confirmable LSN.
+	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
+}
+
+// SchemaDDL returns the statements that create pgsignal's bookkeeping schema
+// (full mode). They are idempotent.
+func SchemaDDL(schema string) []string {
+	s := quoteIdent(schema)
+	return []string{
+		`CREATE SCHEMA IF NOT EXISTS ` + s,
+		`CREATE TABLE IF NOT EXISTS ` + s + `.sync_state (
+  slot          text PRIMARY KEY,
+  commit_lsn    pg_lsn NOT NULL,
+  ordinal       bigint NOT NULL,
+  confirmed_lsn pg_lsn NOT NULL,
+  updated_at    timestamptz NOT NULL DEFAULT now()
+)`,
+		`CREATE TABLE IF NOT EXISTS ` + s + `.dead_letters (
+  id              bigserial PRIMARY KEY,
+  slot            text NOT NULL,
+  commit_lsn      pg_lsn NOT NULL,
+  ordinal         bigint NOT NULL,
+  table_name      text NOT NULL,
+  idempotency_key uuid,
+  event           jsonb,
+  source_row      jsonb,
+  reason          text NOT NULL,
+  attempts        integer NOT NULL DEFAULT 0,
+  first_failed_at timestamptz NOT NULL DEFAULT now(),
+  last_failed_at  timestamptz NOT NULL DEFAULT now(),
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (slot, commit_lsn, ordinal)
+)`,
+		`CREATE TABLE IF NOT EXISTS ` + s + `.runs (
+  id               bigserial PRIMARY KEY,
+  slot             text NOT NULL,
+  started_at       timestamptz NOT NULL DEFAULT now(),
+  stopped_at       timestamptz,
+  events_delivered bigint NOT NULL DEFAULT 0,
+  dead_lettered    bigint NOT NULL DEFAULT 0,
+  last_position    text,
+  stop_reason      text
+)`,
+	}
+}
+
+// EnsureSchema creates the bookkeeping schema and its tables when missing.
+func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	for _, stmt := range SchemaDDL(schema) {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("create bookkeeping schema %q: %w", schema, err)
+		}
+	}
+	return nil
+}
+
+// TableStore is the full-mode Store: one row per slot in <schema>.sync_state.
+type TableStore struct {
+	Pool   *pgxpool.Pool
+	Schema string
+	Slot   string
+}
+
+var _ Store = (*TableStore)(nil)
+
+// Load implements Store.
+func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
+	var commit, confirmed string
+	var ord int64
+	err := s.Pool.QueryRow(ctx,
+		`SELECT commit_lsn::text, ordinal, confirmed_lsn::text FROM `+quoteIdent(s.Schema)+`.sync_state WHERE slot = $1`,
+		s.Slot).Scan(&commit, &ord, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cdc.Position{}, 0, nil
+	}
+	if err != nil {
+		return cdc.Position{}, 0, fmt.Errorf("load checkpoint: %w", err)
+	}
+	c, err := cdc.ParseLSN(commit)
+	if err != nil {
+		return cdc.Position{}, 0, err
+	}
+	f, err := cdc.ParseLSN(confirmed)
+	if err != nil {
+		return cdc.Position{}, 0, err
+	}
+	return cdc.Position{CommitLSN: c, Ordinal: uint32(ord)}, f, nil
+}
+
+// Save implements Store.
+func (s *TableStore) Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error {
+	_, err := s.Pool.Exec(ctx, `INSERT INTO `+quoteIdent(s.Schema)+`.sync_state AS s (slot, commit_lsn, ordinal, confirmed_lsn, updated_at)
+VALUES ($1, $2::pg_lsn, $3, $4::pg_lsn, now())
+ON CONFLICT (slot) DO UPDATE SET commit_lsn = excluded.commit_lsn, ordinal = excluded.ordinal,
+  confirmed_lsn = excluded.confirmed_lsn, updated_at = excluded.updated_at`,
+		s.Slot, pos.CommitLSN.String(), int64(pos.Ordinal), confirmed.String())
+	if err != nil {
+		return fmt.Errorf("save checkpoint %s: %w", pos, err)
+	}
+	return nil
+}

@@ -1,0 +1,480 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+)
+
+// Change is one inserted row.
+type Change struct {
+	Rel *Relation
+	// Values are the column values in PostgreSQL text form, nil for NULL.
+	// They alias the receive buffer: valid only during Mapper.Map.
+	Values [][]byte
+	Pos    cdc.Position
+	// CommitTime is the commit timestamp of the transaction.
+	CommitTime time.Time
+	// IdempotencyKey is the deterministic key of this row's event.
+	IdempotencyKey string
+}
+
+// Mapper turns a change into an event, or into an event with Reject set when
+// the row cannot become one, or returns nil when the table is not mapped.
+// It is called from the stream goroutine and must not block.
+type Mapper interface {
+	Map(ch *Change) *cdc.Event
+}
+
+// Sink receives events. TrySubmit never blocks: false means the sink is full
+// (backpressure) and the stream offers the same event again after Ready is
+// signalled. The sink reports handled events to the Tracker.
+type Sink interface {
+	TrySubmit(ev *cdc.Event) bool
+	Ready() <-chan struct{}
+}
+
+// Config configures a Stream.
+type Config struct {
+	DSN         string
+	Slot        string
+	Publication string
+	// StatusInterval is the period of standby status updates (default 10s).
+	StatusInterval time.Duration
+	// MaxReconnectBackoff caps the wait between reconnects (default 30s).
+	MaxReconnectBackoff time.Duration
+	Logger              *zap.Logger
+}
+
+// Stream reads the slot and feeds the pipeline. Run it once.
+type Stream struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	mapper  Mapper
+	sink    Sink
+	tracker *Tracker
+	log     *zap.Logger
+
+	systemID string
+	flushed  atomic.Uint64 // durable checkpoint: what the server may be told
+	stop     chan struct{}
+	stopOnce sync.Once
+
+	// stream state, owned by the Run goroutine
+	rels       map[uint32]*Relation
+	vals       [][]byte
+	last       cdc.Position // highest position handed on (or resumed from)
+	inTxn      bool
+	commitLSN  cdc.LSN
+	commitTime time.Time
+	ordinal    uint32
+	lastStatus time.Time
+	sentFlush  cdc.LSN
+	received   atomic.Uint64 // events received (metrics, tests)
+	backendPID atomic.Uint32
+}
+
+// NewStream prepares a stream. resume is the position of the last handled
+// event (from the Store, or zero): changes at or before it are skipped.
+// systemID is the database system identifier (see IdentifySystem).
+func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, sink Sink, tracker *Tracker, resume cdc.Position) *Stream {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.MaxReconnectBackoff <= 0 {
+		cfg.MaxReconnectBackoff = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	_, confirmed := tracker.Checkpoint()
+	s := &Stream{
+		cfg: cfg, pool: pool, mapper: mapper, sink: sink, tracker: tracker, log: cfg.Logger,
+		systemID: systemID, stop: make(chan struct{}), rels: map[uint32]*Relation{}, last: resume,
+	}
+	s.flushed.Store(uint64(confirmed))
+	return s
+}
+
+// SetFlushed tells the stream that the checkpoint up to lsn is durable, so
+// the slot may be confirmed to it.
+func (s *Stream) SetFlushed(lsn cdc.LSN) {
+	for {
+		cur := s.flushed.Load()
+		if uint64(lsn) <= cur || s.flushed.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
+// Flushed returns the LSN the slot may be confirmed to.
+func (s *Stream) Flushed() cdc.LSN { return cdc.LSN(s.flushed.Load()) }
+
+// Received returns the number of row changes received.
+func (s *Stream) Received() uint64 { return s.received.Load() }
+
+// BackendPID returns the walsender's process id of the current connection.
+func (s *Stream) BackendPID() uint32 { return s.backendPID.Load() }
+
+// Stop asks Run to stop reading and drain: Run returns nil once every
+// received event is handled and confirmed, or when its context ends.
+func (s *Stream) Stop() { s.stopOnce.Do(func() { close(s.stop) }) }
+
+func (s *Stream) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// IdentifySystem returns the system identifier of the server behind dsn.
+func IdentifySystem(ctx context.Context, dsn string) (pglogrepl.IdentifySystemResult, error) {
+	conn, err := ConnectReplication(ctx, dsn)
+	if err != nil {
+		return pglogrepl.IdentifySystemResult{}, err
+	}
+	defer conn.Close(context.Background())
+	res, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return res, fmt.Errorf("identify system: %w", err)
+	}
+	return res, nil
+}
+
+// Run streams until ctx ends (hard stop: returns ctx's error), Stop is
+// called and the pipeline is drained (returns nil), or a permanent error
+// occurs. Connection failures are retried with exponential backoff.
+func (s *Stream) Run(ctx context.Context) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 500 * time.Millisecond
+	bo.MaxInterval = s.cfg.MaxReconnectBackoff
+	bo.MaxElapsedTime = 0
+	for {
+		started := time.Now()
+		err := s.session(ctx)
+		s.tracker.Abort()
+		s.inTxn = false
+		if errors.Is(err, errDrained) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrPermanent) {
+			return err
+		}
+		if s.stopping() {
+			// Stopped while disconnected: the checkpoint store has what was
+			// handled; wait for the rest without a connection.
+			return s.waitDrained(ctx, nil)
+		}
+		if time.Since(started) > time.Minute {
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stop:
+		}
+	}
+}
+
+var errDrained = errors.New("drained")
+
+func (s *Stream) session(ctx context.Context) error {
+	conn, err := ConnectReplication(ctx, s.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("identify system: %w", err)
+	}
+	if s.systemID != "" && sys.SystemID != s.systemID {
+		return permanent("the database system changed (system identifier %s, expected %s): the slot's positions do not apply to it", sys.SystemID, s.systemID)
+	}
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
+			// Another reader holds the slot (a second instance): wait and retry.
+			return fmt.Errorf("slot %q is active for another process; waiting for it to be released: %w", s.cfg.Slot, err)
+		}
+		if errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "42501" || pgErr.Code[:2] == "28") {
+			return permanent("start replication on slot %q: %w", s.cfg.Slot, err)
+		}
+		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
+	}
+	s.backendPID.Store(conn.PID())
+	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
+		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()))
+	s.lastStatus = time.Time{}
+	s.sentFlush = 0
+	if err := s.sendStatus(conn); err != nil {
+		return err
+	}
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+
+	for {
+		if s.stopping() {
+			return s.waitDrained(ctx, conn)
+		}
+		if err := s.maybeSendStatus(conn); err != nil {
+			return err
+		}
+		// Wake at least every 500 ms so an advanced checkpoint is confirmed
+		// promptly even when the stream is idle.
+		deadline := s.lastStatus.Add(s.cfg.StatusInterval)
+		if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
+			deadline = soon
+		}
+		dctx, dcancel := context.WithDeadline(rctx, deadline)
+		msg, err := conn.ReceiveMessage(dctx)
+		dcancel()
+		if err != nil {
+			if s.stopping() {
+				return s.waitDrained(ctx, conn)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(rctx, conn, msg.Data); err != nil {
+				if s.stopping() && errors.Is(err, context.Canceled) {
+					return s.waitDrained(ctx, conn)
+				}
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("server ended the replication stream")
+		}
+	}
+}
+
+func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		if !s.inTxn {
+			s.tracker.AdvanceIdle(cdc.LSN(ka.ServerWALEnd))
+		}
+		if ka.ReplyRequested {
+			return s.sendStatus(conn)
+		}
+	case pglogrepl.XLogDataByteID:
+		// XLogData header: 'w', start LSN, end LSN, send time (8 bytes each).
+		if len(data) < 25 {
+			return fmt.Errorf("parse XLogData: %w", errShortMessage)
+		}
+		return s.handleWAL(ctx, conn, data[25:])
+	}
+	return nil
+}
+
+func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte) error {
+	if len(wal) == 0 {
+		return nil
+	}
+	switch wal[0] {
+	case 'I':
+		relID, vals, err := parseInsert(wal, s.vals)
+		s.vals = vals
+		if err != nil {
+			return fmt.Errorf("parse insert at %s: %w", s.commitLSN, err)
+		}
+		return s.handleRow(ctx, conn, relID, vals)
+	case 'U', 'D':
+		// Not published (publish = 'insert'), but they keep ordinals stable
+		// should a publication include them.
+		s.ordinal++
+		return nil
+	case 'B':
+		m, err := pglogrepl.Parse(wal)
+		if err != nil {
+			return fmt.Errorf("parse begin: %w", err)
+		}
+		b := m.(*pglogrepl.BeginMessage)
+		s.inTxn = true
+		s.commitLSN = cdc.LSN(b.FinalLSN)
+		s.commitTime = b.CommitTime
+		s.ordinal = 0
+		s.tracker.Begin()
+	case 'C':
+		m, err := pglogrepl.Parse(wal)
+		if err != nil {
+			return fmt.Errorf("parse commit: %w", err)
+		}
+		c := m.(*pglogrepl.CommitMessage)
+		if cdc.LSN(c.CommitLSN) != s.commitLSN {
+			return fmt.Errorf("commit LSN %s does not match begin's %s", cdc.LSN(c.CommitLSN), s.commitLSN)
+		}
+		s.inTxn = false
+		s.tracker.Commit(cdc.LSN(c.TransactionEndLSN))
+	case 'R':
+		m, err := pglogrepl.Parse(wal)
+		if err != nil {
+			return fmt.Errorf("parse relation: %w", err)
+		}
+		r := m.(*pglogrepl.RelationMessage)
+		cols := make([]Column, len(r.Columns))
+		for i, c := range r.Columns {
+			cols[i] = Column{Name: c.Name, TypeOID: c.DataType, Key: c.Flags&1 != 0}
+		}
+		rel := NewRelation(r.RelationID, r.Namespace, r.RelationName, cols)
+		if old, ok := s.rels[r.RelationID]; ok && len(old.Columns) != len(cols) {
+			s.log.Info("table definition changed", zap.String("table", rel.QualifiedName()), zap.Int("columns", len(cols)))
+		}
+		s.rels[r.RelationID] = rel
+	case 'T':
+		s.log.Debug("truncate ignored", zap.Stringer("commit_lsn", s.commitLSN))
+	case 'Y', 'O', 'M':
+		// Type, Origin and logical decoding messages carry nothing to deliver.
+	default:
+		s.log.Debug("unknown pgoutput message ignored", zap.String("type", string(wal[0])))
+	}
+	return nil
+}
+
+func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint32, vals [][]byte) error {
+	if !s.inTxn {
+		return errors.New("insert outside a transaction")
+	}
+	rel, ok := s.rels[relID]
+	if !ok {
+		return fmt.Errorf("insert for unknown relation %d (no Relation message)", relID)
+	}
+	if len(vals) != len(rel.Columns) {
+		return fmt.Errorf("insert into %s has %d values for %d columns", rel.QualifiedName(), len(vals), len(rel.Columns))
+	}
+	pos := cdc.Position{CommitLSN: s.commitLSN, Ordinal: s.ordinal}
+	s.ordinal++
+	if !s.last.Less(pos) {
+		return nil // handled before a restart or already in the pipeline
+	}
+	s.last = pos
+	s.received.Add(1)
+	ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
+		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+	ev := s.mapper.Map(&ch)
+	seq := s.tracker.Assign(pos)
+	if ev == nil {
+		s.tracker.Done(seq)
+		return nil
+	}
+	ev.Seq, ev.Pos, ev.CommitTime = seq, pos, s.commitTime
+	for !s.sink.TrySubmit(ev) {
+		wait := time.Until(s.lastStatus.Add(s.cfg.StatusInterval))
+		t := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-s.sink.Ready():
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+		// Blocked on a slow sink: keep the walsender from timing out.
+		if err := s.maybeSendStatus(conn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maybeSendStatus sends a standby status update when the interval has passed
+// or the flushed position advanced (at most every 100 ms).
+func (s *Stream) maybeSendStatus(conn *pgconn.PgConn) error {
+	since := time.Since(s.lastStatus)
+	if since >= s.cfg.StatusInterval || (s.Flushed() != s.sentFlush && since >= 100*time.Millisecond) {
+		return s.sendStatus(conn)
+	}
+	return nil
+}
+
+func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
+	f := s.Flushed()
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(f), WALFlushPosition: pglogrepl.LSN(f), WALApplyPosition: pglogrepl.LSN(f),
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	s.lastStatus = time.Now()
+	s.sentFlush = f
+	return nil
+}
+
+// waitDrained waits until every event is handled and the checkpoint is
+// durable, sending status updates meanwhile (conn may be nil), then sends the
+// final position.
+func (s *Stream) waitDrained(ctx context.Context, conn *pgconn.PgConn) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, confirm := s.tracker.Checkpoint()
+		if s.tracker.Drained() && s.Flushed() >= confirm {
+			if conn != nil {
+				if err := s.sendStatus(conn); err != nil {
+					return err
+				}
+			}
+			return errDrained
+		}
+		select {
+		case <-ctx.Done():
+			if conn != nil {
+				_ = s.sendStatus(conn)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if conn != nil {
+			if err := s.maybeSendStatus(conn); err != nil {
+				return err
+			}
+		}
+	}
+}

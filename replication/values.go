@@ -1,0 +1,346 @@
+package replication
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// typeMap knows PostgreSQL's built-in types; it tells an array type's element
+// type and delimiter. It is only read, so one shared map is safe.
+var typeMap = pgtype.NewMap()
+
+// AppendJSON appends the JSON form of one column value, given in PostgreSQL's
+// text output format (as pgoutput sends it), to dst. typeOID is the column's
+// type from the Relation message. A nil text is SQL NULL and becomes null.
+//
+// The mapping keeps JSON types real: integers and numerics are JSON numbers
+// (numeric digits are kept exactly), booleans are booleans, json and jsonb are
+// embedded as JSON, timestamptz becomes an RFC 3339 UTC string, bytea a base64
+// string, and arrays JSON arrays. NaN and infinities, enums, domains and every
+// type pgsignal does not know become their text form as a JSON string.
+//
+// The replication connection must use DateStyle=ISO, TimeZone=UTC,
+// bytea_output=hex and extra_float_digits=3 (Connect sets them).
+func AppendJSON(dst []byte, typeOID uint32, text []byte) []byte {
+	if text == nil {
+		return append(dst, "null"...)
+	}
+	switch typeOID {
+	case pgtype.BoolOID:
+		if len(text) == 1 && text[0] == 't' {
+			return append(dst, "true"...)
+		}
+		if len(text) == 1 && text[0] == 'f' {
+			return append(dst, "false"...)
+		}
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
+		if isJSONNumber(text) {
+			return append(dst, text...)
+		}
+	case pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID:
+		// NaN, Infinity and -Infinity are not JSON numbers: they fall through
+		// to the string form.
+		if isJSONNumber(text) {
+			return append(dst, text...)
+		}
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		return append(dst, text...)
+	case pgtype.TimestamptzOID:
+		if t, ok := parseTimestamptz(text); ok {
+			dst = append(dst, '"')
+			dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+			return append(dst, '"')
+		}
+	case pgtype.TimestampOID:
+		// "2024-01-02 03:04:05.123" -> "2024-01-02T03:04:05.123" (no zone: the
+		// column has none).
+		if len(text) >= 19 && text[10] == ' ' && text[4] == '-' {
+			dst = append(dst, '"')
+			dst = append(dst, text[:10]...)
+			dst = append(dst, 'T')
+			dst = append(dst, text[11:]...)
+			return append(dst, '"')
+		}
+	case pgtype.ByteaOID:
+		if len(text) >= 2 && text[0] == '\\' && text[1] == 'x' {
+			raw := make([]byte, hex.DecodedLen(len(text)-2))
+			if _, err := hex.Decode(raw, text[2:]); err == nil {
+				dst = append(dst, '"')
+				dst = base64.StdEncoding.AppendEncode(dst, raw)
+				return append(dst, '"')
+			}
+		}
+	default:
+		if elem, delim, ok := arrayElement(typeOID); ok {
+			if out, ok := appendArray(dst, elem, delim, text); ok {
+				return out
+			}
+		}
+	}
+	return AppendString(dst, text)
+}
+
+// arrayElement reports the element type and delimiter of a built-in array type.
+func arrayElement(typeOID uint32) (uint32, byte, bool) {
+	t, ok := typeMap.TypeForOID(typeOID)
+	if !ok {
+		return 0, 0, false
+	}
+	ac, ok := t.Codec.(*pgtype.ArrayCodec)
+	if !ok || ac.ElementType == nil {
+		return 0, 0, false
+	}
+	delim := ac.Delimiter
+	if delim == 0 {
+		delim = ','
+	}
+	return ac.ElementType.OID, delim, true
+}
+
+// appendArray converts PostgreSQL's array text form ({1,2,NULL}, {{1,2},{3,4}},
+// {"a b","c\"d"}, [0:1]={1,2}) into a (nested) JSON array.
+func appendArray(dst []byte, elem uint32, delim byte, text []byte) ([]byte, bool) {
+	if len(text) > 0 && text[0] == '[' {
+		// Explicit bounds: "[1:2]={...}". Drop the decoration.
+		i := strings.Index(string(text), "=")
+		if i < 0 {
+			return dst, false
+		}
+		text = text[i+1:]
+	}
+	start := len(dst)
+	p := arrayParser{src: text, elem: elem, delim: delim}
+	out, ok := p.parse(dst)
+	if !ok || p.pos != len(text) {
+		return dst[:start], false
+	}
+	return out, true
+}
+
+type arrayParser struct {
+	src   []byte
+	pos   int
+	elem  uint32
+	delim byte
+	buf   []byte
+}
+
+func (p *arrayParser) parse(dst []byte) ([]byte, bool) {
+	if p.pos >= len(p.src) || p.src[p.pos] != '{' {
+		return dst, false
+	}
+	p.pos++
+	dst = append(dst, '[')
+	if p.pos < len(p.src) && p.src[p.pos] == '}' {
+		p.pos++
+		return append(dst, ']'), true
+	}
+	for first := true; ; first = false {
+		if !first {
+			dst = append(dst, ',')
+		}
+		if p.pos >= len(p.src) {
+			return dst, false
+		}
+		var ok bool
+		switch p.src[p.pos] {
+		case '{':
+			dst, ok = p.parse(dst)
+		case '"':
+			dst, ok = p.quoted(dst)
+		default:
+			dst, ok = p.bare(dst)
+		}
+		if !ok || p.pos >= len(p.src) {
+			return dst, false
+		}
+		switch c := p.src[p.pos]; {
+		case c == '}':
+			p.pos++
+			return append(dst, ']'), true
+		case c == p.delim:
+			p.pos++
+		default:
+			return dst, false
+		}
+	}
+}
+
+func (p *arrayParser) quoted(dst []byte) ([]byte, bool) {
+	p.pos++ // opening quote
+	p.buf = p.buf[:0]
+	for p.pos < len(p.src) {
+		c := p.src[p.pos]
+		switch c {
+		case '\\':
+			if p.pos+1 >= len(p.src) {
+				return dst, false
+			}
+			p.buf = append(p.buf, p.src[p.pos+1])
+			p.pos += 2
+		case '"':
+			p.pos++
+			return AppendJSON(dst, p.elem, p.buf), true
+		default:
+			p.buf = append(p.buf, c)
+			p.pos++
+		}
+	}
+	return dst, false
+}
+
+func (p *arrayParser) bare(dst []byte) ([]byte, bool) {
+	start := p.pos
+	for p.pos < len(p.src) && p.src[p.pos] != p.delim && p.src[p.pos] != '}' {
+		p.pos++
+	}
+	v := p.src[start:p.pos]
+	if len(v) == 0 {
+		return dst, false
+	}
+	if len(v) == 4 && strings.EqualFold(string(v), "NULL") {
+		return append(dst, "null"...), true
+	}
+	return AppendJSON(dst, p.elem, v), true
+}
+
+// isJSONNumber reports whether b is a number as JSON spells it.
+func isJSONNumber(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	if i >= len(b) {
+		return false
+	}
+	if b[i] == '0' {
+		i++
+	} else if b[i] >= '1' && b[i] <= '9' {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	} else {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+// ParseTimestamp parses a timestamp column value in PostgreSQL's ISO text
+// form. timestamptz values carry their offset; timestamp values (without
+// zone) and dates are read in loc.
+func ParseTimestamp(typeOID uint32, text []byte, loc *time.Location) (time.Time, error) {
+	s := string(text)
+	switch typeOID {
+	case pgtype.TimestamptzOID:
+		if t, ok := parseTimestamptz(text); ok {
+			return t, nil
+		}
+	case pgtype.TimestampOID:
+		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999999", s, loc); err == nil {
+			return t, nil
+		}
+	case pgtype.DateOID:
+		if t, err := time.ParseInLocation("2006-01-02", s, loc); err == nil {
+			return t, nil
+		}
+	default:
+		return time.Time{}, fmt.Errorf("type OID %d is not a timestamp, timestamptz or date", typeOID)
+	}
+	return time.Time{}, fmt.Errorf("cannot read %q as a timestamp", s)
+}
+
+var tstzLayouts = []string{
+	"2006-01-02 15:04:05.999999999Z07",
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999Z07:00:00",
+}
+
+func parseTimestamptz(text []byte) (time.Time, bool) {
+	s := string(text)
+	for _, l := range tstzLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, like
+// encoding/json; HTML characters are not escaped.
+func AppendString[T []byte | string](dst []byte, s T) []byte {
+	const hexdig = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexdig[c>>4], hexdig[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexdig[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

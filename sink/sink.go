@@ -1,0 +1,501 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+)
+
+// Config configures a Sink. Zero values take the defaults shown.
+type Config struct {
+	BatchSize        int           // events per request, default 500
+	Linger           time.Duration // longest wait to fill a batch, default 20ms
+	Concurrency      int           // lanes, default 8
+	MaxPendingEvents int           // events queued or in flight, default 20000
+	MaxPendingBytes  int64         // bytes queued or in flight, default 64 MiB
+	MaxBackoff       time.Duration // cap of the retry backoff, default 60s
+	// UnknownUser is "dead-letter" (default) or "drop": what to do with
+	// events OneSignal reports "not found" (no such external_id).
+	UnknownUser string
+	Logger      *zap.Logger
+	// OnDelivered, when set, is called for every event OneSignal accepted,
+	// from the lane that sent it.
+	OnDelivered func(ev *cdc.Event, at time.Time)
+	// OnDeadLetter, when set, is called for every dead letter written.
+	OnDeadLetter func(l cdc.DeadLetter)
+}
+
+func (c *Config) defaults() {
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.Linger <= 0 {
+		c.Linger = 20 * time.Millisecond
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.MaxPendingEvents <= 0 {
+		c.MaxPendingEvents = 20000
+	}
+	if c.MaxPendingBytes <= 0 {
+		c.MaxPendingBytes = 64 << 20
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 60 * time.Second
+	}
+	if c.UnknownUser == "" {
+		c.UnknownUser = "dead-letter"
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+}
+
+// Sender posts one request body; *Client implements it.
+type Sender interface {
+	Send(ctx context.Context, body []byte) (Result, error)
+}
+
+// ErrUnauthorized is returned (wrapped) when OneSignal refuses the API key.
+var ErrUnauthorized = errors.New("OneSignal refused the API key")
+
+// Sink delivers events to OneSignal through lanes.
+//
+// TrySubmit never blocks; it refuses an event when MaxPendingEvents or
+// MaxPendingBytes would be exceeded, and Ready is signalled when room frees
+// up. Events are routed to a lane by a hash of their external_id, so one
+// user's events are sent in submission (commit) order; lanes run in
+// parallel. Each lane sends one batch at a time and retries it until
+// OneSignal accepts it, splitting a batch OneSignal rejects as a whole (400)
+// until the bad events are isolated. An event is reported handled (through
+// the handled callback) once OneSignal accepted it or its dead letter is
+// durable. A refused API key or another unrecoverable answer stops the lanes
+// and is reported on Err; nothing after it is reported handled.
+type Sink struct {
+	cfg     Config
+	client  Sender
+	dl      DeadLetterStore
+	handled func(seqs ...uint64)
+	log     *zap.Logger
+
+	mu      sync.Mutex
+	events  int
+	bytes   int64
+	ready   chan struct{}
+	lanes   []*lane
+	seed    maphash.Seed
+	fatal   chan error
+	wg      sync.WaitGroup
+	stopped atomic.Bool
+
+	stats   counters
+	Latency Histogram // commit -> accepted
+}
+
+type counters struct {
+	submitted, delivered, deadLettered, dropped, retries, requests, batches atomic.Uint64
+}
+
+// Stats is a snapshot of the sink's counters.
+type Stats struct {
+	Submitted, Delivered, DeadLettered, Dropped, Retries, Requests, Batches uint64
+	PendingEvents                                                           int
+	PendingBytes                                                            int64
+}
+
+// New returns a sink; call Start to run its lanes.
+func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uint64)) *Sink {
+	cfg.defaults()
+	s := &Sink{
+		cfg: cfg, client: client, dl: dl, handled: handled, log: cfg.Logger,
+		ready: make(chan struct{}, 1), fatal: make(chan error, 1), seed: maphash.MakeSeed(),
+	}
+	for i := 0; i < cfg.Concurrency; i++ {
+		s.lanes = append(s.lanes, &lane{s: s, id: i, notify: make(chan struct{}, 1)})
+	}
+	return s
+}
+
+// Start runs the lanes until ctx ends. Wait waits for them.
+func (s *Sink) Start(ctx context.Context) {
+	for _, l := range s.lanes {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			l.run(ctx)
+		}()
+	}
+}
+
+// Wait blocks until every lane has returned (after Start's ctx ended).
+func (s *Sink) Wait() { s.wg.Wait() }
+
+// Err reports an unrecoverable delivery error (e.g. ErrUnauthorized).
+func (s *Sink) Err() <-chan error { return s.fatal }
+
+// Ready is signalled when room frees up after TrySubmit refused an event.
+func (s *Sink) Ready() <-chan struct{} { return s.ready }
+
+// Stats returns the current counters.
+func (s *Sink) Stats() Stats {
+	s.mu.Lock()
+	ev, by := s.events, s.bytes
+	s.mu.Unlock()
+	return Stats{
+		Submitted: s.stats.submitted.Load(), Delivered: s.stats.delivered.Load(),
+		DeadLettered: s.stats.deadLettered.Load(), Dropped: s.stats.dropped.Load(),
+		Retries: s.stats.retries.Load(), Requests: s.stats.requests.Load(), Batches: s.stats.batches.Load(),
+		PendingEvents: ev, PendingBytes: by,
+	}
+}
+
+// TrySubmit queues ev unless the sink is full.
+func (s *Sink) TrySubmit(ev *cdc.Event) bool {
+	size := int64(ev.Size())
+	s.mu.Lock()
+	if s.events > 0 && (s.events+1 > s.cfg.MaxPendingEvents || s.bytes+size > s.cfg.MaxPendingBytes) {
+		s.mu.Unlock()
+		return false
+	}
+	s.events++
+	s.bytes += size
+	s.mu.Unlock()
+	s.stats.submitted.Add(1)
+	l := s.lanes[maphash.String(s.seed, ev.ExternalID)%uint64(len(s.lanes))]
+	l.push(ev)
+	return true
+}
+
+func (s *Sink) release(evs []*cdc.Event) {
+	var size int64
+	for _, ev := range evs {
+		size += int64(ev.Size())
+	}
+	s.mu.Lock()
+	s.events -= len(evs)
+	s.bytes -= size
+	s.mu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Sink) fail(err error) {
+	s.stopped.Store(true)
+	select {
+	case s.fatal <- err:
+	default:
+	}
+}
+
+// lane sends its events one batch at a time.
+type lane struct {
+	s       *Sink
+	id      int
+	mu      sync.Mutex
+	q       []*cdc.Event
+	firstAt time.Time
+	notify  chan struct{}
+}
+
+func (l *lane) push(ev *cdc.Event) {
+	l.mu.Lock()
+	if len(l.q) == 0 {
+		l.firstAt = time.Now()
+	}
+	l.q = append(l.q, ev)
+	n := len(l.q)
+	l.mu.Unlock()
+	if n == 1 || n == l.s.cfg.BatchSize {
+		select {
+		case l.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take waits for a batch: BatchSize events, 1 MB of body, or Linger after
+// the first event arrived. It returns nil when ctx ends.
+func (l *lane) take(ctx context.Context) []*cdc.Event {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		l.mu.Lock()
+		n := len(l.q)
+		wait := time.Duration(0)
+		if n > 0 && n < l.s.cfg.BatchSize {
+			wait = l.s.cfg.Linger - time.Since(l.firstAt)
+		}
+		if n > 0 && wait <= 0 {
+			batch := l.cut()
+			l.mu.Unlock()
+			return batch
+		}
+		l.mu.Unlock()
+		var tc <-chan time.Time
+		if n > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			tc = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.notify:
+		case <-tc:
+		}
+	}
+}
+
+// cut removes the next batch from the queue; l.mu is held.
+func (l *lane) cut() []*cdc.Event {
+	size := bodyOverhead
+	n := 0
+	for n < len(l.q) && n < l.s.cfg.BatchSize {
+		add := len(l.q[n].JSON) + 1
+		if n > 0 && size+add > MaxBodyBytes {
+			break
+		}
+		size += add
+		n++
+	}
+	batch := make([]*cdc.Event, n)
+	copy(batch, l.q[:n])
+	clear(l.q[:n])
+	l.q = l.q[n:]
+	if len(l.q) == 0 {
+		l.q = nil
+	} else {
+		l.firstAt = time.Now()
+	}
+	return batch
+}
+
+func (l *lane) run(ctx context.Context) {
+	for {
+		batch := l.take(ctx)
+		if batch == nil {
+			return
+		}
+		if err := l.process(ctx, batch); err != nil {
+			if ctx.Err() == nil {
+				l.s.fail(err)
+			}
+			return
+		}
+	}
+}
+
+// process delivers a batch (and dead-letters what cannot be delivered), then
+// reports it handled. It returns an error only for a stop: ctx ended or an
+// unrecoverable answer.
+func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
+	s := l.s
+	s.stats.batches.Add(1)
+	var letters []cdc.DeadLetter
+	send := batch[:0:0]
+	now := time.Now()
+	for _, ev := range batch {
+		if ev.Reject != "" {
+			letters = append(letters, cdc.DeadLetter{Pos: ev.Pos, Table: ev.Table, IdempotencyKey: ev.IdempotencyKey,
+				Row: ev.Row, Reason: ev.Reject, FirstFailure: ev.CommitTime, LastFailure: now})
+			continue
+		}
+		send = append(send, ev)
+	}
+	d := delivery{l: l}
+	if err := d.deliver(ctx, send); err != nil {
+		return err
+	}
+	letters = append(letters, d.letters...)
+	if err := l.writeDeadLetters(ctx, letters); err != nil {
+		return err
+	}
+	seqs := make([]uint64, len(batch))
+	for i, ev := range batch {
+		seqs[i] = ev.Seq
+	}
+	if s.stopped.Load() {
+		return errors.New("sink stopped")
+	}
+	s.handled(seqs...)
+	s.release(batch)
+	return nil
+}
+
+func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) error {
+	if len(letters) == 0 {
+		return nil
+	}
+	s := l.s
+	bo := s.newBackoff()
+	for {
+		err := s.dl.Write(ctx, letters)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := bo.NextBackOff()
+		s.log.Warn("writing dead letters failed; retrying", zap.Error(err), zap.Duration("in", wait))
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+	s.stats.deadLettered.Add(uint64(len(letters)))
+	for _, dl := range letters {
+		s.log.Warn("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))
+		if s.cfg.OnDeadLetter != nil {
+			s.cfg.OnDeadLetter(dl)
+		}
+	}
+	return nil
+}
+
+func (s *Sink) newBackoff() backoff.BackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.RandomizationFactor = 0.5
+	bo.Multiplier = 2
+	bo.MaxInterval = s.cfg.MaxBackoff
+	bo.MaxElapsedTime = 0
+	bo.Reset()
+	return bo
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// delivery sends one batch, splitting it on 400s.
+type delivery struct {
+	l       *lane
+	letters []cdc.DeadLetter
+	body    []byte
+	parts   [][]byte
+}
+
+func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	s := d.l.s
+	d.parts = d.parts[:0]
+	for _, ev := range evs {
+		d.parts = append(d.parts, ev.JSON)
+	}
+	d.body = AppendBody(d.body[:0], d.parts)
+	bo := s.newBackoff()
+	first := time.Time{}
+	attempts := 0
+	for {
+		attempts++
+		s.stats.requests.Add(1)
+		res, err := s.client.Send(ctx, d.body)
+		if err == nil {
+			d.accepted(evs, res, attempts, first)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if first.IsZero() {
+			first = time.Now()
+		}
+		switch Classify(err) {
+		case Retry:
+			wait := bo.NextBackOff()
+			if ra := RetryAfter(err); ra > wait {
+				wait = ra
+			}
+			s.stats.retries.Add(1)
+			s.log.Info("OneSignal request failed; retrying", zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
+				zap.Int("attempt", attempts), zap.Duration("in", wait), zap.Error(err))
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+		case BadRequest:
+			if len(evs) == 1 {
+				now := time.Now()
+				ev := evs[0]
+				d.letters = append(d.letters, cdc.DeadLetter{Pos: ev.Pos, Table: ev.Table, IdempotencyKey: ev.IdempotencyKey,
+					Event: ev.JSON, Reason: "OneSignal rejected the event: " + err.Error(), Attempts: attempts,
+					FirstFailure: first, LastFailure: now})
+				return nil
+			}
+			half := len(evs) / 2
+			left, right := evs[:half], evs[half:]
+			if err := d.deliver(ctx, left); err != nil {
+				return err
+			}
+			return d.deliver(ctx, right)
+		case Unauthorized:
+			return fmt.Errorf("%w (%v): set onesignal.api_key to the App API key of app %s (Settings > Keys & IDs); nothing after the last delivered event was confirmed", ErrUnauthorized, err, "the configured app")
+		default:
+			return fmt.Errorf("OneSignal request failed permanently: %w; check onesignal.app_id and onesignal.url", err)
+		}
+	}
+}
+
+// accepted handles a 2xx answer: per-event failures become dead letters (or
+// are dropped), the rest is delivered.
+func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first time.Time) {
+	s := d.l.s
+	now := time.Now()
+	var failed map[string]EventError
+	if len(res.Failed) > 0 {
+		failed = make(map[string]EventError, len(res.Failed))
+		for _, f := range res.Failed {
+			failed[f.ExternalID] = f
+		}
+	}
+	for _, ev := range evs {
+		if f, ok := failed[ev.ExternalID]; ok {
+			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
+				s.stats.dropped.Add(1)
+				continue
+			}
+			if first.IsZero() {
+				first = now
+			}
+			d.letters = append(d.letters, cdc.DeadLetter{Pos: ev.Pos, Table: ev.Table, IdempotencyKey: ev.IdempotencyKey,
+				Event: ev.JSON, Reason: fmt.Sprintf("OneSignal: %s: %s", f.Code, f.Title), Attempts: attempts,
+				FirstFailure: first, LastFailure: now})
+			continue
+		}
+		s.stats.delivered.Add(1)
+		if !ev.CommitTime.IsZero() {
+			s.Latency.Observe(now.Sub(ev.CommitTime))
+		}
+		if s.cfg.OnDelivered != nil {
+			s.cfg.OnDelivered(ev, now)
+		}
+	}
+}
