@@ -513,7 +513,12 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 	cfg.ConnectTimeout = 2 * time.Second
 	delay := 5 * time.Millisecond
 	for {
-		err := ping(ctx, cfg)
+		// Until our postmaster reports itself ready in postmaster.pid, a
+		// connection could reach another server that took the port.
+		err := pidFileReady(s.DataDir, p.cmd.Process.Pid)
+		if err == nil {
+			err = ping(ctx, cfg)
+		}
 		if err == nil {
 			return nil
 		}
@@ -526,6 +531,24 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 		}
 		delay = min(2*delay, 100*time.Millisecond)
 	}
+}
+
+// pidFileReady checks that dataDir/postmaster.pid names pid and, on
+// PostgreSQL 10 and later, has the status "ready" (line 8), which the
+// postmaster writes once it listens and accepts connections.
+func pidFileReady(dataDir string, pid int) error {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return fmt.Errorf("read postmaster.pid: %w", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if strings.TrimSpace(lines[0]) != strconv.Itoa(pid) {
+		return fmt.Errorf("postmaster.pid names pid %q, not %d", lines[0], pid)
+	}
+	if len(lines) > 7 && strings.TrimSpace(lines[7]) != "" && strings.TrimSpace(lines[7]) != "ready" {
+		return fmt.Errorf("postmaster status %q", strings.TrimSpace(lines[7]))
+	}
+	return nil
 }
 
 // ping connects once. A server that answers with an error other than "the
@@ -786,7 +809,7 @@ func makeRoot(cred *syscall.Credential, logf func(string, ...any)) (string, erro
 			if err2 := traversable("/tmp", cred); err2 != nil {
 				return "", fmt.Errorf("no temporary directory usable by uid %d: %w; /tmp: %w", cred.Uid, err, err2)
 			}
-			logf("pgtest: %v; using /tmp", err)
+			logf("pgtest: %v; using /tmp instead", err)
 			base = "/tmp"
 		}
 	}

@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -622,4 +624,145 @@ func TestSweepStale(t *testing.T) {
 	if !stale(dead) {
 		t.Error("dead owner's dir is not stale")
 	}
+}
+
+// envHelper makes the test binary act as a process that starts a server,
+// prints "PID DATADIR" and waits to be killed.
+const envHelper = "PGTEST_HELPER_PROCESS"
+
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv(envHelper) != "1" {
+		t.Skip("helper for TestParentDeath")
+	}
+	s, err := Start(context.Background(), Options{})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("%d %s\n", s.PID(), s.DataDir)
+	time.Sleep(time.Minute)
+	os.Exit(2)
+}
+
+// dead reports whether pid has exited (gone or a zombie).
+func dead(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || strings.HasPrefix(string(b[i+1:]), " Z")
+}
+
+func TestParentDeath(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("starts a helper process")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envHelper+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		t.Fatalf("read helper: %v", err)
+	}
+	var pid int
+	var dataDir string
+	if _, err := fmt.Sscanf(line, "%d %s", &pid, &dataDir); err != nil {
+		_ = cmd.Process.Kill()
+		t.Fatalf("helper said %q: %v", line, err)
+	}
+	root := filepath.Dir(dataDir)
+	t.Cleanup(func() { os.RemoveAll(root) })
+
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for !dead(pid) || len(procsInDir(dataDir)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("postmaster %d (or its backends %v) still running 10s after its parent was killed", pid, procsInDir(dataDir))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !stale(root) {
+		t.Errorf("%s of the killed helper is not stale", root)
+	}
+}
+
+func TestTempDirFallbacks(t *testing.T) {
+	// Not parallel: sets TMPDIR.
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	t.Run("long path moves the socket", func(t *testing.T) {
+		base, err := os.MkdirTemp("", "pgtest-long-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+		long := filepath.Join(base, strings.Repeat("d", 100))
+		if err := os.MkdirAll(long, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []string{base, long} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Setenv("TMPDIR", long)
+		s, err := Start(t.Context(), Options{Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(s.DataDir, long+"/") {
+			t.Errorf("data dir %s not under TMPDIR", s.DataDir)
+		}
+		if !strings.HasPrefix(s.SocketDir, "/tmp/pgs-") {
+			t.Errorf("socket dir = %s, want /tmp/pgs-*", s.SocketDir)
+		}
+		if err := s.Exec(t.Context(), "SELECT 1"); err != nil {
+			t.Errorf("Exec over the socket: %v", err)
+		}
+		if got := query(t, s.DSN(""), "SHOW unix_socket_directories"); got != s.SocketDir {
+			t.Errorf("unix_socket_directories = %q, want %q", got, s.SocketDir)
+		}
+		if err := s.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(s.SocketDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket dir after Stop: %v, want not exist", err)
+		}
+	})
+	t.Run("unreachable TMPDIR falls back to /tmp", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("only as root, when postgres runs as another user")
+		}
+		closed, err := os.MkdirTemp("", "pgtest-closed-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(closed) })
+		if err := os.Chmod(closed, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("TMPDIR", closed)
+		s, err := Start(t.Context(), Options{Logf: t.Logf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Stop()
+		if got := filepath.Dir(filepath.Dir(s.DataDir)); got != "/tmp" {
+			t.Errorf("data dir %s, want it under /tmp", s.DataDir)
+		}
+	})
 }

@@ -105,7 +105,7 @@ func procsInDir(dir string) []int {
 
 // procStartTime returns the start time of process pid in clock ticks since
 // boot (field 22 of /proc/PID/stat), which with the pid identifies a process
-// across pid reuse.
+// across pid reuse. A zombie counts as gone: the error wraps os.ErrNotExist.
 func procStartTime(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -120,6 +120,9 @@ func procStartTime(pid int) (uint64, error) {
 	// fields[0] is field 3 (state), so field 22 is fields[19].
 	if len(fields) < 20 {
 		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(fields))
+	}
+	if string(fields[0]) == "Z" {
+		return 0, fmt.Errorf("process %d: zombie: %w", pid, os.ErrNotExist)
 	}
 	return strconv.ParseUint(string(fields[19]), 10, 64)
 }

@@ -166,6 +166,9 @@ func sizedBody(size int) string {
 	return b.String()
 }
 
+// testTime is a fixed instant for tests.
+var testTime = time.Date(2025, 10, 21, 19, 9, 32, 0, time.UTC)
+
 // fakeClock is a settable clock for Options.Now.
 type fakeClock struct{ t time.Time }
 

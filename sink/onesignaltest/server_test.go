@@ -136,11 +136,22 @@ func TestValidation(t *testing.T) {
 		{"trailing garbage", `{"events":[]} x`, 400, []string{"request body is not valid JSON: invalid character 'x' after top-level value"}},
 		{"empty body", ``, 400, []string{"request body is not valid JSON: unexpected end of JSON input"}},
 		{"body not an object", `[]`, 400, []string{"request body must be a JSON object"}},
+		{"body null", `null`, 400, []string{"request body must be a JSON object"}},
 		{"events missing", `{}`, 400, []string{"events is required"}},
+		{"events key case matters", `{"Events":[]}`, 400, []string{"events is required"}},
 		{"events an object", `{"events":{}}`, 400, []string{"events must be an array"}},
 		{"events null", `{"events":null}`, 400, []string{"events must be an array"}},
 		{"events empty", `{"events":[]}`, 202, nil},
 		{"event not an object", `{"events":[1]}`, 400, []string{"events[0]: event must be a JSON object"}},
+
+		// Field names: exact case, escapes decoded, the last repeat wins,
+		// unknown fields ignored, spaces allowed.
+		{"field name case matters", batch(`{"Name":"a","external_id":"u"}`), 400, []string{"events[0]: name is required"}},
+		{"escaped field name", batch(`{"n\u0061me":"a","external_id":"u"}`), 202, nil},
+		{"repeated field, last wins", batch(`{"name":"","name":"a","external_id":"u"}`), 202, nil},
+		{"repeated field, last is bad", batch(`{"name":"a","name":"","external_id":"u"}`), 400, []string{"events[0]: name is required"}},
+		{"unknown fields ignored", batch(`{"name":"a","external_id":"u","extra":{"name":5}}`), 202, nil},
+		{"spaces everywhere", " { \"events\" : [ { \"name\" : \"a\" ,\n\t\"external_id\" : \"u\" } ] } ", 202, nil},
 
 		// name
 		{"name missing", batch(`{"external_id":"u"}`), 400, []string{"events[0]: name is required"}},
@@ -326,6 +337,17 @@ func TestRecordedFields(t *testing.T) {
 	}
 	if s.Count() != 3 || s.Requests() != 2 {
 		t.Fatalf("Count, Requests = %d, %d; want 3, 2", s.Count(), s.Requests())
+	}
+}
+
+func TestPropertiesSurviveBufferReuse(t *testing.T) {
+	s := New(Options{})
+	post(t, s, batch(`{"name":"a","external_id":"u","properties":{"keep":"me"}}`))
+	for range 10 {
+		post(t, s, batch(`{"name":"b","external_id":"u","properties":{"over":"written!!!!!!!!!!!!!!"}}`))
+	}
+	if got := string(s.Events()[0].Properties); got != `{"keep":"me"}` {
+		t.Fatalf("first event's properties became %s", got)
 	}
 }
 

@@ -3,7 +3,6 @@ package onesignaltest
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -16,10 +15,11 @@ type event struct {
 	keyText                       string
 	key                           [16]byte
 	hasKey                        bool
-	props                         json.RawMessage
+	props                         []byte // aliases the request body
 }
 
 // accepted returns the record of ev.
+// Properties is copied: ev.props aliases the pooled request buffer.
 func (ev *event) accepted(now time.Time, reqNo int) Accepted {
 	return Accepted{
 		Name:           ev.name,
@@ -27,68 +27,73 @@ func (ev *event) accepted(now time.Time, reqNo int) Accepted {
 		OnesignalID:    ev.onesignalID,
 		Timestamp:      ev.timestamp,
 		IdempotencyKey: ev.keyText,
-		Properties:     ev.props,
+		Properties:     bytes.Clone(ev.props),
 		ReceivedAt:     now,
 		Request:        reqNo,
 	}
 }
 
-// requestBody is the top level of a request.
-type requestBody struct {
-	Events eventList `json:"events"`
-}
-
-// eventList is the events field: whether it was present, whether it was an
-// array, and its elements as sent.
-type eventList struct {
-	present, array bool
-	items          []json.RawMessage
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (l *eventList) UnmarshalJSON(b []byte) error {
-	l.present = true
-	if len(b) == 0 || b[0] != '[' {
-		return nil
-	}
-	l.array = true
-	return json.Unmarshal(b, &l.items)
-}
-
-// wireEvent is one event as sent; every field is kept raw so that its JSON
-// type can be checked.
+// wireEvent is one event as sent: the raw JSON value of each known field,
+// nil when absent. Field names match exactly (case-sensitive); when a field
+// repeats, the last one wins, as with encoding/json.
 type wireEvent struct {
-	Name           json.RawMessage `json:"name"`
-	ExternalID     json.RawMessage `json:"external_id"`
-	OnesignalID    json.RawMessage `json:"onesignal_id"`
-	Timestamp      json.RawMessage `json:"timestamp"`
-	IdempotencyKey json.RawMessage `json:"idempotency_key"`
-	Properties     json.RawMessage `json:"properties"`
-	Payload        json.RawMessage `json:"payload"`
+	Name, ExternalID, OnesignalID, Timestamp, IdempotencyKey, Properties, Payload []byte
+}
+
+// set stores the value of the field whose raw JSON key is key.
+func (we *wireEvent) set(key, value []byte) {
+	switch string(keyText(key)) { // no allocation: the conversion is only compared
+	case "name":
+		we.Name = value
+	case "external_id":
+		we.ExternalID = value
+	case "onesignal_id":
+		we.OnesignalID = value
+	case "timestamp":
+		we.Timestamp = value
+	case "idempotency_key":
+		we.IdempotencyKey = value
+	case "properties":
+		we.Properties = value
+	case "payload":
+		we.Payload = value
+	}
 }
 
 // parseBody decodes and validates a request body. It returns the events, or
-// the messages of a 400 answer.
+// the messages of a 400 answer. The events' props alias body.
+//
+// The body is checked once with json.Valid; the walk over it that follows
+// relies on that and only finds the bounds of values.
 func parseBody(body []byte) ([]event, []string) {
-	var rb requestBody
-	if err := json.Unmarshal(body, &rb); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) {
-			return nil, []string{"request body must be a JSON object"}
-		}
+	if !json.Valid(body) {
+		err := json.Unmarshal(body, new(json.RawMessage))
 		return nil, []string{fmt.Sprintf("request body is not valid JSON: %v", err)}
 	}
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		return nil, []string{"request body must be a JSON object"}
+	}
+	var events []byte
+	eachMember(body, i, func(key, value []byte) {
+		if string(keyText(key)) == "events" {
+			events = value
+		}
+	})
 	switch {
-	case !rb.Events.present:
+	case events == nil:
 		return nil, []string{"events is required"}
-	case !rb.Events.array:
+	case events[0] != '[':
 		return nil, []string{"events must be an array"}
 	}
-	evs := make([]event, len(rb.Events.items))
-	var errs []string
-	for i, raw := range rb.Events.items {
-		errs = parseEvent(&evs[i], i, raw, errs)
-	}
+	var (
+		evs  []event
+		errs []string
+	)
+	eachElement(events, func(raw []byte) {
+		evs = append(evs, event{})
+		errs = parseEvent(&evs[len(evs)-1], len(evs)-1, raw, errs)
+	})
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -97,15 +102,16 @@ func parseBody(body []byte) ([]event, []string) {
 
 // parseEvent validates the i-th event raw into ev, appending failures to
 // errs.
-func parseEvent(ev *event, i int, raw json.RawMessage, errs []string) []string {
+func parseEvent(ev *event, i int, raw []byte, errs []string) []string {
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Sprintf("events[%d]: ", i)+fmt.Sprintf(format, args...))
 	}
-	var we wireEvent
-	if err := json.Unmarshal(raw, &we); err != nil {
+	if raw[0] != '{' {
 		fail("event must be a JSON object")
 		return errs
 	}
+	var we wireEvent
+	eachMember(raw, 0, we.set)
 	if len(raw) > MaxEventBytes {
 		fail("event is %d bytes, over the %d-byte limit", len(raw), MaxEventBytes)
 	}
@@ -257,16 +263,15 @@ func hexVal(c byte) (byte, bool) {
 }
 
 // eventID returns properties.event_id when it is a string, else "".
-func eventID(props json.RawMessage) string {
+func eventID(props []byte) string {
 	if props == nil {
 		return ""
 	}
-	var p struct {
-		EventID json.RawMessage `json:"event_id"`
-	}
-	if err := json.Unmarshal(props, &p); err != nil {
-		return ""
-	}
-	id, _ := decodeString(p.EventID)
+	var id string
+	eachMember(props, 0, func(key, value []byte) {
+		if string(keyText(key)) == "event_id" {
+			id, _ = decodeString(value)
+		}
+	})
 	return id
 }
