@@ -258,6 +258,14 @@ type pair struct {
 // then those brought in by merge keys ("<<: *anchor") that are not set
 // explicitly.
 func (d *decoder) pairs(n *yaml.Node, path string) []pair {
+	return d.collectPairs(n, path, map[*yaml.Node]bool{})
+}
+
+// collectPairs does the work of pairs. Each mapping is merged at most once:
+// merging it again would add nothing, and nested merges could otherwise
+// take exponential time.
+func (d *decoder) collectPairs(n *yaml.Node, path string, visited map[*yaml.Node]bool) []pair {
+	visited[n] = true
 	var explicit, merged []pair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -273,7 +281,9 @@ func (d *decoder) pairs(n *yaml.Node, path string) []pair {
 					d.fail(path, k.Line, "a merge key (<<) must refer to a mapping or a list of mappings, got %s", describe(s, false))
 					continue
 				}
-				merged = append(merged, d.pairs(s, path)...)
+				if !visited[s] {
+					merged = append(merged, d.collectPairs(s, path, visited)...)
+				}
 			}
 			continue
 		}
@@ -582,7 +592,14 @@ func (d *decoder) onesignal(o *OneSignal) func(*yaml.Node, string) {
 				fileSet = true
 				d.str(&keyFile, false)(n, path)
 			}},
-			{"url", d.str(&o.URL, false)},
+			{"url", func(n *yaml.Node, path string) {
+				if v, ok := d.scalar(n, path, "a URL", false); ok {
+					o.URL = strings.TrimRight(v, "/")
+					if o.URL == "" {
+						o.URL = v
+					}
+				}
+			}},
 			{"timeout", d.duration(&o.Timeout)},
 		})
 		if !fileSet || d.hasFailed(join(path, "api_key_file")) {

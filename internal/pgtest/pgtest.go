@@ -78,6 +78,10 @@ type Options struct {
 	// for local, 127.0.0.1/32 and ::1/128, including replication), so they
 	// take precedence.
 	HBA []string
+	// InitdbArgs are extra initdb arguments, such as "--wal-segsize=1" or
+	// "--data-checksums". pgtest always passes -D, -U postgres,
+	// --auth=trust, -E UTF8, --locale=C and --no-sync.
+	InitdbArgs []string
 	// StopTimeout is how long a fast shutdown (Stop, Restart) may take
 	// before the server is sent SIGQUIT (immediate shutdown, crash recovery
 	// at the next start). A logical walsender waits for its client to
@@ -234,8 +238,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	ok := false
 	defer func() {
 		if !ok {
-			s.removeFiles()
-			releasePort(s.port)
+			_ = s.removeFiles()
+			s.releasePort()
 		}
 	}()
 
@@ -254,7 +258,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 
 	t1 := time.Now()
-	if err := s.initdb(ctx); err != nil {
+	if err := s.initdb(ctx, opts.InitdbArgs); err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	initdbTook := time.Since(t1)
@@ -371,7 +375,7 @@ func (s *Server) Stop() error {
 	}
 	s.reapOrphans()
 	err := s.removeFiles()
-	releasePort(s.port)
+	s.releasePort()
 	if err != nil {
 		return fmt.Errorf("stop postgres: %w", err)
 	}
@@ -627,11 +631,11 @@ func (s *Server) reapOrphans() {
 	}
 }
 
-// initdb creates the cluster in s.DataDir.
-func (s *Server) initdb(ctx context.Context) error {
+// initdb creates the cluster in s.DataDir, with extra arguments.
+func (s *Server) initdb(ctx context.Context, extra []string) error {
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, "initdb"),
-		"-D", s.DataDir, "-U", superuser, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	args := append([]string{"-D", s.DataDir, "-U", superuser, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"}, extra...)
+	cmd := exec.CommandContext(ctx, filepath.Join(s.BinDir, "initdb"), args...)
 	cmd.Dir = s.rootDir
 	cmd.Env = s.env
 	cmd.Stdout = &out
@@ -900,6 +904,13 @@ func pickPort() (int, error) {
 		}
 	}
 	return 0, errors.New("pick port: no unused port after 50 tries")
+}
+
+// releasePort gives back the port Start picked, if it picked one.
+func (s *Server) releasePort() {
+	if s.autoPort {
+		releasePort(s.port)
+	}
 }
 
 func releasePort(port int) {

@@ -172,8 +172,26 @@ func TestRestart(t *testing.T) {
 	}
 	port, pid, dataDir := s.Port(), s.PID(), s.DataDir
 
+	// The accessors may be used while the server restarts.
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _, _ = s.PID(), s.LogTail(1), s.DSN("")
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	t0 := time.Now()
-	if err := s.Restart(ctx); err != nil {
+	err := s.Restart(ctx)
+	close(stop)
+	<-polled
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("restart took %s", time.Since(t0))

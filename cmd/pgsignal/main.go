@@ -1,0 +1,110 @@
+// Command pgsignal streams inserted rows from PostgreSQL to OneSignal as
+// custom events, through a logical replication slot.
+//
+// Usage:
+//
+//	pgsignal run --config pgsignal.yaml   stream until SIGINT/SIGTERM
+//	pgsignal demo                         run a self-contained demo
+//	pgsignal fake-onesignal               serve the fake OneSignal API locally
+//	pgsignal version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) && !errors.Is(err, errReported) {
+			fmt.Fprintln(os.Stderr, "pgsignal:", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
+
+var (
+	errUsage    = errors.New("usage")
+	errReported = errors.New("already reported")
+)
+
+func exitCode(err error) int {
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `pgsignal streams PostgreSQL inserts to OneSignal custom events.
+
+Usage:
+  pgsignal run --config FILE     stream until SIGINT/SIGTERM (a second signal stops at once)
+  pgsignal demo                  start a throwaway PostgreSQL and a fake OneSignal, stream, report
+  pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
+  pgsignal version               print the version
+
+Run "pgsignal COMMAND -h" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, stdout, stderr)
+	case "fake-onesignal":
+		return cmdFake(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pgsignal", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "pgsignal: unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// newFlagSet returns a flag set that reports errors as usage errors.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("pgsignal "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}
+
+// signals returns a channel of SIGINT/SIGTERM and a function to stop
+// listening.
+func signals() (<-chan os.Signal, func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	return ch, func() { signal.Stop(ch) }
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/app"
+	"github.com/pgsignal/pgsignal/internal/config"
+)
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", stderr)
+	path := fs.String("config", "pgsignal.yaml", "configuration file")
+	level := fs.String("log-level", "", "log level: debug, info, warn, error (overrides log.level)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("config %s:\n%w", *path, err)
+	}
+	if *level != "" {
+		cfg.Log.Level = *level
+	}
+	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, stderr)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // best effort at exit
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a := app.New(app.Options{Config: cfg, Logger: log})
+	sigs, stop := signals()
+	defer stop()
+	go func() {
+		n := 0
+		for sig := range sigs {
+			n++
+			if n == 1 {
+				log.Info("signal received: stopping gracefully (send it again to stop at once)", zap.String("signal", sig.String()))
+				a.Stop()
+				continue
+			}
+			log.Warn("second signal: stopping at once; unconfirmed events are sent again on the next start")
+			cancel()
+			return
+		}
+	}()
+	_, err = a.Run(ctx)
+	return err
+}
