@@ -57,8 +57,11 @@ func Parse(data []byte, getenv func(string) string) (*Config, error) {
 
 // ParseLookup is Parse with os.LookupEnv semantics: lookup reports whether a
 // variable is set, so a variable set to "" expands to "" instead of being an
-// error. lookup must not be nil.
+// error. A nil lookup means os.LookupEnv.
 func ParseLookup(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
 	return parse(data, lookup, "")
 }
 

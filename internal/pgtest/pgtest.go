@@ -176,10 +176,11 @@ func New(tb testing.TB, opts Options) *Server {
 	return s
 }
 
-// Start creates a cluster in a new temporary directory, starts it and waits
-// up to 30 s (less if ctx ends first) until it accepts connections. ctx only
-// bounds the start; the server runs until Stop. On failure nothing is left
-// behind and the error includes the last lines of the server log.
+// Start creates a cluster in a new temporary directory (initdb, about a
+// second on an idle machine), starts it and waits up to 30 s (less if ctx ends
+// first) until it accepts connections. ctx only bounds the start; the server
+// runs until Stop. On failure nothing is left behind and the error includes
+// the last lines of the server log.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	t0 := time.Now()
 	logf := opts.Logf
@@ -334,7 +335,9 @@ func (s *Server) Connect(ctx context.Context, db string) (*pgx.Conn, error) {
 }
 
 // Exec runs sql with args on a one-off connection as the superuser to
-// database "postgres". Without args, sql may hold several statements. It
+// database "postgres". Without args, sql may hold several statements, which
+// run as one implicit transaction (so not, for example, CREATE TABLE followed
+// by pg_create_logical_replication_slot). It
 // connects over the Unix socket, so extra HBA lines that restrict TCP
 // connections do not get in its way.
 func (s *Server) Exec(ctx context.Context, sql string, args ...any) error {
@@ -439,9 +442,10 @@ func (s *Server) PID() int {
 	return s.proc.cmd.Process.Pid
 }
 
-// LogTail returns the last n lines of the server log (warnings and errors;
-// log_min_messages=warning), or "" when there is none, for example after
-// Stop.
+// LogTail returns the last n lines of the server log, or "" when there is
+// none, for example after Stop. With log_min_messages=warning the log holds
+// warnings, errors and LOG messages (start, shutdown, crash recovery,
+// checkpoints).
 func (s *Server) LogTail(n int) string {
 	return tailFile(s.logPath, n)
 }

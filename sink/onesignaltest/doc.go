@@ -21,6 +21,10 @@
 //     "not found" errors for events whose external_id is in the unknown-user
 //     set (SetUnknownUsers); those events are not recorded.
 //
+// Field names match exactly (case-sensitive), a repeated field keeps its last
+// value, unknown fields are ignored and a null optional field counts as
+// absent. properties and payload are accepted as aliases, but not together.
+//
 // Accepted events are recorded in arrival order (Events) unless
 // Options.CountOnly is set. An event whose idempotency_key was accepted within
 // Options.DedupWindow is answered as a success but dropped and counted

@@ -73,7 +73,9 @@ type Options struct {
 	OnAccept func(Accepted)
 	// Reject, when set, is an extra per-event validation run after the
 	// built-in one: a non-empty return makes the WHOLE request a 400 whose
-	// errors list that text verbatim (one entry per rejecting event).
+	// errors list that text verbatim (one entry per rejecting event). It is
+	// called for every event of a valid request, before unknown users and
+	// duplicates are sorted out, and may be called concurrently.
 	Reject func(Accepted) string
 	// Now is the clock used for ReceivedAt and the dedup window; default
 	// time.Now.
@@ -130,7 +132,8 @@ type Faults struct {
 	// Latency is added to every response.
 	Latency time.Duration
 	// ForbidAfter, when > 0, makes every request after the first ForbidAfter
-	// (counted from the SetFaults call) get a 403 with AccessDeniedBody.
+	// get a 403 with AccessDeniedBody. Requests are counted from the
+	// SetFaults call, among those that pass routing and authentication.
 	ForbidAfter int
 	// Seed seeds the RNG that picks faults; SetFaults reseeds it.
 	Seed int64

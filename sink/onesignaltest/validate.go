@@ -18,8 +18,8 @@ type event struct {
 	props                         []byte // aliases the request body
 }
 
-// accepted returns the record of ev.
-// Properties is copied: ev.props aliases the pooled request buffer.
+// accepted returns the record of ev. Its Properties is a copy, since ev.props
+// aliases the pooled request buffer.
 func (ev *event) accepted(now time.Time, reqNo int) Accepted {
 	return Accepted{
 		Name:           ev.name,
