@@ -10,11 +10,16 @@ import (
 	"github.com/pgsignal/pgsignal/internal/cdc"
 )
 
-// RunCheckpointer makes the tracker's checkpoint durable and hands it to the
-// stream, until ctx ends. With a Store (full mode) the watermark is saved
-// before the stream may confirm it to the slot; without one (read-only mode)
-// the slot is the only checkpoint. A failed save is retried: the slot is
-// simply not advanced meanwhile, so nothing is lost.
+// RunCheckpointer hands the tracker's checkpoint to the stream (which
+// confirms it to the slot) and, with a Store (full mode), saves the watermark
+// there, until ctx ends.
+//
+// The slot may safely run ahead of the stored watermark: the watermark only
+// lets a restart skip the handled part of a transaction the slot would send
+// again, so a stale one costs duplicates (absorbed by idempotency keys), never
+// events. Confirming does therefore not wait for the save: when the database
+// is shutting down, a walsender waiting for our confirmation must not wait
+// for a save that cannot happen. A failed save is retried with backoff.
 func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, log *zap.Logger) {
 	if log == nil {
 		log = zap.NewNop()
@@ -23,27 +28,46 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 	if store != nil {
 		saved, _ = t.Checkpoint()
 	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 100 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	bo.MaxElapsedTime = 0
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.Changed():
+		case <-retry.C:
 		}
 		pos, confirm := t.Checkpoint()
-		if store != nil && pos != saved {
-			op := func() error { return store.Save(ctx, pos, confirm) }
-			bo := backoff.NewExponentialBackOff()
-			bo.InitialInterval = 100 * time.Millisecond
-			bo.MaxInterval = 10 * time.Second
-			bo.MaxElapsedTime = 0
-			notify := func(err error, d time.Duration) {
-				log.Warn("saving the checkpoint failed; retrying", zap.Error(err), zap.Duration("in", d))
-			}
-			if err := backoff.RetryNotify(op, backoff.WithContext(bo, ctx), notify); err != nil {
+		s.SetFlushed(confirm)
+		if store == nil || pos == saved {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := store.Save(sctx, pos, confirm)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
 				return
 			}
-			saved = pos
+			wait := bo.NextBackOff()
+			if !failing {
+				log.Warn("saving the checkpoint failed; retrying", zap.Error(err))
+			}
+			failing = true
+			retry.Reset(wait)
+			continue
 		}
-		s.SetFlushed(confirm)
+		if failing {
+			log.Info("checkpoint saved again", zap.Stringer("position", pos))
+		}
+		failing = false
+		bo.Reset()
+		saved = pos
 	}
 }

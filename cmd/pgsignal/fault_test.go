@@ -16,6 +16,7 @@ func TestFaultKill9ThreeTimes(t *testing.T) {
 	cfg := e.writeConfig("full", "")
 	const total, per = 100000, 1000
 	p := e.startProc(cfg)
+	e.waitStreaming(p)
 	inserted := make(chan struct{})
 	go func() {
 		defer close(inserted)
@@ -43,7 +44,10 @@ func TestFaultPostgresRestart(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
 	cfg := e.writeConfig("full", "")
 	const total, per = 30000, 1000
+	// A slow OneSignal keeps events in flight while PostgreSQL restarts.
+	e.fake.SetFaults(onesignaltest.Faults{Latency: 100 * time.Millisecond})
 	p := e.startProc(cfg)
+	e.waitStreaming(p)
 	for i := 0; i < total/2; i += per {
 		e.insertRows(i, per)
 	}

@@ -158,6 +158,26 @@ func (e *env) startProc(config string, args ...string) *proc {
 	return p
 }
 
+// waitStreaming waits until a pgsignal process holds the slot: rows
+// inserted before the slot exists are not part of the stream.
+func (e *env) waitStreaming(p *proc) {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var active bool
+		err := e.pool.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgsignal'`).Scan(&active)
+		if err == nil && active {
+			return
+		}
+		select {
+		case <-p.done:
+			e.t.Fatalf("pgsignal exited: %v\n%s", p.err, p.tail())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	e.t.Fatalf("pgsignal did not start streaming in 60s\n%s", p.tail())
+}
+
 func (p *proc) kill9(t *testing.T) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -201,6 +221,11 @@ func (e *env) waitCount(n int, timeout time.Duration, p *proc) {
 		if p != nil {
 			msg = p.tail()
 		}
+		var rows int64
+		var slot string
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM analytics.user_events`).Scan(&rows)
+		_ = e.pool.QueryRow(context.Background(), `SELECT format('%s active=%s confirmed=%s restart=%s', slot_name, active, confirmed_flush_lsn, restart_lsn) FROM pg_replication_slots WHERE slot_name = 'pgsignal'`).Scan(&slot)
+		msg = fmt.Sprintf("table rows %d; slot %s; current wal %s; fake %+v\n%s", rows, slot, e.walLSN(), e.fake.Stats(), msg)
 		e.t.Fatalf("waiting for %d events, have %d: %v\n%s", n, e.fake.Count(), err, msg)
 	}
 }
@@ -253,3 +278,9 @@ func (e *env) queryInt(sql string, args ...any) int64 {
 }
 
 var _ = pgx.ErrNoRows
+
+func (e *env) walLSN() string {
+	var s string
+	_ = e.pool.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&s)
+	return s
+}
