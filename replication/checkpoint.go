@@ -43,9 +43,13 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 		case <-t.Changed():
 		case <-retry.C:
 		}
-		pos, confirm := t.Checkpoint()
+		pos, confirm, seq := t.Watermark()
 		s.SetFlushed(confirm)
 		if store == nil || pos == saved {
+			// Read-only mode: the slot is the only checkpoint, and a restart
+			// resends the whole open transaction; the handled prefix is as
+			// durable as it gets.
+			t.MarkDurable(seq)
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -69,5 +73,6 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 		failing = false
 		bo.Reset()
 		saved = pos
+		t.MarkDurable(seq)
 	}
 }

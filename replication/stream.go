@@ -55,7 +55,12 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxReconnectBackoff caps the wait between reconnects (default 30s).
 	MaxReconnectBackoff time.Duration
-	Logger              *zap.Logger
+	// MaxOutstanding bounds the events received but not yet in the durable
+	// checkpoint (default 20000): reading stops at the bound, and a crash
+	// sends at most this many events again (within a transaction in full
+	// mode).
+	MaxOutstanding int
+	Logger         *zap.Logger
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.
@@ -82,6 +87,11 @@ type Stream struct {
 	ordinal    uint32
 	lastStatus time.Time
 	sentFlush  cdc.LSN
+	statusIvl  time.Duration // status interval in force (below wal_sender_timeout)
+	// held is an event assigned a sequence number but not yet accepted by
+	// the sink when the connection failed; it is submitted when the server
+	// sends its row again.
+	held       *cdc.Event
 	received   atomic.Uint64 // events received (metrics, tests)
 	backendPID atomic.Uint32
 }
@@ -92,6 +102,9 @@ type Stream struct {
 func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, sink Sink, tracker *Tracker, resume cdc.Position) *Stream {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.MaxOutstanding <= 0 {
+		cfg.MaxOutstanding = 20000
 	}
 	if cfg.MaxReconnectBackoff <= 0 {
 		cfg.MaxReconnectBackoff = 30 * time.Second
@@ -105,6 +118,7 @@ func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, s
 		systemID: systemID, stop: make(chan struct{}), rels: map[uint32]*Relation{}, last: resume,
 	}
 	s.flushed.Store(uint64(confirmed))
+	s.statusIvl = cfg.StatusInterval
 	return s
 }
 
@@ -226,6 +240,7 @@ func (s *Stream) session(ctx context.Context) error {
 		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
 	}
 	s.backendPID.Store(conn.PID())
+	s.statusIvl = s.statusInterval(ctx)
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
 		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()))
 	s.lastStatus = time.Time{}
@@ -253,7 +268,7 @@ func (s *Stream) session(ctx context.Context) error {
 		}
 		// Wake at least every 500 ms so an advanced checkpoint is confirmed
 		// promptly even when the stream is idle.
-		deadline := s.lastStatus.Add(s.cfg.StatusInterval)
+		deadline := s.lastStatus.Add(s.statusIvl)
 		if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
 			deadline = soon
 		}
@@ -394,22 +409,27 @@ func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint3
 	if !s.last.Less(pos) {
 		return nil // handled before a restart or already in the pipeline
 	}
-	s.last = pos
-	s.received.Add(1)
-	ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
-		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
-	ev := s.mapper.Map(&ch)
-	seq := s.tracker.Assign(pos)
-	if ev == nil {
-		s.tracker.Done(seq)
-		return nil
+	ev := s.held
+	if ev == nil || ev.Pos != pos {
+		s.received.Add(1)
+		ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
+			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+		ev = s.mapper.Map(&ch)
+		seq := s.tracker.Assign(pos)
+		if ev == nil {
+			s.tracker.Done(seq)
+			s.last = pos
+			return nil
+		}
+		ev.Seq, ev.Pos, ev.CommitTime = seq, pos, s.commitTime
 	}
-	ev.Seq, ev.Pos, ev.CommitTime = seq, pos, s.commitTime
-	for !s.sink.TrySubmit(ev) {
-		wait := time.Until(s.lastStatus.Add(s.cfg.StatusInterval))
+	s.held = ev
+	for s.tracker.Outstanding() > s.cfg.MaxOutstanding || !s.sink.TrySubmit(ev) {
+		wait := time.Until(s.lastStatus.Add(s.statusIvl))
 		t := time.NewTimer(max(wait, time.Millisecond))
 		select {
 		case <-s.sink.Ready():
+		case <-s.tracker.Room():
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
@@ -421,14 +441,33 @@ func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint3
 			return err
 		}
 	}
+	s.held = nil
+	s.last = pos
 	return nil
+}
+
+// statusInterval returns the configured status interval, shortened to a
+// third of the server's wal_sender_timeout so that a stream blocked on a slow
+// sink is never dropped for silence.
+func (s *Stream) statusInterval(ctx context.Context) time.Duration {
+	ivl := s.cfg.StatusInterval
+	var ms int64
+	err := s.pool.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'`).Scan(&ms)
+	if err != nil {
+		s.log.Debug("cannot read wal_sender_timeout; keeping the status interval", zap.Error(err))
+		return ivl
+	}
+	if t := time.Duration(ms) * time.Millisecond / 3; ms > 0 && t < ivl {
+		ivl = max(t, 100*time.Millisecond)
+	}
+	return ivl
 }
 
 // maybeSendStatus sends a standby status update when the interval has passed
 // or the flushed position advanced (at most every 100 ms).
 func (s *Stream) maybeSendStatus(conn *pgconn.PgConn) error {
 	since := time.Since(s.lastStatus)
-	if since >= s.cfg.StatusInterval || (s.Flushed() != s.sentFlush && since >= 100*time.Millisecond) {
+	if since >= s.statusIvl || (s.Flushed() != s.sentFlush && since >= 100*time.Millisecond) {
 		return s.sendStatus(conn)
 	}
 	return nil

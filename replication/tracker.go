@@ -27,6 +27,8 @@ type Tracker struct {
 	handled cdc.Position   // position of the last event of the handled prefix
 	confirm cdc.LSN        // confirmable LSN
 	changed chan struct{}  // signalled (non-blocking) when handled or confirm advance
+	durable uint64         // every seq < durable is in the durable checkpoint
+	room    chan struct{}  // signalled when durable advances
 }
 
 type txnMark struct {
@@ -42,8 +44,10 @@ func NewTracker(resume cdc.Position, confirmed cdc.LSN) *Tracker {
 		handled: resume,
 		confirm: confirmed,
 		changed: make(chan struct{}, 1),
+		room:    make(chan struct{}, 1),
 		base:    1,
 		next:    1,
+		durable: 1,
 	}
 }
 
@@ -155,6 +159,43 @@ func (t *Tracker) Checkpoint() (cdc.Position, cdc.LSN) {
 	defer t.mu.Unlock()
 	return t.handled, t.confirm
 }
+
+// Watermark is Checkpoint plus the sequence number that ends the handled
+// prefix (every seq below it is handled), to pass to MarkDurable.
+func (t *Tracker) Watermark() (cdc.Position, cdc.LSN, uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.handled, t.confirm, t.base
+}
+
+// MarkDurable records that every event below seq is in the durable
+// checkpoint: a restart will not send them again.
+func (t *Tracker) MarkDurable(seq uint64) {
+	t.mu.Lock()
+	advanced := seq > t.durable
+	if advanced {
+		t.durable = seq
+	}
+	t.mu.Unlock()
+	if advanced {
+		select {
+		case t.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Outstanding returns the number of assigned events that are not yet in the
+// durable checkpoint: at most this many would be sent again after a crash.
+// The stream keeps it below the configured bound.
+func (t *Tracker) Outstanding() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return int(t.next - t.durable)
+}
+
+// Room is signalled when the durable checkpoint advances.
+func (t *Tracker) Room() <-chan struct{} { return t.room }
 
 // Pending returns the number of assigned events not yet in the handled prefix.
 func (t *Tracker) Pending() int {

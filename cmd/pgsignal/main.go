@@ -18,7 +18,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
+
+// timeNow is the clock (a variable for tests).
+var timeNow = time.Now
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -48,6 +52,7 @@ const usage = `pgsignal streams PostgreSQL inserts to OneSignal custom events.
 
 Usage:
   pgsignal run --config FILE     stream until SIGINT/SIGTERM (a second signal stops at once)
+  pgsignal dead-letters list|replay|discard   inspect and resend dead letters
   pgsignal demo                  start a throwaway PostgreSQL and a fake OneSignal, stream, report
   pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
   pgsignal version               print the version
@@ -66,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRun(ctx, rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "dead-letters":
+		return cmdDeadLetters(ctx, rest, stdout, stderr)
 	case "fake-onesignal":
 		return cmdFake(ctx, rest, stdout, stderr)
 	case "version", "--version":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"go.uber.org/zap"
@@ -20,7 +19,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		return fmt.Errorf("config %s:\n%w", *path, err)
+		return err
 	}
 	if *level != "" {
 		cfg.Log.Level = *level

@@ -179,6 +179,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
 		DSN: cfg.Source.DSN, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
+		MaxOutstanding: cfg.Sink.MaxPendingEvents,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk

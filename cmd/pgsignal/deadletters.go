@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
+)
+
+const deadLettersUsage = `Usage:
+  pgsignal dead-letters list    [--config FILE] [--id N,...] [--reason TEXT] [--json]
+  pgsignal dead-letters replay  [--config FILE] (--id N,... | --reason TEXT | --all)
+  pgsignal dead-letters discard [--config FILE] (--id N,... | --reason TEXT | --all)
+
+Full mode reads census.dead_letters; read-only mode reads sink.dead_letter_file
+(stop pgsignal before replaying or discarding from the file). Replay sends each
+event with its original idempotency key and removes the letters OneSignal accepts.
+`
+
+func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, deadLettersUsage)
+		return errUsage
+	}
+	action, rest := args[0], args[1:]
+	if action != "list" && action != "replay" && action != "discard" {
+		fmt.Fprintf(stderr, "pgsignal dead-letters: unknown action %q\n\n%s", action, deadLettersUsage)
+		return errUsage
+	}
+	fs := newFlagSet("dead-letters "+action, stderr)
+	path := fs.String("config", "pgsignal.yaml", "configuration file")
+	ids := fs.String("id", "", "comma-separated dead-letter ids")
+	reason := fs.String("reason", "", "select letters whose reason contains this text (case-insensitive)")
+	all := fs.Bool("all", false, "select every letter")
+	asJSON := fs.Bool("json", false, "print JSON (list)")
+	if err := parseFlags(fs, rest); err != nil {
+		return err
+	}
+	f := sink.Filter{Reason: *reason, All: *all}
+	if *ids != "" {
+		for _, s := range strings.Split(*ids, ",") {
+			id, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+			if err != nil {
+				fmt.Fprintf(stderr, "pgsignal dead-letters: --id %q is not a list of numbers\n", *ids)
+				return errUsage
+			}
+			f.IDs = append(f.IDs, id)
+		}
+	}
+	if action != "list" && f.Empty() {
+		fmt.Fprintf(stderr, "pgsignal dead-letters %s: say which letters: --id, --reason or --all\n", action)
+		return errUsage
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	store, closeStore, err := letterStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+
+	switch action {
+	case "list":
+		letters, err := store.List(ctx, f)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			if letters == nil {
+				letters = []sink.Letter{}
+			}
+			return enc.Encode(letters)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tPOSITION\tTABLE\tATTEMPTS\tLAST FAILURE\tREASON")
+		for _, l := range letters {
+			fmt.Fprintf(tw, "%d\t%s#%d\t%s\t%d\t%s\t%s\n", l.ID, l.CommitLSN, l.Ordinal, l.Table, l.Attempts,
+				l.LastFailedAt.UTC().Format("2006-01-02 15:04:05"), l.Reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		fmt.Fprintf(stdout, "%d dead letter(s)\n", len(letters))
+		return nil
+	case "discard":
+		letters, err := store.List(ctx, f)
+		if err != nil {
+			return err
+		}
+		var done []int64
+		for _, l := range letters {
+			done = append(done, l.ID)
+		}
+		if err := store.Resolve(ctx, done, nil, timeNow()); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "discarded %d dead letter(s)\n", len(done))
+		return nil
+	default:
+		client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
+			APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
+		res, err := sink.Replay(ctx, store, client, f, 5)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed: %d delivered, %d failed again (kept), %d skipped (rows that never became events)\n",
+			res.Delivered, res.Failed, res.Skipped)
+		return nil
+	}
+}
+
+// letterStore opens the dead-letter store of the configured mode.
+func letterStore(ctx context.Context, cfg *config.Config) (sink.LetterStore, func(), error) {
+	if cfg.Source.Mode == config.ModeReadOnly {
+		return &sink.FileLetters{Path: cfg.Sink.DeadLetterFile}, func() {}, nil
+	}
+	pool, err := replication.NewPool(ctx, cfg.Source.DSN, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &sink.TableLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}, pool.Close, nil
+}

@@ -1,0 +1,382 @@
+package sink
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Letter is a stored dead letter, as listed and replayed by the operator.
+type Letter struct {
+	ID             int64
+	CommitLSN      string
+	Ordinal        uint32
+	Table          string
+	IdempotencyKey string
+	Event          json.RawMessage
+	Row            json.RawMessage
+	Reason         string
+	Attempts       int
+	FirstFailedAt  time.Time
+	LastFailedAt   time.Time
+}
+
+// Filter selects dead letters: by id, by a substring of the reason, or all.
+type Filter struct {
+	IDs    []int64
+	Reason string
+	All    bool
+}
+
+// Empty reports whether the filter selects nothing explicitly.
+func (f Filter) Empty() bool { return len(f.IDs) == 0 && f.Reason == "" && !f.All }
+
+func (f Filter) match(l Letter) bool {
+	if len(f.IDs) > 0 && !slices.Contains(f.IDs, l.ID) {
+		return false
+	}
+	if f.Reason != "" && !strings.Contains(strings.ToLower(l.Reason), strings.ToLower(f.Reason)) {
+		return false
+	}
+	return true
+}
+
+// LetterStore lists and edits stored dead letters.
+type LetterStore interface {
+	List(ctx context.Context, f Filter) ([]Letter, error)
+	// Resolve deletes the letters in done (delivered or discarded) and
+	// records another failed attempt, with its new reason, for those in
+	// failed. Ids are those of the last List.
+	Resolve(ctx context.Context, done []int64, failed map[int64]string, at time.Time) error
+}
+
+// TableLetters is the LetterStore of <schema>.dead_letters (full mode).
+type TableLetters struct {
+	Pool   *pgxpool.Pool
+	Schema string
+	Slot   string
+}
+
+func (s *TableLetters) table() string { return pgx.Identifier{s.Schema, "dead_letters"}.Sanitize() }
+
+// List implements LetterStore.
+func (s *TableLetters) List(ctx context.Context, f Filter) ([]Letter, error) {
+	q := `SELECT id, commit_lsn::text, ordinal, table_name, coalesce(idempotency_key::text, ''),
+  coalesce(event::text, ''), coalesce(source_row::text, ''), reason, attempts, first_failed_at, last_failed_at
+FROM ` + s.table() + ` WHERE slot = $1`
+	args := []any{s.Slot}
+	if len(f.IDs) > 0 {
+		args = append(args, f.IDs)
+		q += fmt.Sprintf(" AND id = ANY($%d)", len(args))
+	}
+	if f.Reason != "" {
+		args = append(args, "%"+f.Reason+"%")
+		q += fmt.Sprintf(" AND reason ILIKE $%d", len(args))
+	}
+	q += " ORDER BY commit_lsn, ordinal"
+	rows, err := s.Pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []Letter
+	for rows.Next() {
+		var l Letter
+		var ord int64
+		var ev, row string
+		if err := rows.Scan(&l.ID, &l.CommitLSN, &ord, &l.Table, &l.IdempotencyKey, &ev, &row, &l.Reason,
+			&l.Attempts, &l.FirstFailedAt, &l.LastFailedAt); err != nil {
+			return nil, fmt.Errorf("list dead letters: %w", err)
+		}
+		l.Ordinal = uint32(ord)
+		if ev != "" {
+			l.Event = compactJSON(ev)
+		}
+		if row != "" {
+			l.Row = json.RawMessage(row)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// compactJSON re-encodes jsonb text (which has spaces after colons) compactly
+// so that a replayed event is the size it was.
+func compactJSON(s string) json.RawMessage {
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(s)) != nil {
+		return json.RawMessage(s)
+	}
+	return b.Bytes()
+}
+
+// Resolve implements LetterStore.
+func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int64]string, at time.Time) error {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("update dead letters: %w", err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after Commit
+	if len(done) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+s.table()+` WHERE slot = $1 AND id = ANY($2)`, s.Slot, done); err != nil {
+			return fmt.Errorf("delete dead letters: %w", err)
+		}
+	}
+	for id, reason := range failed {
+		if _, err := tx.Exec(ctx, `UPDATE `+s.table()+` SET attempts = attempts + 1, reason = $2, last_failed_at = $3 WHERE id = $1`, id, reason, at); err != nil {
+			return fmt.Errorf("update dead letter %d: %w", id, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("update dead letters: %w", err)
+	}
+	return nil
+}
+
+// FileLetters is the LetterStore of the read-only mode's JSONL file; a
+// letter's id is its line number. It must not be used while pgsignal runs on
+// the same file.
+type FileLetters struct {
+	Path string
+}
+
+func (s *FileLetters) read() ([]Letter, error) {
+	f, err := os.Open(s.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open dead-letter file: %w", err)
+	}
+	defer f.Close()
+	var out []Letter
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	line := int64(0)
+	for sc.Scan() {
+		line++
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var r FileRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("dead-letter file %s line %d: %w", s.Path, line, err)
+		}
+		out = append(out, Letter{ID: line, CommitLSN: r.CommitLSN, Ordinal: r.Ordinal, Table: r.Table,
+			IdempotencyKey: r.IdempotencyKey, Event: r.Event, Row: r.Row, Reason: r.Reason, Attempts: r.Attempts,
+			FirstFailedAt: r.FirstFailedAt, LastFailedAt: r.LastFailedAt})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read dead-letter file: %w", err)
+	}
+	return out, nil
+}
+
+// List implements LetterStore. A letter written twice (a replay after a
+// crash) is listed once.
+func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
+	all, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []Letter
+	for _, l := range all {
+		k := fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if f.match(l) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// Resolve implements LetterStore. The file is rewritten (lines are
+// renumbered afterwards).
+func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]string, at time.Time) error {
+	all, err := s.read()
+	if err != nil {
+		return err
+	}
+	drop := map[string]bool{}
+	for _, l := range all {
+		if slices.Contains(done, l.ID) {
+			drop[fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)] = true
+		}
+	}
+	var buf []byte
+	for _, l := range all {
+		if drop[fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)] {
+			continue
+		}
+		if reason, ok := failed[l.ID]; ok {
+			l.Attempts++
+			l.Reason = reason
+			l.LastFailedAt = at.UTC()
+		}
+		b, err := json.Marshal(FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
+			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason, Attempts: l.Attempts,
+			FirstFailedAt: l.FirstFailedAt, LastFailedAt: l.LastFailedAt})
+		if err != nil {
+			return fmt.Errorf("encode dead letter: %w", err)
+		}
+		buf = append(append(buf, b...), '\n')
+	}
+	return writeFileAtomic(s.Path, buf)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".dead-letters-*")
+	if err != nil {
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o600); err != nil {
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("rewrite dead-letter file: %w", err)
+	}
+	return nil
+}
+
+// ReplayResult counts what a replay did.
+type ReplayResult struct {
+	Delivered, Failed int
+	// Skipped letters hold a row that never became an event (a mapping
+	// failure); fix the row's data and insert it again instead.
+	Skipped int
+}
+
+// Replay sends the selected dead letters again, with their original
+// idempotency keys (the event JSON holds it), and deletes those OneSignal
+// accepts. A letter that fails again stays, with its attempts and reason
+// updated. 5xx, 429 and network errors are retried up to maxAttempts times.
+func Replay(ctx context.Context, store LetterStore, client Sender, f Filter, maxAttempts int) (ReplayResult, error) {
+	var res ReplayResult
+	letters, err := store.List(ctx, f)
+	if err != nil {
+		return res, err
+	}
+	var todo []Letter
+	for _, l := range letters {
+		if len(l.Event) == 0 {
+			res.Skipped++
+			continue
+		}
+		todo = append(todo, l)
+	}
+	acc := &resolution{failed: map[int64]string{}}
+	for len(todo) > 0 {
+		n, size := 0, bodyOverhead
+		for n < len(todo) && n < 500 && size+len(todo[n].Event)+1 <= MaxBodyBytes {
+			size += len(todo[n].Event) + 1
+			n++
+		}
+		if n == 0 {
+			n = 1
+		}
+		batch := todo[:n]
+		todo = todo[n:]
+		if err := replayBatch(ctx, client, batch, maxAttempts, acc); err != nil {
+			return res, err
+		}
+	}
+	res.Delivered, res.Failed = len(acc.done), len(acc.failed)
+	if err := store.Resolve(ctx, acc.done, acc.failed, time.Now()); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+type resolution struct {
+	done   []int64
+	failed map[int64]string
+}
+
+func replayBatch(ctx context.Context, client Sender, batch []Letter, maxAttempts int, acc *resolution) error {
+	parts := make([][]byte, len(batch))
+	for i, l := range batch {
+		parts[i] = l.Event
+	}
+	body := AppendBody(nil, parts)
+	var out Result
+	var err error
+	for attempt := 1; ; attempt++ {
+		out, err = client.Send(ctx, body)
+		if err == nil || Classify(err) != Retry || attempt >= maxAttempts {
+			break
+		}
+		wait := time.Duration(attempt) * 500 * time.Millisecond
+		if ra := RetryAfter(err); ra > wait {
+			wait = ra
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+	switch {
+	case err == nil:
+		failed := map[string]EventError{}
+		for _, e := range out.Failed {
+			failed[e.ExternalID] = e
+		}
+		for _, l := range batch {
+			var ev struct {
+				ExternalID string `json:"external_id"`
+			}
+			_ = json.Unmarshal(l.Event, &ev)
+			if e, bad := failed[ev.ExternalID]; bad {
+				acc.failed[l.ID] = fmt.Sprintf("OneSignal: %s: %s", e.Code, e.Title)
+				continue
+			}
+			acc.done = append(acc.done, l.ID)
+		}
+		return nil
+	case Classify(err) == BadRequest && len(batch) > 1:
+		for i := range batch {
+			if err := replayBatch(ctx, client, batch[i:i+1], maxAttempts, acc); err != nil {
+				return err
+			}
+		}
+		return nil
+	case Classify(err) == BadRequest:
+		acc.failed[batch[0].ID] = "OneSignal rejected the event: " + err.Error()
+		return nil
+	case Classify(err) == Retry:
+		for _, l := range batch {
+			acc.failed[l.ID] = fmt.Sprintf("replay failed after %d attempts: %v", maxAttempts, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("replay: %w", err)
+	}
+}
