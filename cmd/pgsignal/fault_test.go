@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +219,91 @@ func TestFaultKillInsideLargeTransaction(t *testing.T) {
 	if resent >= maxPending {
 		t.Fatalf("%d events sent again, want fewer than %d", resent, maxPending)
 	}
+}
+
+// Fault 7: poison events. Unknown users come back "not found" in a 202 and
+// one event makes OneSignal reject its whole batch (400): both become dead
+// letters, everything else is delivered; after the users become known,
+// `dead-letters replay` delivers their events exactly once and leaves the
+// poison event.
+func TestFaultPoisonEventsAndReplay(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{Reject: func(a onesignaltest.Accepted) string {
+		if a.Name == "poison" {
+			return "events[0]: poison is not allowed"
+		}
+		return ""
+	}})
+	e.fake.SetUnknownUsers("ghost_1", "ghost_2")
+	cfg := e.writeConfig("full", "  batch_size: 50")
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	e.insertRows(0, 1000)
+	e.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_data) VALUES
+  ('ev', 'ghost_1', '{"n": 1000}'), ('ev', 'ghost_2', '{"n": 1001}'), ('ev', 'ghost_1', '{"n": 1002}'),
+  ('poison', 'user_5', '{"n": 1003}')`)
+	e.insertRows(1004, 996)
+	e.waitCount(1996, time.Minute, p)
+	deadline := time.Now().Add(30 * time.Second)
+	for e.queryInt(`SELECT count(*) FROM census.dead_letters`) < 4 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.term(t)
+	if got := e.fake.Count(); got != 1996 {
+		t.Fatalf("accepted %d, want 1996", got)
+	}
+	list := e.runCLI(cfg, "dead-letters", "list")
+	t.Logf("dead letters:\n%s", list)
+	for _, want := range []string{"OneSignal: not found: failed to find a onesignal_id for user_id ghost_1",
+		"OneSignal: not found: failed to find a onesignal_id for user_id ghost_2",
+		"OneSignal rejected the event: OneSignal answered 400: events[0]: poison is not allowed", "4 dead letter(s)"} {
+		if !strings.Contains(list, want) {
+			t.Fatalf("list lacks %q", want)
+		}
+	}
+	// The users now exist in OneSignal: replay what failed for them.
+	e.fake.SetUnknownUsers()
+	out := e.runCLI(cfg, "dead-letters", "replay", "--reason", "not found")
+	if !strings.Contains(out, "replayed: 3 delivered, 0 failed again (kept), 0 skipped") {
+		t.Fatalf("replay: %s", out)
+	}
+	out = e.runCLI(cfg, "dead-letters", "replay", "--reason", "not found")
+	if !strings.Contains(out, "replayed: 0 delivered") {
+		t.Fatalf("second replay: %s", out)
+	}
+	if got := e.fake.Count(); got != 1999 || e.fake.Duplicates() != 0 {
+		t.Fatalf("after replay: %d accepted, %d duplicates; want 1999, 0", got, e.fake.Duplicates())
+	}
+	ghost := 0
+	for _, ev := range e.fake.Events() {
+		if strings.HasPrefix(ev.ExternalID, "ghost_") {
+			ghost++
+		}
+	}
+	if ghost != 3 {
+		t.Fatalf("%d ghost events delivered, want 3", ghost)
+	}
+	left := e.runCLI(cfg, "dead-letters", "list", "--json")
+	if !strings.Contains(left, "poison is not allowed") || strings.Contains(left, "ghost_") {
+		t.Fatalf("letters left: %s", left)
+	}
+	out = e.runCLI(cfg, "dead-letters", "discard", "--all")
+	if !strings.Contains(out, "discarded 1 dead letter(s)") || e.queryInt(`SELECT count(*) FROM census.dead_letters`) != 0 {
+		t.Fatalf("discard: %s", out)
+	}
+}
+
+// runCLI runs a pgsignal command to completion and returns its output.
+func (e *env) runCLI(config string, args ...string) string {
+	e.t.Helper()
+	all := append(args, "--config", config)
+	if len(args) > 1 {
+		all = append([]string{args[0], args[1], "--config", config}, args[2:]...)
+	}
+	cmd := exec.Command(binary, all...)
+	cmd.Env = append(os.Environ(), "TEST_ONESIGNAL_KEY="+e.fake.APIKey())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("pgsignal %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }
