@@ -20,6 +20,14 @@ var sessionParams = map[string]string{
 	"IntervalStyle":      "postgres",
 }
 
+// Source says how to reach the database.
+type Source struct {
+	// DSN is a libpq URL or key=value string.
+	DSN string
+	// Dial, when set, replaces the network dialer (an SSH tunnel).
+	Dial pgconn.DialFunc
+}
+
 // ReplicationConfig parses dsn (a libpq URL or key=value string; PG*
 // environment variables and ~/.pgpass apply) for a replication=database
 // connection.
@@ -39,10 +47,13 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 }
 
 // ConnectReplication opens a replication=database connection.
-func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	cfg, err := ReplicationConfig(dsn)
+func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error) {
+	cfg, err := ReplicationConfig(src.DSN)
 	if err != nil {
 		return nil, err
+	}
+	if src.Dial != nil {
+		cfg.DialFunc = src.Dial
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -53,10 +64,13 @@ func ConnectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error)
 
 // NewPool opens a pool of ordinary connections for catalog queries and the
 // bookkeeping schema.
-func NewPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(src.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
+	}
+	if src.Dial != nil {
+		cfg.ConnConfig.DialFunc = src.Dial
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns

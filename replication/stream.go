@@ -48,7 +48,7 @@ type Sink interface {
 
 // Config configures a Stream.
 type Config struct {
-	DSN         string
+	Source      Source
 	Slot        string
 	Publication string
 	// StatusInterval is the period of standby status updates (default 10s).
@@ -156,8 +156,8 @@ func (s *Stream) stopping() bool {
 }
 
 // IdentifySystem returns the system identifier of the server behind dsn.
-func IdentifySystem(ctx context.Context, dsn string) (pglogrepl.IdentifySystemResult, error) {
-	conn, err := ConnectReplication(ctx, dsn)
+func IdentifySystem(ctx context.Context, src Source) (pglogrepl.IdentifySystemResult, error) {
+	conn, err := ConnectReplication(ctx, src)
 	if err != nil {
 		return pglogrepl.IdentifySystemResult{}, err
 	}
@@ -213,7 +213,7 @@ func (s *Stream) Run(ctx context.Context) error {
 var errDrained = errors.New("drained")
 
 func (s *Stream) session(ctx context.Context) error {
-	conn, err := ConnectReplication(ctx, s.cfg.DSN)
+	conn, err := ConnectReplication(ctx, s.cfg.Source)
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,7 @@ func letterStore(ctx context.Context, cfg *config.Config) (sink.LetterStore, fun
 	if cfg.Source.Mode == config.ModeReadOnly {
 		return &sink.FileLetters{Path: cfg.Sink.DeadLetterFile}, func() {}, nil
 	}
-	pool, err := replication.NewPool(ctx, cfg.Source.DSN, 2)
+	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN}, 2)
 	if err != nil {
 		return nil, nil, err
 	}

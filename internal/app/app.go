@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -26,6 +27,9 @@ type Options struct {
 	OnDeadLetter func(l cdc.DeadLetter)
 	// OnStreaming, when set, is called once streaming has started.
 	OnStreaming func()
+	// Dial, when set, replaces the network dialer of every database
+	// connection (an SSH tunnel).
+	Dial pgconn.DialFunc
 }
 
 // Summary reports what a run did.
@@ -123,7 +127,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err != nil {
 		return sum, fmt.Errorf("mapping: %w", err)
 	}
-	pool, err := replication.NewPool(ctx, cfg.Source.DSN, int32(cfg.Sink.Concurrency)+4)
+	src := replication.Source{DSN: cfg.Source.DSN, Dial: a.opts.Dial}
+	pool, err := replication.NewPool(ctx, src, int32(cfg.Sink.Concurrency)+4)
 	if err != nil {
 		return sum, err
 	}
@@ -131,7 +136,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", err)
 	}
-	sys, err := replication.IdentifySystem(ctx, cfg.Source.DSN)
+	sys, err := replication.IdentifySystem(ctx, src)
 	if err != nil {
 		return sum, err
 	}
@@ -156,7 +161,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if created {
 		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
 	}
-	if err := a.ensureSlot(ctx, pool); err != nil {
+	if err := a.ensureSlot(ctx, src, pool); err != nil {
 		return sum, err
 	}
 	var resume cdc.Position
@@ -178,7 +183,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter,
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
-		DSN: cfg.Source.DSN, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
+		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
@@ -265,9 +270,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	return sum, runErr
 }
 
-func (a *App) ensureSlot(ctx context.Context, pool *pgxpool.Pool) error {
+func (a *App) ensureSlot(ctx context.Context, src replication.Source, pool *pgxpool.Pool) error {
 	cfg := a.opts.Config
-	conn, err := replication.ConnectReplication(ctx, cfg.Source.DSN)
+	conn, err := replication.ConnectReplication(ctx, src)
 	if err != nil {
 		return err
 	}
