@@ -259,6 +259,8 @@ func (s *Stream) session(ctx context.Context) error {
 		}
 	}()
 
+	var wake wakeContext
+	defer wake.stop()
 	for {
 		if s.stopping() {
 			return s.waitDrained(ctx, conn)
@@ -267,14 +269,16 @@ func (s *Stream) session(ctx context.Context) error {
 			return err
 		}
 		// Wake at least every 500 ms so an advanced checkpoint is confirmed
-		// promptly even when the stream is idle.
-		deadline := s.lastStatus.Add(s.statusIvl)
-		if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
-			deadline = soon
-		}
-		dctx, dcancel := context.WithDeadline(rctx, deadline)
+		// promptly even when the stream is idle. The deadline context is
+		// reused until it expires: one timer per wake-up, not per message.
+		dctx := wake.get(rctx, func() time.Time {
+			deadline := s.lastStatus.Add(s.statusIvl)
+			if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
+				deadline = soon
+			}
+			return deadline
+		})
 		msg, err := conn.ReceiveMessage(dctx)
-		dcancel()
 		if err != nil {
 			if s.stopping() {
 				return s.waitDrained(ctx, conn)
@@ -300,6 +304,26 @@ func (s *Stream) session(ctx context.Context) error {
 		case *pgproto3.CopyDone:
 			return errors.New("server ended the replication stream")
 		}
+	}
+}
+
+// wakeContext is a deadline context reused until it expires.
+type wakeContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (w *wakeContext) get(parent context.Context, deadline func() time.Time) context.Context {
+	if w.ctx == nil || w.ctx.Err() != nil {
+		w.stop()
+		w.ctx, w.cancel = context.WithDeadline(parent, deadline())
+	}
+	return w.ctx
+}
+
+func (w *wakeContext) stop() {
+	if w.cancel != nil {
+		w.cancel()
 	}
 }
 
@@ -410,7 +434,9 @@ func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint3
 		return nil // handled before a restart or already in the pipeline
 	}
 	ev := s.held
-	if ev == nil || ev.Pos != pos {
+	if ev != nil && ev.Pos == pos {
+		s.log.Info("resubmitting the event held across a reconnect", zap.Stringer("position", pos))
+	} else {
 		s.received.Add(1)
 		ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
 			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}

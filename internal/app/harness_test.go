@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
@@ -25,6 +28,7 @@ CREATE TABLE analytics.user_events (
 );`
 
 type harness struct {
+	logs *observer.ObservedLogs
 	t    *testing.T
 	pg   *pgtest.Server
 	fake *onesignaltest.Server
@@ -84,7 +88,10 @@ func (h *harness) start(cfg *config.Config) *running {
 	}
 	streaming := make(chan struct{})
 	r := &running{done: make(chan struct{})}
-	r.app = New(Options{Config: cfg, Logger: zaptest.NewLogger(h.t), OnStreaming: func() { close(streaming) }})
+	core, logs := observer.New(zap.DebugLevel)
+	h.logs = logs
+	logger := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t).Core(), core))
+	r.app = New(Options{Config: cfg, Logger: logger, OnStreaming: func() { close(streaming) }})
 	go func() {
 		defer close(r.done)
 		r.sum, r.err = r.app.Run(context.Background())

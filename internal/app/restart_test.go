@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
 
 // lastCommitEnd reads, through a second pgoutput slot created before the
@@ -113,5 +115,40 @@ func TestStreamStopAndRestart(t *testing.T) {
 	sum3 := r.stop(t)
 	if sum3.Received != 0 || h.fake.Count() != txns*per {
 		t.Fatalf("third run received %d, fake has %d", sum3.Received, h.fake.Count())
+	}
+}
+
+// The walsender is terminated while the stream is blocked on a full sink
+// (an event is assigned but not yet queued): after the reconnect that event
+// is queued when the server sends its row again, and nothing is lost or
+// stuck.
+func TestStreamReconnectWhileBlocked(t *testing.T) {
+	// wal_sender_timeout 1s: status updates every 333 ms, so one is sent
+	// to the dead connection while the stream is blocked.
+	h := newHarness(t, pgtest.Options{Conf: map[string]string{"wal_sender_timeout": "1s"}})
+	h.exec(seedTable)
+	cfg := h.config()
+	cfg.Sink.MaxPendingEvents = 100
+	cfg.Sink.BatchSize = 10
+	h.fake.SetFaults(onesignaltest.Faults{StallRate: 1, Stall: 2 * time.Second})
+	r := h.start(cfg)
+	h.insertBatch(0, 1000)
+	time.Sleep(500 * time.Millisecond) // the queue is full; the stream waits
+	pid := r.app.BackendPID()
+	h.exec(`SELECT pg_terminate_backend($1)`, int32(pid))
+	h.fake.SetFaults(onesignaltest.Faults{})
+	h.waitCount(1000)
+	sum := r.stop(t)
+	if newPID := r.app.BackendPID(); newPID == pid {
+		t.Fatalf("walsender %d was not replaced", pid)
+	}
+	if h.fake.Count() != 1000 || sum.Delivered != 1000 {
+		t.Fatalf("accepted %d, delivered %d; want 1000", h.fake.Count(), sum.Delivered)
+	}
+	if n := h.logs.FilterMessage("resubmitting the event held across a reconnect").Len(); n != 1 {
+		t.Fatalf("held event resubmitted %d times, want 1", n)
+	}
+	if got := h.slotConfirmed(cfg.Source.Slot); got != sum.Confirmed.String() {
+		t.Fatalf("slot confirmed %s, pgsignal says %s", got, sum.Confirmed)
 	}
 }
