@@ -202,7 +202,7 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 	b = append(b, `,"external_id":`...)
 	b = replication.AppendString(b, ext)
 	b = append(b, `,"timestamp":"`...)
-	b = ts.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = replication.AppendTimestampMillis(b, ts)
 	b = append(b, '"')
 	if ev.IdempotencyKey != "" {
 		b = append(b, `,"idempotency_key":"`...)

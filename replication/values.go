@@ -285,6 +285,9 @@ var tstzLayouts = []string{
 }
 
 func parseTimestamptz(text []byte) (time.Time, bool) {
+	if t, ok := fastTimestamptz(text); ok {
+		return t, true
+	}
 	s := string(text)
 	for _, l := range tstzLayouts {
 		if t, err := time.Parse(l, s); err == nil {
@@ -343,4 +346,119 @@ func AppendString[T []byte | string](dst []byte, s T) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// fastTimestamptz parses the common ISO form "2006-01-02 15:04:05[.f…]±hh[:mm[:ss]]"
+// without allocating; anything else (BC dates, infinity, years beyond 9999)
+// is left to time.Parse.
+func fastTimestamptz(b []byte) (time.Time, bool) {
+	if len(b) < 22 || b[4] != '-' || b[7] != '-' || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(s []byte) (int, bool) {
+		n := 0
+		for _, c := range s {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	year, ok1 := num(b[0:4])
+	month, ok2 := num(b[5:7])
+	day, ok3 := num(b[8:10])
+	hour, ok4 := num(b[11:13])
+	minute, ok5 := num(b[14:16])
+	sec, ok6 := num(b[17:19])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	i := 19
+	nsec := 0
+	if i < len(b) && b[i] == '.' {
+		i++
+		digits := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			if digits < 9 {
+				nsec = nsec*10 + int(b[i]-'0')
+				digits++
+			}
+			i++
+		}
+		if digits == 0 {
+			return time.Time{}, false
+		}
+		for ; digits < 9; digits++ {
+			nsec *= 10
+		}
+	}
+	if i >= len(b) || (b[i] != '+' && b[i] != '-') {
+		return time.Time{}, false
+	}
+	sign := 1
+	if b[i] == '-' {
+		sign = -1
+	}
+	rest := b[i+1:]
+	var off int
+	switch len(rest) {
+	case 2, 5, 8:
+		h, ok := num(rest[0:2])
+		if !ok {
+			return time.Time{}, false
+		}
+		off = h * 3600
+		if len(rest) >= 5 {
+			if rest[2] != ':' {
+				return time.Time{}, false
+			}
+			m, ok := num(rest[3:5])
+			if !ok {
+				return time.Time{}, false
+			}
+			off += m * 60
+		}
+		if len(rest) == 8 {
+			if rest[5] != ':' {
+				return time.Time{}, false
+			}
+			sc, ok := num(rest[6:8])
+			if !ok {
+				return time.Time{}, false
+			}
+			off += sc
+		}
+	default:
+		return time.Time{}, false
+	}
+	t := time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC)
+	if t.Day() != day { // e.g. February 30th
+		return time.Time{}, false
+	}
+	return t.Add(-time.Duration(sign*off) * time.Second), true
+}
+
+// AppendTimestampMillis appends t in UTC as "2006-01-02T15:04:05.000Z", the
+// form of an event's timestamp, without going through time.Format.
+func AppendTimestampMillis(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	d2 := func(b []byte, v int) []byte { return append(b, byte('0'+v/10), byte('0'+v%10)) }
+	dst = append(dst, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-')
+	dst = d2(dst, int(month))
+	dst = append(dst, '-')
+	dst = d2(dst, day)
+	dst = append(dst, 'T')
+	dst = d2(dst, hour)
+	dst = append(dst, ':')
+	dst = d2(dst, minute)
+	dst = append(dst, ':')
+	dst = d2(dst, sec)
+	return append(dst, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }

@@ -208,6 +208,9 @@ type lane struct {
 	q       []*cdc.Event
 	firstAt time.Time
 	notify  chan struct{}
+	// d is reused from batch to batch so that the request body buffer is
+	// allocated once per lane.
+	d delivery
 }
 
 func (l *lane) push(ev *cdc.Event) {
@@ -322,7 +325,8 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 		}
 		send = append(send, ev)
 	}
-	d := delivery{l: l}
+	d := &l.d
+	d.l, d.letters = l, d.letters[:0]
 	if err := d.deliver(ctx, send); err != nil {
 		return err
 	}

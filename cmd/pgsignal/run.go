@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 
 	"go.uber.org/zap"
 
@@ -14,6 +17,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (overrides log.level)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file (performance work)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -31,6 +35,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer log.Sync() //nolint:errcheck // best effort at exit
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
+	}
+
+	if *cpuprofile != "" {
+		stopProfile, err := startCPUProfile(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -54,4 +66,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 	_, err = a.Run(ctx)
 	return err
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

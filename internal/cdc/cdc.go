@@ -101,10 +101,17 @@ var keyNamespace = [16]byte{0x6b, 0x1f, 0x3c, 0x52, 0x8e, 0x4d, 0x4a, 0x0b, 0x9c
 // IdempotencyKey returns the deterministic UUIDv5 of (system identifier, slot,
 // commit LSN, ordinal). A replay of the same row always yields the same key.
 func IdempotencyKey(systemID, slot string, pos Position) string {
-	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(pos.CommitLSN))
-	binary.BigEndian.PutUint32(b[8:12], pos.Ordinal)
-	return UUIDv5(keyNamespace, systemID, "/", slot, "/", string(b[:12]))
+	// The name is hashed from a stack buffer: this runs once per row.
+	var arr [160]byte
+	name := append(arr[:0], keyNamespace[:]...)
+	name = append(name, systemID...)
+	name = append(name, '/')
+	name = append(name, slot...)
+	name = append(name, '/')
+	name = binary.BigEndian.AppendUint64(name, uint64(pos.CommitLSN))
+	name = binary.BigEndian.AppendUint32(name, pos.Ordinal)
+	sum := sha1.Sum(name)
+	return formatUUID(sum[:16])
 }
 
 // UUIDv5 returns the RFC 9562 name-based (SHA-1) UUID of the concatenated
@@ -115,12 +122,18 @@ func UUIDv5(ns [16]byte, parts ...string) string {
 	for _, p := range parts {
 		h.Write([]byte(p))
 	}
+	return formatUUID(h.Sum(nil)[:16])
+}
+
+// formatUUID sets the version (5) and variant bits of a SHA-1 prefix and
+// formats it canonically.
+func formatUUID(sum []byte) string {
 	var u [16]byte
-	copy(u[:], h.Sum(nil))
+	copy(u[:], sum)
 	u[6] = (u[6] & 0x0f) | 0x50
 	u[8] = (u[8] & 0x3f) | 0x80
 	const hex = "0123456789abcdef"
-	out := make([]byte, 36)
+	var out [36]byte
 	j := 0
 	for i, c := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
@@ -131,5 +144,5 @@ func UUIDv5(ns [16]byte, parts ...string) string {
 		out[j+1] = hex[c&0xf]
 		j += 2
 	}
-	return string(out)
+	return string(out[:])
 }
