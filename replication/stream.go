@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -94,6 +95,10 @@ type Stream struct {
 	held       *cdc.Event
 	received   atomic.Uint64 // events received (metrics, tests)
 	backendPID atomic.Uint32
+	walEnd     atomic.Uint64 // the server's WAL end from the last keepalive or XLogData
+	connected  atomic.Bool
+	reconnects atomic.Uint64
+	blocked    atomic.Bool // waiting for room in the sink
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -135,6 +140,27 @@ func (s *Stream) SetFlushed(lsn cdc.LSN) {
 
 // Flushed returns the LSN the slot may be confirmed to.
 func (s *Stream) Flushed() cdc.LSN { return cdc.LSN(s.flushed.Load()) }
+
+// StreamStats is a snapshot of the stream's state, for metrics and health.
+type StreamStats struct {
+	Received   uint64
+	Reconnects uint64
+	Connected  bool
+	// Blocked reports that the stream waits for room in the sink.
+	Blocked bool
+	// ServerWALEnd is the server's WAL end last reported.
+	ServerWALEnd cdc.LSN
+	// Flushed is the LSN confirmed (or to be confirmed) to the slot.
+	Flushed cdc.LSN
+}
+
+// Stats returns a snapshot of the stream's state. Safe from any goroutine.
+func (s *Stream) Stats() StreamStats {
+	return StreamStats{
+		Received: s.received.Load(), Reconnects: s.reconnects.Load(), Connected: s.connected.Load(),
+		Blocked: s.blocked.Load(), ServerWALEnd: cdc.LSN(s.walEnd.Load()), Flushed: s.Flushed(),
+	}
+}
 
 // Received returns the number of row changes received.
 func (s *Stream) Received() uint64 { return s.received.Load() }
@@ -200,6 +226,7 @@ func (s *Stream) Run(ctx context.Context) error {
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
+		s.reconnects.Add(1)
 		s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Duration("in", wait))
 		select {
 		case <-time.After(wait):
@@ -240,6 +267,8 @@ func (s *Stream) session(ctx context.Context) error {
 		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)
 	}
 	s.backendPID.Store(conn.PID())
+	s.connected.Store(true)
+	defer s.connected.Store(false)
 	s.statusIvl = s.statusInterval(ctx)
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
 		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()))
@@ -337,6 +366,7 @@ func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data [
 		if err != nil {
 			return fmt.Errorf("parse keepalive: %w", err)
 		}
+		s.walEnd.Store(uint64(ka.ServerWALEnd))
 		if !s.inTxn {
 			s.tracker.AdvanceIdle(cdc.LSN(ka.ServerWALEnd))
 		}
@@ -348,6 +378,7 @@ func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data [
 		if len(data) < 25 {
 			return fmt.Errorf("parse XLogData: %w", errShortMessage)
 		}
+		s.walEnd.Store(binary.BigEndian.Uint64(data[9:17]))
 		return s.handleWAL(ctx, conn, data[25:])
 	}
 	return nil
@@ -450,7 +481,11 @@ func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint3
 		ev.Seq, ev.Pos, ev.CommitTime = seq, pos, s.commitTime
 	}
 	s.held = ev
-	for s.tracker.Outstanding() > s.cfg.MaxOutstanding || !s.sink.TrySubmit(ev) {
+	for first := true; s.tracker.Outstanding() > s.cfg.MaxOutstanding || !s.sink.TrySubmit(ev); first = false {
+		if first {
+			s.blocked.Store(true)
+			defer s.blocked.Store(false)
+		}
 		wait := time.Until(s.lastStatus.Add(s.statusIvl))
 		t := time.NewTimer(max(wait, time.Millisecond))
 		select {

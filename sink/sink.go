@@ -33,6 +33,50 @@ type Config struct {
 	OnDelivered func(ev *cdc.Event, at time.Time)
 	// OnDeadLetter, when set, is called for every dead letter written.
 	OnDeadLetter func(l cdc.DeadLetter)
+	// Metrics, when set, receives measurements.
+	Metrics Metrics
+}
+
+// Metrics receives the sink's measurements. Calls come from the lanes and
+// must be cheap and never block.
+type Metrics interface {
+	// Request reports one OneSignal request: its duration, its outcome
+	// ("2xx", "400", "401/403", "429", "5xx", "other", "error") and size.
+	Request(d time.Duration, outcome string, events int)
+	// Retry reports a retried request and why ("5xx", "429", "network").
+	Retry(reason string)
+	// Accepted reports an event OneSignal accepted, with its
+	// commit-to-accepted latency.
+	Accepted(latency time.Duration)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Request(time.Duration, string, int) {}
+func (nopMetrics) Retry(string)                       {}
+func (nopMetrics) Accepted(time.Duration)             {}
+
+// Outcome names the outcome of a request for metrics.
+func Outcome(err error) string {
+	if err == nil {
+		return "2xx"
+	}
+	var se *StatusError
+	if !errors.As(err, &se) {
+		return "error"
+	}
+	switch {
+	case se.Status == 400 || se.Status == 413:
+		return "400"
+	case se.Status == 401 || se.Status == 403:
+		return "401/403"
+	case se.Status == 429:
+		return "429"
+	case se.Status >= 500:
+		return "5xx"
+	default:
+		return "other"
+	}
 }
 
 func (c *Config) defaults() {
@@ -59,6 +103,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = nopMetrics{}
 	}
 }
 
@@ -422,7 +469,9 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 	for {
 		attempts++
 		s.stats.requests.Add(1)
+		sent := time.Now()
 		res, err := s.client.Send(ctx, d.body)
+		s.cfg.Metrics.Request(time.Since(sent), Outcome(err), len(evs))
 		if err == nil {
 			d.accepted(evs, res, attempts, first)
 			return nil
@@ -440,6 +489,11 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 				wait = ra
 			}
 			s.stats.retries.Add(1)
+			reason := Outcome(err)
+			if reason == "error" {
+				reason = "network"
+			}
+			s.cfg.Metrics.Retry(reason)
 			s.log.Info("OneSignal request failed; retrying", zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
 				zap.Int("attempt", attempts), zap.Duration("in", wait), zap.Error(err))
 			if err := sleep(ctx, wait); err != nil {
@@ -497,6 +551,7 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 		s.stats.delivered.Add(1)
 		if !ev.CommitTime.IsZero() {
 			s.Latency.Observe(now.Sub(ev.CommitTime))
+			s.cfg.Metrics.Accepted(now.Sub(ev.CommitTime))
 		}
 		if s.cfg.OnDelivered != nil {
 			s.cfg.OnDelivered(ev, now)

@@ -95,6 +95,8 @@ sink:
   dead_letter_file: %q
 %s
 shutdown_timeout: 60s
+server:
+  listen: "127.0.0.1:0"
 log:
   level: info
   format: json

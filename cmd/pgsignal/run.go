@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"runtime/pprof"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -47,7 +51,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a := app.New(app.Options{Config: cfg, Logger: log})
+	dial, closeDialer, err := dialerFor(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeDialer() //nolint:errcheck // best effort at exit
+	a := app.New(app.Options{Config: cfg, Logger: log, Dial: dial})
+	if cfg.Server.Listen != "" {
+		stopServer, err := serve(cfg.Server.Listen, a.Handler(), log)
+		if err != nil {
+			return err
+		}
+		defer stopServer()
+	}
 	sigs, stop := signals()
 	defer stop()
 	go func() {
@@ -82,5 +98,26 @@ func startCPUProfile(path string) (func(), error) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}, nil
+}
+
+// serve runs the metrics and health server until the returned function is
+// called.
+func serve(addr string, h http.Handler, log *zap.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("server.listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", zap.Error(err))
+		}
+	}()
+	log.Info("serving /metrics, /healthz and /readyz", zap.String("listen", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
 	}, nil
 }

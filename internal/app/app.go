@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -30,6 +31,10 @@ type Options struct {
 	// Dial, when set, replaces the network dialer of every database
 	// connection (an SSH tunnel).
 	Dial pgconn.DialFunc
+	// StallTimeout is how long pending events may make no progress before
+	// pgsignal reports itself stalled (/readyz fails, an error is logged).
+	// Default 2 minutes.
+	StallTimeout time.Duration
 }
 
 // Summary reports what a run did.
@@ -56,6 +61,7 @@ type App struct {
 	mu     sync.Mutex
 	stream *replication.Stream
 	sink   *sink.Sink
+	obs    *monitor
 }
 
 // New returns an App for a validated config.
@@ -63,8 +69,15 @@ func New(opts Options) *App {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &App{opts: opts, log: opts.Logger, stopCh: make(chan struct{})}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = 2 * time.Minute
+	}
+	return &App{opts: opts, log: opts.Logger, stopCh: make(chan struct{}), obs: newMonitor()}
 }
+
+// Handler serves /metrics (Prometheus), /healthz (the process is alive) and
+// /readyz (streaming, and the sink is not stalled).
+func (a *App) Handler() http.Handler { return a.obs.handler() }
 
 // Stop asks a running App to stop gracefully: stop reading, deliver what is
 // in flight for up to shutdown_timeout, write the checkpoint. Safe to call
@@ -180,7 +193,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		BatchSize: cfg.Sink.BatchSize, Linger: cfg.Sink.Linger, Concurrency: cfg.Sink.Concurrency,
 		MaxPendingEvents: cfg.Sink.MaxPendingEvents, MaxPendingBytes: cfg.Sink.MaxPendingBytes,
 		MaxBackoff: cfg.Sink.MaxBackoff, UnknownUser: cfg.Sink.UnknownUser, Logger: log.Named("sink"),
-		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter,
+		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter, Metrics: a.obs,
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
@@ -189,6 +202,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
 	a.mu.Unlock()
+	a.obs.attach(stream, sk, tracker)
 
 	// hard ends everything: the caller's ctx, a fatal sink error, or the
 	// shutdown timeout after Stop.
@@ -203,6 +217,10 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		defer close(ckDone)
 		replication.RunCheckpointer(ckCtx, tracker, store, stream, log.Named("checkpoint"))
 	}()
+
+	watchCtx, cancelWatch := context.WithCancel(hard)
+	defer cancelWatch()
+	go a.obs.watch(watchCtx, pool, cfg.Source.Slot, a.opts.StallTimeout, log)
 
 	streamErr := make(chan error, 1)
 	go func() { streamErr <- stream.Run(hard) }()

@@ -28,11 +28,12 @@ CREATE TABLE analytics.user_events (
 );`
 
 type harness struct {
-	logs *observer.ObservedLogs
-	t    *testing.T
-	pg   *pgtest.Server
-	fake *onesignaltest.Server
-	db   *pgx.Conn
+	logs         *observer.ObservedLogs
+	stallTimeout time.Duration
+	t            *testing.T
+	pg           *pgtest.Server
+	fake         *onesignaltest.Server
+	db           *pgx.Conn
 }
 
 func newHarness(t *testing.T, pgOpts pgtest.Options) *harness {
@@ -91,7 +92,7 @@ func (h *harness) start(cfg *config.Config) *running {
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	logger := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t).Core(), core))
-	r.app = New(Options{Config: cfg, Logger: logger, OnStreaming: func() { close(streaming) }})
+	r.app = New(Options{Config: cfg, Logger: logger, StallTimeout: h.stallTimeout, OnStreaming: func() { close(streaming) }})
 	go func() {
 		defer close(r.done)
 		r.sum, r.err = r.app.Run(context.Background())

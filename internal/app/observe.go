@@ -1,0 +1,270 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
+)
+
+// monitor holds pgsignal's metrics and health state. Counters that the
+// stages already keep are read at scrape time; histograms are observed as
+// events happen (sink.Metrics).
+type monitor struct {
+	reg      *prometheus.Registry
+	requests *prometheus.HistogramVec
+	retries  *prometheus.CounterVec
+	latency  prometheus.Histogram
+	batch    prometheus.Histogram
+
+	mu        sync.Mutex
+	stream    *replication.Stream
+	sink      *sink.Sink
+	tracker   *replication.Tracker
+	slotState slotState
+
+	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
+	stalled      atomic.Bool
+}
+
+type slotState struct {
+	walStatus   string
+	safeWALSize float64 // -1 when unlimited/unknown
+	known       bool
+}
+
+var _ sink.Metrics = (*monitor)(nil)
+
+func newMonitor() *monitor {
+	o := &monitor{reg: prometheus.NewRegistry()}
+	o.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "pgsignal_onesignal_request_duration_seconds", Help: "OneSignal request latency by outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+	}, []string{"outcome"})
+	o.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgsignal_retries_total", Help: "OneSignal requests retried, by reason.",
+	}, []string{"reason"})
+	o.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "pgsignal_commit_to_accepted_seconds", Help: "Time from the transaction's commit to OneSignal's acceptance.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+	})
+	o.batch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "pgsignal_batch_size_events", Help: "Events per OneSignal request.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+	})
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	o.lastProgress.Store(time.Now().UnixNano())
+	return o
+}
+
+// Request implements sink.Metrics.
+func (o *monitor) Request(d time.Duration, outcome string, events int) {
+	o.requests.WithLabelValues(outcome).Observe(d.Seconds())
+	o.batch.Observe(float64(events))
+}
+
+// Retry implements sink.Metrics.
+func (o *monitor) Retry(reason string) { o.retries.WithLabelValues(reason).Inc() }
+
+// Accepted implements sink.Metrics.
+func (o *monitor) Accepted(latency time.Duration) { o.latency.Observe(latency.Seconds()) }
+
+func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *replication.Tracker) {
+	o.mu.Lock()
+	o.stream, o.sink, o.tracker = st, sk, t
+	o.mu.Unlock()
+}
+
+var (
+	descReceived     = prometheus.NewDesc("pgsignal_events_received_total", "Row changes received from the slot.", nil, nil)
+	descDelivered    = prometheus.NewDesc("pgsignal_events_delivered_total", "Events OneSignal accepted.", nil, nil)
+	descDeadLettered = prometheus.NewDesc("pgsignal_events_dead_lettered_total", "Events written to the dead letters.", nil, nil)
+	descDropped      = prometheus.NewDesc("pgsignal_events_dropped_total", "Events for unknown users dropped (sink.unknown_user: drop).", nil, nil)
+	descBatches      = prometheus.NewDesc("pgsignal_batches_total", "Batches processed by the sink.", nil, nil)
+	descQueueEvents  = prometheus.NewDesc("pgsignal_queue_events", "Events queued or in flight in the sink.", nil, nil)
+	descQueueBytes   = prometheus.NewDesc("pgsignal_queue_bytes", "Bytes queued or in flight in the sink.", nil, nil)
+	descLag          = prometheus.NewDesc("pgsignal_replication_lag_bytes", "Server WAL end minus the confirmed position.", nil, nil)
+	descSinceConfirm = prometheus.NewDesc("pgsignal_seconds_since_last_progress", "Seconds since the checkpoint last advanced.", nil, nil)
+	descConnected    = prometheus.NewDesc("pgsignal_replication_connected", "1 while the replication connection streams.", nil, nil)
+	descReconnects   = prometheus.NewDesc("pgsignal_replication_reconnects_total", "Replication reconnects.", nil, nil)
+	descBlocked      = prometheus.NewDesc("pgsignal_replication_blocked", "1 while reading waits for room in the sink (backpressure).", nil, nil)
+	descSlotStatus   = prometheus.NewDesc("pgsignal_slot_wal_status", "The slot's wal_status (1 for the current value).", []string{"status"}, nil)
+	descSafeWAL      = prometheus.NewDesc("pgsignal_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost (-1: unlimited).", nil, nil)
+	descStalled      = prometheus.NewDesc("pgsignal_stalled", "1 while pending work makes no progress for stall_timeout.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (o *monitor) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descDeadLettered, descDropped, descBatches,
+		descQueueEvents, descQueueBytes, descLag, descSinceConfirm, descConnected, descReconnects, descBlocked,
+		descSlotStatus, descSafeWAL, descStalled} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (o *monitor) Collect(ch chan<- prometheus.Metric) {
+	o.mu.Lock()
+	st, sk, slot := o.stream, o.sink, o.slotState
+	o.mu.Unlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	if st != nil {
+		ss := st.Stats()
+		counter(descReceived, ss.Received)
+		counter(descReconnects, ss.Reconnects)
+		gauge(descConnected, b2f(ss.Connected))
+		gauge(descBlocked, b2f(ss.Blocked))
+		lag := 0.0
+		if ss.ServerWALEnd > ss.Flushed {
+			lag = float64(ss.ServerWALEnd - ss.Flushed)
+		}
+		gauge(descLag, lag)
+	}
+	if sk != nil {
+		s := sk.Stats()
+		counter(descDelivered, s.Delivered)
+		counter(descDeadLettered, s.DeadLettered)
+		counter(descDropped, s.Dropped)
+		counter(descBatches, s.Batches)
+		gauge(descQueueEvents, float64(s.PendingEvents))
+		gauge(descQueueBytes, float64(s.PendingBytes))
+	}
+	gauge(descSinceConfirm, time.Since(time.Unix(0, o.lastProgress.Load())).Seconds())
+	gauge(descStalled, b2f(o.stalled.Load()))
+	if slot.known {
+		for _, s := range []string{"reserved", "extended", "unreserved", "lost"} {
+			gauge(descSlotStatus, b2f(slot.walStatus == s), s)
+		}
+		gauge(descSafeWAL, slot.safeWALSize)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// handler serves /metrics, /healthz and /readyz.
+func (o *monitor) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := o.ready(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, why)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+// ready reports whether pgsignal streams and the sink is not stalled.
+func (o *monitor) ready() (bool, string) {
+	o.mu.Lock()
+	st := o.stream
+	o.mu.Unlock()
+	switch {
+	case st == nil:
+		return false, "not streaming yet"
+	case !st.Stats().Connected:
+		return false, "replication connection down (reconnecting)"
+	case o.stalled.Load():
+		return false, "stalled: pending events make no progress"
+	}
+	return true, ""
+}
+
+// watch tracks progress and detects stalls: pending work and no checkpoint
+// advance for stallTimeout. It logs an error once per stall saying what is
+// stuck, and polls the slot's wal_status every 15 s.
+func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, stallTimeout time.Duration, log *zap.Logger) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastPos cdc.Position
+	var lastConfirm cdc.LSN
+	var lastSlotPoll time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		o.mu.Lock()
+		st, sk, t := o.stream, o.sink, o.tracker
+		o.mu.Unlock()
+		if t == nil {
+			continue
+		}
+		pos, confirm := t.Checkpoint()
+		pending := t.Pending()
+		if pos != lastPos || confirm != lastConfirm || pending == 0 {
+			lastPos, lastConfirm = pos, confirm
+			o.lastProgress.Store(time.Now().UnixNano())
+			if o.stalled.Swap(false) {
+				log.Info("progress again after a stall", zap.Stringer("checkpoint", pos))
+			}
+		} else if stallTimeout > 0 && time.Since(time.Unix(0, o.lastProgress.Load())) > stallTimeout && !o.stalled.Load() {
+			o.stalled.Store(true)
+			ss, sks := st.Stats(), sk.Stats()
+			stuck := "the sink: OneSignal requests are failing or slow (see the retry log lines)"
+			if !ss.Connected {
+				stuck = "the replication connection, which is down"
+			} else if sks.PendingEvents == 0 {
+				stuck = "the checkpoint: events are delivered but the watermark does not advance"
+			}
+			log.Error("stalled: pending events make no progress", zap.Duration("for", stallTimeout),
+				zap.Int("pending_events", pending), zap.Int("queued_events", sks.PendingEvents),
+				zap.Uint64("retries", sks.Retries), zap.Bool("replication_blocked", ss.Blocked),
+				zap.Stringer("checkpoint", pos), zap.String("stuck", stuck))
+		}
+		if pool != nil && time.Since(lastSlotPoll) >= 15*time.Second {
+			lastSlotPoll = time.Now()
+			o.pollSlot(ctx, pool, slot)
+		}
+	}
+}
+
+func (o *monitor) pollSlot(ctx context.Context, pool *pgxpool.Pool, slot string) {
+	var status *string
+	var safe *int64
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := pool.QueryRow(qctx, `SELECT wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&status, &safe)
+	if err != nil {
+		return
+	}
+	s := slotState{known: true, safeWALSize: -1}
+	if status != nil {
+		s.walStatus = *status
+	}
+	if safe != nil {
+		s.safeWALSize = float64(*safe)
+	}
+	o.mu.Lock()
+	o.slotState = s
+	o.mu.Unlock()
+}
