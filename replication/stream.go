@@ -203,6 +203,7 @@ func (s *Stream) Run(ctx context.Context) error {
 	bo.InitialInterval = 500 * time.Millisecond
 	bo.MaxInterval = s.cfg.MaxReconnectBackoff
 	bo.MaxElapsedTime = 0
+	waiting := false
 	for {
 		started := time.Now()
 		err := s.session(ctx)
@@ -226,8 +227,19 @@ func (s *Stream) Run(ctx context.Context) error {
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
-		s.reconnects.Add(1)
-		s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Duration("in", wait))
+		if errors.Is(err, errSlotBusy) {
+			// Standby instance (high availability): poll every second so
+			// that a takeover happens within seconds of the holder's death.
+			wait = time.Second
+			if !waiting {
+				s.log.Info("the slot is held by another reader (another pgsignal?); waiting to take over", zap.String("slot", s.cfg.Slot))
+			}
+			waiting = true
+		} else {
+			waiting = false
+			s.reconnects.Add(1)
+			s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Duration("in", wait))
+		}
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -238,6 +250,9 @@ func (s *Stream) Run(ctx context.Context) error {
 }
 
 var errDrained = errors.New("drained")
+
+// errSlotBusy: another process reads the slot.
+var errSlotBusy = errors.New("the slot is active for another process")
 
 func (s *Stream) session(ctx context.Context) error {
 	conn, err := ConnectReplication(ctx, s.cfg.Source)
@@ -259,7 +274,7 @@ func (s *Stream) session(ctx context.Context) error {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
 			// Another reader holds the slot (a second instance): wait and retry.
-			return fmt.Errorf("slot %q is active for another process; waiting for it to be released: %w", s.cfg.Slot, err)
+			return fmt.Errorf("%w: %w", errSlotBusy, err)
 		}
 		if errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "42501" || pgErr.Code[:2] == "28") {
 			return permanent("start replication on slot %q: %w", s.cfg.Slot, err)

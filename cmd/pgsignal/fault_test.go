@@ -307,3 +307,45 @@ func (e *env) runCLI(config string, args ...string) string {
 	}
 	return string(out)
 }
+
+// High availability: two pgsignal processes with the same config; one
+// streams, the other waits for the slot and takes over within 10 s of a
+// kill -9 of the first. No event is lost.
+func TestHATakeover(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeConfig("full", "")
+	a := e.startProc(cfg)
+	e.waitStreaming(a)
+	b := e.startProc(cfg)
+	e.insertRows(0, 5000)
+	e.waitCount(5000, time.Minute, a)
+	// b waits: the slot is a's.
+	if pid := e.walsenderPID(); pid == 0 {
+		t.Fatal("no active walsender")
+	}
+	waitLog(t, b, "waiting to take over", 30*time.Second)
+	a.kill9(t)
+	killed := time.Now()
+	e.insertRows(5000, 5000)
+	e.waitCount(10000, time.Minute, b)
+	took := time.Since(killed)
+	t.Logf("standby took over and delivered the next 5000 events %s after the kill", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Fatalf("takeover took %s, want under 10s", took)
+	}
+	b.term(t)
+	e.checkExactlyOnce(10000)
+}
+
+// waitLog waits until p's log contains s.
+func waitLog(t *testing.T, p *proc, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(p.log); strings.Contains(string(b), s) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("log never said %q:\n%s", s, p.tail())
+}
