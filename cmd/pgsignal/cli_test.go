@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,4 +141,35 @@ func TestRunSecondSignalStopsAtOnce(t *testing.T) {
 	e.waitCount(20000, time.Minute, p)
 	p.term(t)
 	e.checkExactlyOnce(20000)
+}
+
+// `pgsignal status` shows the slot, the watermark, dead letters and runs.
+func TestStatusCommand(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeConfig("full", "")
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	e.insertRows(0, 100)
+	e.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('x', NULL)`)
+	e.waitCount(100, time.Minute, p)
+	out := e.runCLI(cfg, "status")
+	for _, want := range []string{"slot pgsignal: active (pid ", "wal_status reserved", "dead letters: ", "running"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("status lacks %q:\n%s", want, out)
+		}
+	}
+	p.term(t)
+	js := e.runCLI(cfg, "status", "--json")
+	var rep statusReport
+	if err := json.Unmarshal([]byte(js), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, js)
+	}
+	if !rep.Slot.Exists || rep.Slot.Active || rep.DeadLetters != 1 || rep.Watermark == nil || len(rep.Runs) != 1 ||
+		rep.Runs[0].EventsDelivered != 100 || rep.Runs[0].DeadLettered != 1 || rep.Runs[0].StopReason != "stopped" ||
+		rep.Slot.LagBytes == nil {
+		t.Fatalf("status: %s", js)
+	}
+	if rep.Slot.ConfirmedFlushLSN == "" || !strings.HasPrefix(rep.Watermark.Position, "0/") {
+		t.Fatalf("positions: %s", js)
+	}
 }

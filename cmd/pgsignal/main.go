@@ -58,7 +58,10 @@ const usage = `pgsignal streams PostgreSQL inserts to OneSignal custom events.
 
 Usage:
   pgsignal run --config FILE     stream until SIGINT/SIGTERM (a second signal stops at once)
+  pgsignal status [--json]       slot, watermark, dead letters and recent runs
   pgsignal dead-letters list|replay|discard   inspect and resend dead letters
+  pgsignal setup --config FILE   print (or --apply --admin-dsn DSN) the SQL that prepares the database
+  pgsignal check --config FILE   check the database and OneSignal item by item, with fixes (--json)
   pgsignal demo                  start a throwaway PostgreSQL and a fake OneSignal, stream, report
   pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
   pgsignal version               print the version
@@ -77,8 +80,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRun(ctx, rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
 	case "dead-letters":
 		return cmdDeadLetters(ctx, rest, stdout, stderr)
+	case "setup":
+		return cmdSetup(ctx, rest, stdout, stderr)
+	case "check":
+		return cmdCheck(ctx, rest, stdout, stderr)
 	case "fake-onesignal":
 		return cmdFake(ctx, rest, stdout, stderr)
 	case "version", "--version":

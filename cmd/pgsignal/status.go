@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
+)
+
+// statusReport is what `pgsignal status` shows.
+type statusReport struct {
+	Slot struct {
+		Name              string `json:"name"`
+		Exists            bool   `json:"exists"`
+		Active            bool   `json:"active"`
+		ActivePID         int32  `json:"active_pid,omitempty"`
+		ConfirmedFlushLSN string `json:"confirmed_flush_lsn,omitempty"`
+		WALStatus         string `json:"wal_status,omitempty"`
+		LagBytes          *int64 `json:"lag_bytes,omitempty"`
+		RetainedBytes     *int64 `json:"retained_bytes,omitempty"`
+	} `json:"slot"`
+	Watermark *struct {
+		Position     string    `json:"position"`
+		ConfirmedLSN string    `json:"confirmed_lsn"`
+		UpdatedAt    time.Time `json:"updated_at"`
+	} `json:"watermark,omitempty"`
+	DeadLetters int         `json:"dead_letters"`
+	Runs        []runReport `json:"runs"`
+}
+
+type runReport struct {
+	ID              int64      `json:"id"`
+	StartedAt       time.Time  `json:"started_at"`
+	StoppedAt       *time.Time `json:"stopped_at,omitempty"`
+	EventsDelivered int64      `json:"events_delivered"`
+	DeadLettered    int64      `json:"dead_lettered"`
+	LastPosition    string     `json:"last_position,omitempty"`
+	StopReason      string     `json:"stop_reason,omitempty"`
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", stderr)
+	path := fs.String("config", "pgsignal.yaml", "configuration file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	runs := fs.Int("runs", 5, "how many recent runs to show (full mode)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN}, 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rep, err := buildStatus(ctx, pool, cfg, *runs)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	printStatus(stdout, rep)
+	return nil
+}
+
+func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nRuns int) (*statusReport, error) {
+	rep := &statusReport{Runs: []runReport{}}
+	rep.Slot.Name = cfg.Source.Slot
+	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	if err != nil {
+		return nil, err
+	}
+	rep.Slot.Exists, rep.Slot.Active, rep.Slot.ActivePID = si.Exists, si.Active, si.ActivePID
+	rep.Slot.ConfirmedFlushLSN, rep.Slot.WALStatus = si.ConfirmedFlushLSN, si.WALStatus
+	if si.Exists {
+		var lag, retained *int64
+		err := pool.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - confirmed_flush_lsn)::bigint,
+  (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint
+FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &retained)
+		if err != nil {
+			return nil, fmt.Errorf("slot lag: %w", err)
+		}
+		rep.Slot.LagBytes, rep.Slot.RetainedBytes = lag, retained
+	}
+	if cfg.Source.Mode == config.ModeReadOnly {
+		letters, err := (&sink.FileLetters{Path: cfg.Sink.DeadLetterFile}).List(ctx, sink.Filter{})
+		if err != nil {
+			return nil, err
+		}
+		rep.DeadLetters = len(letters)
+		return rep, nil
+	}
+	schema := cfg.Source.Schema
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "sync_state"}.Sanitize()).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("look up %s.sync_state: %w", schema, err)
+	}
+	if !exists {
+		return rep, nil // pgsignal never ran in full mode here
+	}
+	w := &struct {
+		Position     string    `json:"position"`
+		ConfirmedLSN string    `json:"confirmed_lsn"`
+		UpdatedAt    time.Time `json:"updated_at"`
+	}{}
+	err = pool.QueryRow(ctx, `SELECT commit_lsn::text || '#' || ordinal, confirmed_lsn::text, updated_at FROM `+
+		pgx.Identifier{schema, "sync_state"}.Sanitize()+` WHERE slot = $1`, cfg.Source.Slot).Scan(&w.Position, &w.ConfirmedLSN, &w.UpdatedAt)
+	switch {
+	case err == nil:
+		rep.Watermark = w
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("read watermark: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "dead_letters"}.Sanitize()+` WHERE slot = $1`,
+		cfg.Source.Slot).Scan(&rep.DeadLetters); err != nil {
+		return nil, fmt.Errorf("count dead letters: %w", err)
+	}
+	rows, err := pool.Query(ctx, `SELECT id, started_at, stopped_at, events_delivered, dead_lettered, coalesce(last_position, ''), coalesce(stop_reason, '')
+FROM `+pgx.Identifier{schema, "runs"}.Sanitize()+` WHERE slot = $1 ORDER BY id DESC LIMIT $2`, cfg.Source.Slot, nRuns)
+	if err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r runReport
+		if err := rows.Scan(&r.ID, &r.StartedAt, &r.StoppedAt, &r.EventsDelivered, &r.DeadLettered, &r.LastPosition, &r.StopReason); err != nil {
+			return nil, fmt.Errorf("list runs: %w", err)
+		}
+		rep.Runs = append(rep.Runs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	return rep, nil
+}
+
+func printStatus(w io.Writer, rep *statusReport) {
+	s := rep.Slot
+	if !s.Exists {
+		fmt.Fprintf(w, "slot %s: does not exist (pgsignal run creates it)\n", s.Name)
+	} else {
+		state := "inactive"
+		if s.Active {
+			state = fmt.Sprintf("active (pid %d)", s.ActivePID)
+		}
+		fmt.Fprintf(w, "slot %s: %s, confirmed_flush_lsn %s, wal_status %s", s.Name, state, s.ConfirmedFlushLSN, s.WALStatus)
+		if s.LagBytes != nil {
+			fmt.Fprintf(w, ", lag %s, retains %s", bytesHuman(*s.LagBytes), bytesHuman(*s.RetainedBytes))
+		}
+		fmt.Fprintln(w)
+	}
+	if rep.Watermark != nil {
+		fmt.Fprintf(w, "watermark: %s (confirmed %s), saved %s ago\n", rep.Watermark.Position, rep.Watermark.ConfirmedLSN,
+			time.Since(rep.Watermark.UpdatedAt).Round(time.Second))
+	}
+	fmt.Fprintf(w, "dead letters: %d\n", rep.DeadLetters)
+	if len(rep.Runs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nrecent runs:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTARTED\tSTOPPED\tDELIVERED\tDEAD\tLAST POSITION\tSTOP REASON")
+	for _, r := range rep.Runs {
+		stopped := "running"
+		if r.StoppedAt != nil {
+			stopped = r.StoppedAt.UTC().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, r.StartedAt.UTC().Format("2006-01-02 15:04:05"), stopped,
+			r.EventsDelivered, r.DeadLettered, r.LastPosition, r.StopReason)
+	}
+	_ = tw.Flush()
+}
+
+func bytesHuman(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
