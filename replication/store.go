@@ -59,6 +59,8 @@ func SchemaDDL(schema string) []string {
   last_position    text,
   stop_reason      text
 )`,
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_from pg_lsn`,
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_to pg_lsn`,
 	}
 }
 

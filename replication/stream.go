@@ -56,6 +56,10 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxReconnectBackoff caps the wait between reconnects (default 30s).
 	MaxReconnectBackoff time.Duration
+	// OnSlotLost is SlotLostError (default) or SlotLostRecreate.
+	OnSlotLost string
+	// OnGap, when set, is called after a lost slot was recreated.
+	OnGap func(SlotLoss)
 	// MaxOutstanding bounds the events received but not yet in the durable
 	// checkpoint (default 20000): reading stops at the bound, and a crash
 	// sends at most this many events again (within a transaction in full
@@ -271,6 +275,9 @@ func (s *Stream) session(ctx context.Context) error {
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
 	})
 	if err != nil {
+		if lostErr := s.handleStartError(ctx, err); lostErr != nil {
+			return lostErr
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
 			// Another reader holds the slot (a second instance): wait and retry.

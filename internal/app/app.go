@@ -31,6 +31,8 @@ type Options struct {
 	// Dial, when set, replaces the network dialer of every database
 	// connection (an SSH tunnel).
 	Dial pgconn.DialFunc
+	// OnSlotLost is replication.SlotLostError (default) or SlotLostRecreate.
+	OnSlotLost string
 	// StallTimeout is how long pending events may make no progress before
 	// pgsignal reports itself stalled (/readyz fails, an error is logged).
 	// Default 2 minutes.
@@ -174,9 +176,6 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if created {
 		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
 	}
-	if err := a.ensureSlot(ctx, src, pool); err != nil {
-		return sum, err
-	}
 	var resume cdc.Position
 	var confirmed cdc.LSN
 	if store != nil {
@@ -185,7 +184,26 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		}
 	}
 	runID := a.startRun(ctx, pool, full)
-
+	// A slot that is missing although a checkpoint exists, or that is
+	// invalidated, was lost: events are gone, and that must not pass
+	// silently.
+	loss, err := replication.CheckSlotLost(ctx, pool, cfg.Source.Slot, confirmed, confirmed > 0)
+	if err != nil {
+		return sum, err
+	}
+	if loss != nil {
+		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+			a.finishRun(ctx, pool, runID, sum, "slot lost")
+			return sum, *loss
+		}
+		if err := a.recreateSlot(ctx, src, pool, loss); err != nil {
+			return sum, err
+		}
+		a.recordGap(ctx, pool, runID, *loss)
+	}
+	if err := a.ensureSlot(ctx, src, pool); err != nil {
+		return sum, err
+	}
 	tracker := replication.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
@@ -197,7 +215,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
-		MaxOutstanding: cfg.Sink.MaxPendingEvents,
+		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
+		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
@@ -302,5 +321,20 @@ func (a *App) ensureSlot(ctx context.Context, src replication.Source, pool *pgxp
 	if created {
 		a.log.Info("created replication slot", zap.String("slot", cfg.Source.Slot))
 	}
+	return nil
+}
+
+func (a *App) recreateSlot(ctx context.Context, src replication.Source, pool *pgxpool.Pool, loss *replication.SlotLoss) error {
+	conn, err := replication.ConnectReplication(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := replication.RecreateSlot(ctx, pool, conn, loss); err != nil {
+		return err
+	}
+	a.log.Error("replication slot lost and recreated: events in the gap are lost",
+		zap.String("slot", loss.Slot), zap.Bool("dropped", loss.Dropped), zap.Stringer("gap_from", loss.From),
+		zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
 	return nil
 }

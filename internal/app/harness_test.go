@@ -30,6 +30,7 @@ CREATE TABLE analytics.user_events (
 type harness struct {
 	logs         *observer.ObservedLogs
 	stallTimeout time.Duration
+	onSlotLost   string
 	t            *testing.T
 	pg           *pgtest.Server
 	fake         *onesignaltest.Server
@@ -92,7 +93,7 @@ func (h *harness) start(cfg *config.Config) *running {
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
 	logger := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t).Core(), core))
-	r.app = New(Options{Config: cfg, Logger: logger, StallTimeout: h.stallTimeout, OnStreaming: func() { close(streaming) }})
+	r.app = New(Options{Config: cfg, Logger: logger, StallTimeout: h.stallTimeout, OnSlotLost: h.onSlotLost, OnStreaming: func() { close(streaming) }})
 	go func() {
 		defer close(r.done)
 		r.sum, r.err = r.app.Run(context.Background())

@@ -7,6 +7,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/replication"
 )
 
 // startRun records the start of a run in <schema>.runs (full mode) and
@@ -39,5 +41,18 @@ SET stopped_at = now(), events_delivered = $2, dead_lettered = $3, last_position
 WHERE id = $1`, id, int64(sum.Delivered), int64(sum.DeadLettered), sum.Checkpoint.String(), reason)
 	if err != nil {
 		a.log.Warn("could not record the end of the run", zap.Error(err))
+	}
+}
+
+// recordGap records a lost slot's gap in the run's row.
+func (a *App) recordGap(ctx context.Context, pool *pgxpool.Pool, id int64, l replication.SlotLoss) {
+	if id == 0 {
+		return
+	}
+	cfg := a.opts.Config
+	_, err := pool.Exec(ctx, `UPDATE `+pgx.Identifier{cfg.Source.Schema, "runs"}.Sanitize()+`
+SET slot_lost_from = $2::pg_lsn, slot_lost_to = $3::pg_lsn WHERE id = $1`, id, l.From.String(), l.To.String())
+	if err != nil {
+		a.log.Warn("could not record the slot gap", zap.Error(err))
 	}
 }

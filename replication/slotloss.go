@@ -1,0 +1,143 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+)
+
+// What to do when the slot is lost (source.on_slot_lost).
+const (
+	// SlotLostError stops with an error that says what happened (default).
+	SlotLostError = "error"
+	// SlotLostRecreate recreates the slot, records the gap and goes on.
+	SlotLostRecreate = "recreate"
+)
+
+// SlotLoss describes a slot that was invalidated or dropped.
+type SlotLoss struct {
+	Slot string
+	// Dropped is true when the slot no longer exists; otherwise it is
+	// invalidated (wal_status = lost).
+	Dropped bool
+	// From is the last position confirmed to the slot; To the server's WAL
+	// position when the loss was found. Changes committed between them
+	// were not (and will not be) decoded.
+	From, To cdc.LSN
+}
+
+// Bytes is the size of the WAL range that will not be decoded.
+func (l SlotLoss) Bytes() int64 {
+	if l.To <= l.From {
+		return 0
+	}
+	return int64(l.To - l.From)
+}
+
+func (l SlotLoss) what() string {
+	if l.Dropped {
+		return fmt.Sprintf("replication slot %q was dropped", l.Slot)
+	}
+	return fmt.Sprintf("replication slot %q was invalidated (wal_status = lost: max_slot_wal_keep_size was exceeded and the WAL it needed was removed)", l.Slot)
+}
+
+// Error explains the loss and what to do.
+func (l SlotLoss) Error() string {
+	return fmt.Sprintf("%s: changes committed between %s and %s (up to %d bytes of WAL) were not decoded and their events are lost. "+
+		"To go on from now, set source.on_slot_lost: recreate (pgsignal recreates the slot and records the gap in census.runs), "+
+		"or drop the slot yourself (SELECT pg_drop_replication_slot(%s);) and restart; raise max_slot_wal_keep_size so it does not happen again",
+		l.what(), l.From, l.To, l.Bytes(), quoteLiteral(l.Slot))
+}
+
+// Unwrap makes a SlotLoss permanent.
+func (l SlotLoss) Unwrap() error { return ErrPermanent }
+
+// CheckSlotLost reports whether slot is lost: missing although it was used
+// before (wasUsed: a checkpoint exists), or invalidated. confirmed is the
+// last position pgsignal confirmed.
+func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirmed cdc.LSN, wasUsed bool) (*SlotLoss, error) {
+	si, err := LookupSlot(ctx, pool, slot)
+	if err != nil {
+		return nil, err
+	}
+	if si.Exists && si.WALStatus != "lost" {
+		return nil, nil
+	}
+	if !si.Exists && !wasUsed {
+		return nil, nil // first start: the slot will be created
+	}
+	var cur string
+	if err := pool.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text`).Scan(&cur); err != nil {
+		return nil, fmt.Errorf("current WAL position: %w", err)
+	}
+	to, err := cdc.ParseLSN(cur)
+	if err != nil {
+		return nil, err
+	}
+	from := confirmed
+	if si.ConfirmedFlushLSN != "" {
+		if l, err := cdc.ParseLSN(si.ConfirmedFlushLSN); err == nil && l > from {
+			from = l
+		}
+	}
+	return &SlotLoss{Slot: slot, Dropped: !si.Exists, From: from, To: to}, nil
+}
+
+// RecreateSlot drops the lost slot (when it still exists) and creates it
+// again; streaming resumes from the new slot's consistent point.
+func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, loss *SlotLoss) error {
+	if !loss.Dropped {
+		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, loss.Slot); err != nil {
+			return fmt.Errorf("drop lost slot %q: %w", loss.Slot, err)
+		}
+	}
+	_, err := pglogrepl.CreateReplicationSlot(ctx, conn, loss.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		return fmt.Errorf("recreate slot %q: %w", loss.Slot, err)
+	}
+	return nil
+}
+
+// handleStartError looks at a failed START_REPLICATION: a lost slot is
+// either a SlotLoss error or, with on_slot_lost: recreate, recreated (the
+// caller reconnects).
+func (s *Stream) handleStartError(ctx context.Context, startErr error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(startErr, &pgErr) || (pgErr.Code != "42704" && pgErr.Code != "55000") {
+		return nil
+	}
+	loss, err := CheckSlotLost(ctx, s.pool, s.cfg.Slot, s.Flushed(), true)
+	if err != nil || loss == nil {
+		return err
+	}
+	if s.cfg.OnSlotLost != SlotLostRecreate {
+		return *loss
+	}
+	// The slot's connection must not stream to drop or create a slot: use
+	// a fresh replication connection.
+	rconn, err := ConnectReplication(ctx, s.cfg.Source)
+	if err != nil {
+		return err
+	}
+	defer rconn.Close(context.Background())
+	if err := RecreateSlot(ctx, s.pool, rconn, loss); err != nil {
+		return err
+	}
+	s.log.Error("replication slot lost and recreated: events in the gap are lost",
+		zap.String("slot", s.cfg.Slot), zap.Bool("dropped", loss.Dropped), zap.Stringer("gap_from", loss.From),
+		zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
+	if s.cfg.OnGap != nil {
+		s.cfg.OnGap(*loss)
+	}
+	return errSlotRecreated
+}
+
+var errSlotRecreated = errors.New("slot recreated; reconnecting")
