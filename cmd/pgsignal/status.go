@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/replication"
@@ -60,7 +61,12 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN}, 2)
+	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer closeDial() //nolint:errcheck // best effort at exit
+	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN, Dial: dial}, 2)
 	if err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 	defer pool.Close()
 	if err := pool.Ping(ctx); err != nil {
-		return sum, fmt.Errorf("connect to source.dsn: %w", err)
+		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
 	sys, err := replication.IdentifySystem(ctx, src)
 	if err != nil {

@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"net"
+	"strconv"
+	"time"
+)
 
 // Source modes.
 const (
@@ -43,6 +47,7 @@ const (
 	DefaultListen           = "127.0.0.1:9187"
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
+	DefaultSSHPort          = 22
 	// DefaultTableSchema is the schema of a table written without one.
 	DefaultTableSchema = "public"
 )
@@ -89,7 +94,8 @@ type Config struct {
 type Source struct {
 	// DSN is a libpq connection string: a postgres:// (or postgresql://) URL
 	// or key=value pairs. It may contain a password: never log it, use
-	// Config.Redacted.
+	// Config.Redacted. Parse and Validate write the TLS settings below into
+	// it, so every connection made from DSN uses them.
 	DSN string
 	// Mode is ModeFull or ModeReadOnly.
 	Mode string
@@ -99,7 +105,51 @@ type Source struct {
 	Publication string
 	// Schema is the bookkeeping schema used in full mode.
 	Schema string
+	// SSLMode is libpq's sslmode: disable, allow, prefer, require, verify-ca
+	// or verify-full. "" leaves it to the DSN (libpq's default is prefer).
+	// The same setting may be written in the DSN, but only with the same
+	// value.
+	SSLMode string
+	// SSLRootCert is the file of the CA certificates the server's
+	// certificate must be signed by (libpq's sslrootcert), or "system".
+	SSLRootCert string
+	// SSLCert and SSLKey are the client certificate and its private key
+	// (libpq's sslcert and sslkey); set both or neither.
+	SSLCert, SSLKey string
+	// SSH, when set, makes every database connection go through an SSH
+	// tunnel; the DSN's host and port are then resolved and reached from
+	// the bastion.
+	SSH *SSH
 }
+
+// SSH is the `source.ssh` section: the bastion every database connection is
+// tunnelled through. It holds no secret, only where to find them.
+type SSH struct {
+	// Host is the bastion's host name or IP address.
+	Host string
+	// Port is the bastion's SSH port (DefaultSSHPort in a file).
+	Port int
+	// User is the user to log in to the bastion as.
+	User string
+	// PrivateKeyFile is the file holding the private key (OpenSSH or PEM).
+	// Exactly one of PrivateKeyFile and PrivateKeyEnv is set.
+	PrivateKeyFile string
+	// PrivateKeyEnv is the name of the environment variable holding the
+	// private key.
+	PrivateKeyEnv string
+	// PassphraseEnv, when set, is the name of the environment variable
+	// holding the passphrase of an encrypted private key.
+	PassphraseEnv string
+	// KnownHostsFile is an OpenSSH known_hosts file holding the bastion's
+	// host key. Required unless InsecureIgnoreHostKey is set.
+	KnownHostsFile string
+	// InsecureIgnoreHostKey skips the verification of the bastion's host
+	// key, which lets a man-in-the-middle read the database traffic.
+	InsecureIgnoreHostKey bool
+}
+
+// Address returns the bastion's "host:port".
+func (s SSH) Address() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
 
 // OneSignal is the `onesignal` section.
 type OneSignal struct {

@@ -279,10 +279,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{"sinks (line 11): unknown key (did you mean sink?); known keys: source, onesignal, sink, shutdown_timeout, server, log, tables"}},
 		{"unknown key in source", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  slots: x\n")
-		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema"}},
+		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key without suggestion", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  password: x\n")
-		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema"}},
+		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key in tables[0]", func(t *testing.T) string {
 			return replace(t, minimal, "    external_id: user_id\n", "    externl_id: user_id\n")
 		}, []string{"tables[0].externl_id (line 10): unknown key (did you mean external_id?); known keys: table, name, name_value, name_prefix, external_id, timestamp, properties"}},
@@ -1134,7 +1134,8 @@ func TestExpand(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{minimal, specExample, custom, "", "a: [", "tables: [{table: '\"x'}]"} {
+	withNetwork := strings.Replace(minimal, "source:\n", "source:\n  sslmode: verify-full\n  sslrootcert: ca.crt\n  ssh: {host: b, user: u, private_key_file: k, known_hosts_file: kh}\n", 1)
+	for _, s := range []string{minimal, specExample, custom, withNetwork, "", "a: [", "tables: [{table: '\"x'}]"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -16,6 +16,15 @@
 // replaced from the environment ("$$" is a literal "$"). Because expansion
 // happens after parsing, a variable can never inject YAML structure.
 //
+// The TLS keys source.sslmode, sslrootcert, sslcert and sslkey (libpq's
+// names) may also be written in source.dsn; a key written in both places
+// must have the same value there. Parse and Validate write them into
+// Source.DSN (as a URL query parameter or a quoted key=value pair, the rest
+// of the DSN unchanged), so every connection made from the DSN uses them.
+// source.ssh describes an SSH bastion to tunnel every connection through;
+// it names where the private key is (a file or an environment variable),
+// never the key itself.
+//
 // Secrets (the OneSignal API key, a password in the DSN) never appear in an
 // error or warning. A secret written literally in the file is accepted but
 // produces a warning in Config.Warnings; Config.Redacted prints a

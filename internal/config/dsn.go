@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -52,6 +53,9 @@ func dsnPasswordSpans(dsn string) []span {
 	return spans
 }
 
+// isPasswordKey reports whether a connection parameter holds a secret.
+func isPasswordKey(key string) bool { return key == "password" || key == "sslpassword" }
+
 // urlPasswordSpans finds passwords in a postgres:// URL the way libpq's
 // conninfo_uri_parse_options does.
 func urlPasswordSpans(dsn string) []span {
@@ -61,34 +65,96 @@ func urlPasswordSpans(dsn string) []span {
 	for p < len(dsn) && dsn[p] != '@' && dsn[p] != '/' {
 		p++
 	}
-	rest := start
 	if p < len(dsn) && dsn[p] == '@' {
 		if c := strings.IndexByte(dsn[start:p], ':'); c >= 0 {
 			spans = append(spans, span{start + c + 1, p})
 		}
+	}
+	for _, prm := range urlParams(dsn) {
+		if isPasswordKey(prm.key) {
+			spans = append(spans, prm.val)
+		}
+	}
+	return spans
+}
+
+// param is one connection parameter written in a DSN.
+type param struct {
+	key string
+	// val is where the value is written (inside the quotes of a quoted
+	// key=value value).
+	val span
+	// value is the value with escapes and quoting undone.
+	value string
+}
+
+// urlQuery returns the index of the "?" starting the query of a
+// postgres:// URL, or -1. It skips the user information, which may contain
+// a "?" in its password.
+func urlQuery(dsn string) int {
+	start := strings.Index(dsn, "://") + 3
+	p := start
+	for p < len(dsn) && dsn[p] != '@' && dsn[p] != '/' {
+		p++
+	}
+	rest := start
+	if p < len(dsn) && dsn[p] == '@' {
 		rest = p + 1
 	}
 	q := strings.IndexByte(dsn[rest:], '?')
 	if q < 0 {
-		return spans
+		return -1
 	}
-	pos := rest + q + 1
-	for _, param := range strings.Split(dsn[pos:], "&") {
-		if k, _, ok := strings.Cut(param, "="); ok && k == "password" {
-			spans = append(spans, span{pos + len(k) + 1, pos + len(param)})
+	return rest + q
+}
+
+// urlParams returns the query parameters of a postgres:// URL, decoded the
+// way pgx decodes them.
+func urlParams(dsn string) []param {
+	q := urlQuery(dsn)
+	if q < 0 {
+		return nil
+	}
+	var params []param
+	pos := q + 1
+	for _, kv := range strings.Split(dsn[pos:], "&") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			key, err := url.QueryUnescape(k)
+			if err != nil {
+				key = k
+			}
+			value, err := url.QueryUnescape(v)
+			if err != nil {
+				value = v
+			}
+			params = append(params, param{key: key, val: span{pos + len(k) + 1, pos + len(kv)}, value: value})
 		}
-		pos += len(param) + 1
+		pos += len(kv) + 1
 	}
-	return spans
+	return params
 }
 
 // kvPasswordSpans parses a key=value connection string the way libpq's
 // conninfo_parse does and returns where the password values are (inside
 // the quotes of a quoted value).
 func kvPasswordSpans(dsn string) ([]span, error) {
+	params, err := kvParams(dsn)
 	var spans []span
+	for _, p := range params {
+		if isPasswordKey(p.key) {
+			spans = append(spans, p.val)
+		}
+	}
+	return spans, err
+}
+
+// kvParams parses a key=value connection string the way libpq's
+// conninfo_parse does. On a syntax error it returns the parameters before
+// it and an error that does not quote the string.
+func kvParams(dsn string) ([]param, error) {
+	var params []param
 	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' }
-	i, pairs := 0, 0
+	i := 0
 	for {
 		for i < len(dsn) && isSpace(dsn[i]) {
 			i++
@@ -105,15 +171,16 @@ func kvPasswordSpans(dsn string) ([]span, error) {
 			i++
 		}
 		if i == len(dsn) || dsn[i] != '=' {
-			if pairs == 0 {
-				return spans, fmt.Errorf(`not a connection string: write a postgres:// URL or key=value pairs, e.g. "host=db.internal dbname=app user=pgsignal"`)
+			if len(params) == 0 {
+				return params, fmt.Errorf(`not a connection string: write a postgres:// URL or key=value pairs, e.g. "host=db.internal dbname=app user=pgsignal"`)
 			}
-			return spans, fmt.Errorf(`missing "=" after keyword number %d; write key=value pairs separated by spaces, and quote values containing spaces with single quotes`, pairs+1)
+			return params, fmt.Errorf(`missing "=" after keyword number %d; write key=value pairs separated by spaces, and quote values containing spaces with single quotes`, len(params)+1)
 		}
 		i++
 		for i < len(dsn) && isSpace(dsn[i]) {
 			i++
 		}
+		var value strings.Builder
 		vstart, vend := i, i
 		if i < len(dsn) && dsn[i] == '\'' {
 			i++
@@ -121,6 +188,7 @@ func kvPasswordSpans(dsn string) ([]span, error) {
 			closed := false
 			for i < len(dsn) {
 				if dsn[i] == '\\' && i+1 < len(dsn) {
+					value.WriteByte(dsn[i+1])
 					i += 2
 					continue
 				}
@@ -128,10 +196,11 @@ func kvPasswordSpans(dsn string) ([]span, error) {
 					closed = true
 					break
 				}
+				value.WriteByte(dsn[i])
 				i++
 			}
 			if !closed {
-				return spans, fmt.Errorf(`unterminated quoted value of keyword number %d; close it with "'" (write \' for a quote inside)`, pairs+1)
+				return params, fmt.Errorf(`unterminated quoted value of keyword number %d; close it with "'" (write \' for a quote inside)`, len(params)+1)
 			}
 			vend = i
 			i++
@@ -140,19 +209,86 @@ func kvPasswordSpans(dsn string) ([]span, error) {
 				if dsn[i] == '\\' && i+1 < len(dsn) {
 					i++
 				}
+				value.WriteByte(dsn[i])
 				i++
 			}
 			vend = i
 		}
-		if key == "password" {
-			spans = append(spans, span{vstart, vend})
+		params = append(params, param{key: key, val: span{vstart, vend}, value: value.String()})
+	}
+	if len(params) == 0 {
+		return params, fmt.Errorf("empty connection string")
+	}
+	return params, nil
+}
+
+// dsnParam returns the value of connection parameter key in dsn (the last
+// one when it is written several times, as libpq does).
+func dsnParam(dsn, key string) (string, bool) {
+	var params []param
+	if isURLDSN(dsn) {
+		params = urlParams(dsn)
+	} else {
+		params, _ = kvParams(dsn)
+	}
+	value, found := "", false
+	for _, p := range params {
+		if p.key == key {
+			value, found = p.value, true
 		}
-		pairs++
 	}
-	if pairs == 0 {
-		return spans, fmt.Errorf("empty connection string")
+	return value, found
+}
+
+// withParam returns dsn with key=value added, quoted or escaped for the
+// form of dsn; the rest of dsn is kept as it is. The caller checks that key
+// is not in dsn already.
+func withParam(dsn, key, value string) string {
+	if isURLDSN(dsn) {
+		sep := "&"
+		switch q := urlQuery(dsn); {
+		case q < 0:
+			sep = "?"
+		case q == len(dsn)-1 || strings.HasSuffix(dsn, "&"):
+			sep = ""
+		}
+		return dsn + sep + key + "=" + urlEscape(value)
 	}
-	return spans, nil
+	sep := " "
+	if dsn == "" || strings.TrimRight(dsn, " \t\n\r\f\v") != dsn {
+		sep = ""
+	}
+	return dsn + sep + key + "=" + kvQuote(value)
+}
+
+// urlEscape percent-encodes a URL query value. Only unreserved characters
+// and "/" are kept: "+" and " " are encoded so that libpq and pgx read the
+// same value, and "@" so that libpq cannot mistake it for the end of the
+// user information.
+func urlEscape(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/", c) >= 0 {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// kvQuote writes a key=value value: bare when libpq reads it back
+// unchanged, else in single quotes with "\" and "'" escaped.
+func kvQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n\r\f\v'\\") {
+		return s
+	}
+	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+	return "'" + r.Replace(s) + "'"
 }
 
 // dsnHasLiteralPassword reports whether the unexpanded DSN as written in the

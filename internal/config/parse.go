@@ -18,7 +18,9 @@ import (
 // Load reads the YAML configuration file at path and parses it with Parse,
 // taking environment variables from the process environment (os.LookupEnv:
 // a variable set to "" counts as set). A relative onesignal.api_key_file is
-// read relative to the directory of path.
+// read relative to the directory of path, and the relative file paths of
+// source.sslrootcert, sslcert, sslkey and source.ssh are made relative to it
+// too.
 //
 // On failure the error wraps a *ValidationError listing every problem, or
 // the error of reading the file.
@@ -565,7 +567,101 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"slot", d.str(&s.Slot, false)},
 			{"publication", d.str(&s.Publication, false)},
 			{"schema", d.str(&s.Schema, false)},
+			{"sslmode", d.str(&s.SSLMode, false)},
+			{"sslrootcert", d.file(&s.SSLRootCert, "system")},
+			{"sslcert", d.file(&s.SSLCert, "")},
+			{"sslkey", d.file(&s.SSLKey, "")},
+			{"ssh", d.ssh(&s.SSH)},
 		})
+	}
+}
+
+// file decodes a file path into dst. A relative path is taken relative to
+// the directory of the configuration file; keep is a value that is not a
+// path ("" for none).
+func (d *decoder) file(dst *string, keep string) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		s, ok := d.scalar(n, path, "a file path", false)
+		if !ok {
+			return
+		}
+		if s != "" && s != keep && !filepath.IsAbs(s) && d.baseDir != "" {
+			s = filepath.Join(d.baseDir, s)
+		}
+		*dst = s
+	}
+}
+
+// boolean decodes true or false into dst.
+func (d *decoder) boolean(dst *bool) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		if isNull(n) {
+			d.fail(path, n.Line, "expected true or false, got nothing; remove the key to use the default (false)")
+			return
+		}
+		s, ok := d.scalar(n, path, "true or false", false)
+		if !ok {
+			return
+		}
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "true":
+			*dst = true
+		case "false":
+			*dst = false
+		default:
+			d.fail(path, n.Line, "expected true or false, got %q", short(s))
+		}
+	}
+}
+
+// ssh decodes the `source.ssh` section. A null section means no tunnel.
+func (d *decoder) ssh(dst **SSH) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		if isNull(n) {
+			return
+		}
+		s := &SSH{Port: DefaultSSHPort}
+		d.mapping(n, path, []field{
+			{"host", d.str(&s.Host, false)},
+			{"port", d.integer(&s.Port)},
+			{"user", d.str(&s.User, false)},
+			{"private_key_file", d.file(&s.PrivateKeyFile, "")},
+			{"private_key_env", d.envVar(&s.PrivateKeyEnv, "the private key")},
+			{"passphrase_env", d.envVar(&s.PassphraseEnv, "the passphrase of the private key")},
+			{"known_hosts_file", d.file(&s.KnownHostsFile, "")},
+			{"insecure_ignore_host_key", d.boolean(&s.InsecureIgnoreHostKey)},
+		})
+		if d.hasFailed(join(path, "insecure_ignore_host_key")) {
+			// Whether known_hosts_file is required is unknown.
+			d.failed = append(d.failed, join(path, "known_hosts_file"))
+		}
+		if !d.hasFailed(path) {
+			*dst = s
+		}
+	}
+}
+
+// envVar decodes the name of an environment variable holding a secret
+// (what) into dst, and checks that the variable is set. The variable's
+// value joins the secrets scrubbed from messages. The name is treated as a
+// secret too: "${VAR}" by mistake would make it the secret itself.
+func (d *decoder) envVar(dst *string, what string) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		s, ok := d.scalar(n, path, "an environment variable name", true)
+		if !ok {
+			return
+		}
+		*dst = s
+		if !validVarName(s) {
+			d.secrets = append(d.secrets, s)
+			return // reported by validate
+		}
+		v, set := d.lookup(s)
+		if !set || v == "" {
+			d.fail(path, n.Line, "environment variable %s is not set; export it with %s", s, what)
+			return
+		}
+		d.secrets = append(d.secrets, v)
 	}
 }
 

@@ -21,6 +21,16 @@ func (c *Config) Redacted() string {
 		Timestamp  string `yaml:"timestamp,omitempty"`
 		Properties any    `yaml:"properties,omitempty"`
 	}
+	type ssh struct {
+		Host                  string `yaml:"host"`
+		Port                  int    `yaml:"port"`
+		User                  string `yaml:"user"`
+		PrivateKeyFile        string `yaml:"private_key_file,omitempty"`
+		PrivateKeyEnv         string `yaml:"private_key_env,omitempty"`
+		PassphraseEnv         string `yaml:"passphrase_env,omitempty"`
+		KnownHostsFile        string `yaml:"known_hosts_file,omitempty"`
+		InsecureIgnoreHostKey bool   `yaml:"insecure_ignore_host_key,omitempty"`
+	}
 	type doc struct {
 		Source struct {
 			DSN         string `yaml:"dsn"`
@@ -28,6 +38,11 @@ func (c *Config) Redacted() string {
 			Slot        string `yaml:"slot"`
 			Publication string `yaml:"publication"`
 			Schema      string `yaml:"schema"`
+			SSLMode     string `yaml:"sslmode,omitempty"`
+			SSLRootCert string `yaml:"sslrootcert,omitempty"`
+			SSLCert     string `yaml:"sslcert,omitempty"`
+			SSLKey      string `yaml:"sslkey,omitempty"`
+			SSH         *ssh   `yaml:"ssh,omitempty"`
 		} `yaml:"source"`
 		OneSignal struct {
 			AppID   string `yaml:"app_id"`
@@ -61,6 +76,17 @@ func (c *Config) Redacted() string {
 	d.Source.Slot = c.Source.Slot
 	d.Source.Publication = c.Source.Publication
 	d.Source.Schema = c.Source.Schema
+	d.Source.SSLMode = c.Source.SSLMode
+	d.Source.SSLRootCert = c.Source.SSLRootCert
+	d.Source.SSLCert = c.Source.SSLCert
+	d.Source.SSLKey = c.Source.SSLKey
+	if s := c.Source.SSH; s != nil {
+		d.Source.SSH = &ssh{
+			Host: s.Host, Port: s.Port, User: s.User,
+			PrivateKeyFile: s.PrivateKeyFile, PrivateKeyEnv: s.PrivateKeyEnv, PassphraseEnv: s.PassphraseEnv,
+			KnownHostsFile: s.KnownHostsFile, InsecureIgnoreHostKey: s.InsecureIgnoreHostKey,
+		}
+	}
 	d.OneSignal.AppID = c.OneSignal.AppID
 	if c.OneSignal.APIKey != "" {
 		d.OneSignal.APIKey = redacted

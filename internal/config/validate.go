@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +13,11 @@ import (
 )
 
 // Validate checks c and returns a *ValidationError listing every problem,
-// or nil. It does not change c and applies no defaults: a Config built in Go
-// should start from Defaults. Problems carry no line numbers.
+// or nil. It applies no defaults: a Config built in Go should start from
+// Defaults. Problems carry no line numbers. The one change it makes is to
+// write Source.SSLMode, SSLRootCert, SSLCert and SSLKey into Source.DSN when
+// they are valid and the DSN does not hold them yet (as Parse does), so
+// that every connection made from the DSN uses them.
 func (c *Config) Validate() error {
 	if ps := validate(c); len(ps) > 0 {
 		return &ValidationError{Problems: ps}
@@ -54,6 +58,90 @@ func validateSource(ps *problems, s *Source) {
 	}
 	identifier(ps, "source.publication", s.Publication, DefaultPublication)
 	identifier(ps, "source.schema", s.Schema, DefaultSchema)
+	validateTLS(ps, s)
+	if s.SSH != nil {
+		validateSSH(ps, s.SSH)
+	}
+}
+
+// sslModes are libpq's sslmode values, weakest first.
+var sslModes = []string{"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+// tlsSetting is a TLS key of `source` and the libpq parameter it sets.
+type tlsSetting struct {
+	param string
+	value *string
+}
+
+// tlsSettings returns the TLS keys of s.
+func tlsSettings(s *Source) []tlsSetting {
+	return []tlsSetting{{"sslmode", &s.SSLMode}, {"sslrootcert", &s.SSLRootCert}, {"sslcert", &s.SSLCert}, {"sslkey", &s.SSLKey}}
+}
+
+// validateTLS checks the TLS keys against the DSN and, when they agree,
+// writes them into s.DSN. A key may repeat a setting of the DSN, but only
+// with the same value. None of these values is a secret.
+func validateTLS(ps *problems, s *Source) {
+	before := len(ps.list)
+	if s.SSLMode != "" {
+		oneOf(ps, "source.sslmode", s.SSLMode, sslModes...)
+	}
+	if strings.TrimSpace(s.DSN) == "" || checkDSN(s.DSN) != nil {
+		return // already reported
+	}
+	for _, t := range tlsSettings(s) {
+		if *t.value == "" {
+			continue
+		}
+		if v, ok := dsnParam(s.DSN, t.param); ok && v != *t.value {
+			ps.add("source."+t.param, 0, "%q conflicts with %s %q in source.dsn; set it in only one of them", short(*t.value), t.param, short(v))
+		}
+	}
+	if mode, ok := dsnParam(s.DSN, "sslmode"); ok && s.SSLMode == "" && !slices.Contains(sslModes, mode) {
+		ps.add("source.dsn", 0, "unknown sslmode %q; use %s", short(mode), quotedList(sslModes))
+	}
+	if len(ps.list) > before {
+		return
+	}
+	for _, t := range tlsSettings(s) {
+		if _, ok := dsnParam(s.DSN, t.param); *t.value != "" && !ok {
+			s.DSN = withParam(s.DSN, t.param, *t.value)
+		}
+	}
+}
+
+// validateSSH checks the `source.ssh` section.
+func validateSSH(ps *problems, s *SSH) {
+	const p = "source.ssh."
+	if strings.TrimSpace(s.Host) == "" {
+		ps.add(p+"host", 0, "required; the host name or IP address of the SSH bastion the database is reached through")
+	}
+	between(ps, p+"port", s.Port, 1, 65535)
+	if s.User == "" {
+		ps.add(p+"user", 0, "required; the user to log in to the bastion as")
+	}
+	switch {
+	case s.PrivateKeyFile != "" && s.PrivateKeyEnv != "":
+		ps.add(p+"private_key_env", 0, "conflicts with private_key_file: set exactly one of them")
+	case s.PrivateKeyFile == "" && s.PrivateKeyEnv == "":
+		ps.add(p+"private_key_file", 0, "required: set private_key_file to a file holding the private key, or private_key_env to the name of an environment variable holding it")
+	}
+	envName(ps, p+"private_key_env", s.PrivateKeyEnv, "SSH_PRIVATE_KEY")
+	envName(ps, p+"passphrase_env", s.PassphraseEnv, "SSH_KEY_PASSPHRASE")
+	switch {
+	case s.InsecureIgnoreHostKey && s.KnownHostsFile != "":
+		ps.add(p+"insecure_ignore_host_key", 0, "conflicts with known_hosts_file: remove insecure_ignore_host_key to verify the host key")
+	case !s.InsecureIgnoreHostKey && s.KnownHostsFile == "":
+		ps.add(p+"known_hosts_file", 0, "required: the bastion's host key must be verified; write it with `ssh-keyscan -p %d %s > known_hosts` (and check its fingerprint), or set insecure_ignore_host_key: true (a man-in-the-middle could then read the database traffic)", s.Port, short(s.Host))
+	}
+}
+
+// envName checks a setting that names an environment variable. The value is
+// not quoted: a "${VAR}" reference would have put the secret itself there.
+func envName(ps *problems, path, v, example string) {
+	if v != "" && !validVarName(v) {
+		ps.add(path, 0, "not an environment variable name: write the name of the variable, e.g. %s (not ${%s}, which would put the secret itself in the configuration)", example, example)
+	}
 }
 
 // identifier checks the name of a database object that has a default.
@@ -216,16 +304,21 @@ func oneOf(ps *problems, path, v string, allowed ...string) {
 			return
 		}
 	}
-	quoted := make([]string, len(allowed))
-	for i, a := range allowed {
-		quoted[i] = strconv.Quote(a)
-	}
-	list := strings.Join(quoted[:len(quoted)-1], ", ") + " or " + quoted[len(quoted)-1]
+	list := quotedList(allowed)
 	if v == "" {
 		ps.add(path, 0, "empty; use %s, or remove the key to use the default", list)
 		return
 	}
 	ps.add(path, 0, "unknown value %q; use %s", short(v), list)
+}
+
+// quotedList lists values as `"a", "b" or "c"`.
+func quotedList(values []string) string {
+	quoted := make([]string, len(values))
+	for i, a := range values {
+		quoted[i] = strconv.Quote(a)
+	}
+	return strings.Join(quoted[:len(quoted)-1], ", ") + " or " + quoted[len(quoted)-1]
 }
 
 // between checks an integer range.
