@@ -66,7 +66,18 @@ func SchemaDDL(schema string) []string {
 
 // EnsureSchema creates the bookkeeping schema and its tables when missing.
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
-	for _, stmt := range SchemaDDL(schema) {
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
+	// schema exists: skip it then, so that USAGE and CREATE on an existing
+	// schema are enough.
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+		return fmt.Errorf("look up bookkeeping schema %q: %w", schema, err)
+	}
+	stmts := SchemaDDL(schema)
+	if exists {
+		stmts = stmts[1:]
+	}
+	for _, stmt := range stmts {
 		if _, err := pool.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create bookkeeping schema %q: %w", schema, err)
 		}

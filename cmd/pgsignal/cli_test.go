@@ -41,7 +41,7 @@ tables:
   - table: analytics.user_events
     name: event_name
     external_id: user_id
-`, []string{"source.slots (line 3): unknown key", "known keys: dsn, mode, slot, publication, schema"}},
+`, []string{"source.slots (line 3): unknown key", "known keys: dsn, mode, slot, publication, schema, on_slot_lost"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

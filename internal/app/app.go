@@ -71,8 +71,14 @@ func New(opts Options) *App {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	if opts.StallTimeout <= 0 && opts.Config != nil {
+		opts.StallTimeout = opts.Config.StallTimeout
+	}
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = 2 * time.Minute
+	}
+	if opts.OnSlotLost == "" && opts.Config != nil {
+		opts.OnSlotLost = opts.Config.Source.OnSlotLost
 	}
 	return &App{opts: opts, log: opts.Logger, stopCh: make(chan struct{}), obs: newMonitor()}
 }

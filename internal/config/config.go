@@ -17,6 +17,14 @@ const (
 	ModeReadOnly = "read-only"
 )
 
+// Values of Source.OnSlotLost.
+const (
+	// SlotLostError stops pgsignal with an error that says what was lost.
+	SlotLostError = "error"
+	// SlotLostRecreate recreates the slot, records the gap and goes on.
+	SlotLostRecreate = "recreate"
+)
+
 // Values of Sink.UnknownUser.
 const (
 	// UnknownUserDeadLetter records an event for a user OneSignal does not
@@ -44,6 +52,8 @@ const (
 	DefaultUnknownUser      = UnknownUserDeadLetter
 	DefaultDeadLetterFile   = "pgsignal-dead-letters.jsonl"
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultStallTimeout     = 2 * time.Minute
+	DefaultOnSlotLost       = SlotLostError
 	DefaultListen           = "127.0.0.1:9187"
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
@@ -80,6 +90,9 @@ type Config struct {
 	Tables []Table
 	// ShutdownTimeout bounds how long a graceful shutdown may take.
 	ShutdownTimeout time.Duration
+	// StallTimeout is how long pending events may make no progress before
+	// pgsignal reports itself stalled (/readyz fails, an error is logged).
+	StallTimeout time.Duration
 	// Server is the HTTP server for metrics and health checks.
 	Server Server
 	// Log configures logging.
@@ -99,6 +112,9 @@ type Source struct {
 	DSN string
 	// Mode is ModeFull or ModeReadOnly.
 	Mode string
+	// OnSlotLost is SlotLostError or SlotLostRecreate: what to do when the
+	// slot was invalidated or dropped.
+	OnSlotLost string
 	// Slot is the logical replication slot name ([a-z0-9_]{1,63}).
 	Slot string
 	// Publication is the publication name.
@@ -244,6 +260,7 @@ func Defaults() Config {
 			Slot:        DefaultSlot,
 			Publication: DefaultPublication,
 			Schema:      DefaultSchema,
+			OnSlotLost:  DefaultOnSlotLost,
 		},
 		OneSignal: OneSignal{
 			URL:     DefaultOneSignalURL,
@@ -260,6 +277,7 @@ func Defaults() Config {
 			DeadLetterFile:   DefaultDeadLetterFile,
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
+		StallTimeout:    DefaultStallTimeout,
 		Server:          Server{Listen: DefaultListen},
 		Log:             Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}

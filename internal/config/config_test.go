@@ -82,6 +82,7 @@ source:
   slot: pgsignal_replica_1
   publication: pgsignal_pub
   schema: census_meta
+  on_slot_lost: recreate
 onesignal:
   app_id: "5EB5A37E-B458-11E3-AC11-000C2940E62C"
   api_key: "${ONESIGNAL_API_KEY}"
@@ -97,6 +98,7 @@ sink:
   unknown_user: drop
   dead_letter_file: /var/lib/pgsignal/dead.jsonl
 shutdown_timeout: 1m
+stall_timeout: 45s
 server:
   listen: ""
 log:
@@ -147,6 +149,7 @@ func TestParseValid(t *testing.T) {
 				Slot:        "pgsignal_replica_1",
 				Publication: "pgsignal_pub",
 				Schema:      "census_meta",
+				OnSlotLost:  "recreate",
 			},
 			OneSignal: OneSignal{
 				AppID:   "5EB5A37E-B458-11E3-AC11-000C2940E62C",
@@ -165,6 +168,7 @@ func TestParseValid(t *testing.T) {
 				DeadLetterFile:   "/var/lib/pgsignal/dead.jsonl",
 			},
 			ShutdownTimeout: time.Minute,
+			StallTimeout:    45 * time.Second,
 			Server:          Server{Listen: ""},
 			Log:             Log{Level: "debug", Format: "json"},
 			Tables: []Table{
@@ -204,7 +208,7 @@ func TestParseValid(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	d := Defaults()
 	want := Config{
-		Source:    Source{Mode: "full", Slot: "pgsignal", Publication: "pgsignal", Schema: "census"},
+		Source:    Source{Mode: "full", OnSlotLost: "error", Slot: "pgsignal", Publication: "pgsignal", Schema: "census"},
 		OneSignal: OneSignal{URL: "https://api.onesignal.com", Timeout: 30 * time.Second},
 		Sink: Sink{
 			BatchSize: 500, Concurrency: 8, MaxPendingEvents: 20000, MaxPendingBytes: 64 << 20,
@@ -212,6 +216,7 @@ func TestDefaults(t *testing.T) {
 			UnknownUser: "dead-letter", DeadLetterFile: "pgsignal-dead-letters.jsonl",
 		},
 		ShutdownTimeout: 30 * time.Second,
+		StallTimeout:    2 * time.Minute,
 		Server:          Server{Listen: "127.0.0.1:9187"},
 		Log:             Log{Level: "info", Format: "auto"},
 	}
@@ -276,13 +281,13 @@ func TestParseErrors(t *testing.T) {
 			return replace(t, minimal, "    name_value: purchase\n", "    name: \"\"\n")
 		}, []string{"tables[0].name (line 9): empty column name; set the column holding the event name, or use name_value"}},
 		{"unknown key at root", func(t *testing.T) string { return minimal + "sinks:\n  batch_size: 10\n" },
-			[]string{"sinks (line 11): unknown key (did you mean sink?); known keys: source, onesignal, sink, shutdown_timeout, server, log, tables"}},
+			[]string{"sinks (line 11): unknown key (did you mean sink?); known keys: source, onesignal, sink, shutdown_timeout, stall_timeout, server, log, tables"}},
 		{"unknown key in source", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  slots: x\n")
-		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
+		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema, on_slot_lost, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key without suggestion", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  password: x\n")
-		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
+		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, on_slot_lost, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key in tables[0]", func(t *testing.T) string {
 			return replace(t, minimal, "    external_id: user_id\n", "    externl_id: user_id\n")
 		}, []string{"tables[0].externl_id (line 10): unknown key (did you mean external_id?); known keys: table, name, name_value, name_prefix, external_id, timestamp, properties"}},
@@ -391,7 +396,7 @@ func TestParseErrors(t *testing.T) {
 		{"second document", func(t *testing.T) string { return minimal + "---\nlog:\n  level: info\n" },
 			[]string{"line 11: a second YAML document starts here"}},
 		{"root not a mapping", func(t *testing.T) string { return "- source\n- tables\n" },
-			[]string{"line 1: expected a mapping of keys (source, onesignal, sink, shutdown_timeout, server, log, tables), got a list"}},
+			[]string{"line 1: expected a mapping of keys (source, onesignal, sink, shutdown_timeout, stall_timeout, server, log, tables), got a list"}},
 		{"syntax error", func(t *testing.T) string { return minimal + "log:\n  level: info: debug\n" },
 			[]string{"line 12: YAML syntax error: mapping values are not allowed in this context"}},
 		{"syntax error on line 1", func(t *testing.T) string { return "source: dsn: x\n" },
@@ -924,6 +929,7 @@ func TestRedacted(t *testing.T) {
   slot: pgsignal_replica_1
   publication: pgsignal_pub
   schema: census_meta
+  on_slot_lost: recreate
 onesignal:
   app_id: 5EB5A37E-B458-11E3-AC11-000C2940E62C
   api_key: REDACTED
@@ -939,6 +945,7 @@ sink:
   unknown_user: drop
   dead_letter_file: /var/lib/pgsignal/dead.jsonl
 shutdown_timeout: 1m0s
+stall_timeout: 45s
 server:
   listen: ""
 log:

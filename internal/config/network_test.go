@@ -314,6 +314,7 @@ func TestSSH(t *testing.T) {
   slot: pgsignal
   publication: pgsignal
   schema: census
+  on_slot_lost: error
   sslmode: verify-full
   ssh:
     host: bastion.example.com

@@ -534,6 +534,7 @@ func (d *decoder) root(n *yaml.Node, c *Config) {
 		{"onesignal", d.onesignal(&c.OneSignal)},
 		{"sink", d.sink(&c.Sink)},
 		{"shutdown_timeout", d.duration(&c.ShutdownTimeout)},
+		{"stall_timeout", d.duration(&c.StallTimeout)},
 		{"server", func(n *yaml.Node, path string) {
 			d.mapping(n, path, []field{{"listen", d.str(&c.Server.Listen, false)}})
 		}},
@@ -567,6 +568,7 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"slot", d.str(&s.Slot, false)},
 			{"publication", d.str(&s.Publication, false)},
 			{"schema", d.str(&s.Schema, false)},
+			{"on_slot_lost", d.str(&s.OnSlotLost, false)},
 			{"sslmode", d.str(&s.SSLMode, false)},
 			{"sslrootcert", d.file(&s.SSLRootCert, "system")},
 			{"sslcert", d.file(&s.SSLCert, "")},

@@ -38,6 +38,7 @@ func (c *Config) Redacted() string {
 			Slot        string `yaml:"slot"`
 			Publication string `yaml:"publication"`
 			Schema      string `yaml:"schema"`
+			OnSlotLost  string `yaml:"on_slot_lost"`
 			SSLMode     string `yaml:"sslmode,omitempty"`
 			SSLRootCert string `yaml:"sslrootcert,omitempty"`
 			SSLCert     string `yaml:"sslcert,omitempty"`
@@ -61,6 +62,7 @@ func (c *Config) Redacted() string {
 			DeadLetterFile   string `yaml:"dead_letter_file"`
 		} `yaml:"sink"`
 		ShutdownTimeout string `yaml:"shutdown_timeout"`
+		StallTimeout    string `yaml:"stall_timeout"`
 		Server          struct {
 			Listen string `yaml:"listen"`
 		} `yaml:"server"`
@@ -76,6 +78,7 @@ func (c *Config) Redacted() string {
 	d.Source.Slot = c.Source.Slot
 	d.Source.Publication = c.Source.Publication
 	d.Source.Schema = c.Source.Schema
+	d.Source.OnSlotLost = c.Source.OnSlotLost
 	d.Source.SSLMode = c.Source.SSLMode
 	d.Source.SSLRootCert = c.Source.SSLRootCert
 	d.Source.SSLCert = c.Source.SSLCert
@@ -102,6 +105,7 @@ func (c *Config) Redacted() string {
 	d.Sink.UnknownUser = c.Sink.UnknownUser
 	d.Sink.DeadLetterFile = c.Sink.DeadLetterFile
 	d.ShutdownTimeout = c.ShutdownTimeout.String()
+	d.StallTimeout = c.StallTimeout.String()
 	d.Server.Listen = c.Server.Listen
 	d.Log.Level = c.Log.Level
 	d.Log.Format = c.Log.Format

@@ -33,6 +33,7 @@ func validate(c *Config) []Problem {
 	validateOneSignal(&ps, &c.OneSignal)
 	validateSink(&ps, &c.Sink)
 	positive(&ps, "shutdown_timeout", c.ShutdownTimeout)
+	positive(&ps, "stall_timeout", c.StallTimeout)
 	validateListen(&ps, c.Server.Listen)
 	oneOf(&ps, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&ps, "log.format", c.Log.Format, "auto", "json", "console")
@@ -50,6 +51,7 @@ func validateSource(ps *problems, s *Source) {
 		}
 	}
 	oneOf(ps, "source.mode", s.Mode, ModeFull, ModeReadOnly)
+	oneOf(ps, "source.on_slot_lost", s.OnSlotLost, SlotLostError, SlotLostRecreate)
 	switch {
 	case s.Slot == "":
 		ps.add("source.slot", 0, "empty; remove the key to use the default %q, or set a slot name", DefaultSlot)
