@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,8 +311,11 @@ func (s *Stream) session(ctx context.Context) error {
 		}
 	}()
 
-	var wake wakeContext
-	defer wake.stop()
+	// Reads wait on the connection's read deadline rather than a context:
+	// a context per message costs a watcher registration each time.
+	rd := &readDeadline{conn: conn.Conn()}
+	stopRD := context.AfterFunc(rctx, rd.cancel)
+	defer stopRD()
 	for {
 		if s.stopping() {
 			return s.waitDrained(ctx, conn)
@@ -320,16 +324,20 @@ func (s *Stream) session(ctx context.Context) error {
 			return err
 		}
 		// Wake at least every 500 ms so an advanced checkpoint is confirmed
-		// promptly even when the stream is idle. The deadline context is
-		// reused until it expires: one timer per wake-up, not per message.
-		dctx := wake.get(rctx, func() time.Time {
+		// promptly even when the stream is idle.
+		if !rd.ensure(func() time.Time {
 			deadline := s.lastStatus.Add(s.statusIvl)
 			if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
 				deadline = soon
 			}
 			return deadline
-		})
-		msg, err := conn.ReceiveMessage(dctx)
+		}) {
+			if s.stopping() {
+				return s.waitDrained(ctx, conn)
+			}
+			return ctx.Err()
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if s.stopping() {
 				return s.waitDrained(ctx, conn)
@@ -358,24 +366,36 @@ func (s *Stream) session(ctx context.Context) error {
 	}
 }
 
-// wakeContext is a deadline context reused until it expires.
-type wakeContext struct {
-	ctx    context.Context
-	cancel context.CancelFunc
+// readDeadline keeps a read deadline on the replication connection,
+// renewed only when it has passed, and lets a cancelled context interrupt a
+// read.
+type readDeadline struct {
+	mu       sync.Mutex
+	conn     net.Conn
+	at       time.Time
+	canceled bool
 }
 
-func (w *wakeContext) get(parent context.Context, deadline func() time.Time) context.Context {
-	if w.ctx == nil || w.ctx.Err() != nil {
-		w.stop()
-		w.ctx, w.cancel = context.WithDeadline(parent, deadline())
+// ensure sets a new deadline when the current one has passed; false means
+// the context was cancelled.
+func (r *readDeadline) ensure(next func() time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.canceled {
+		return false
 	}
-	return w.ctx
+	if r.at.IsZero() || !time.Now().Before(r.at) {
+		r.at = next()
+		_ = r.conn.SetReadDeadline(r.at)
+	}
+	return true
 }
 
-func (w *wakeContext) stop() {
-	if w.cancel != nil {
-		w.cancel()
-	}
+func (r *readDeadline) cancel() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.canceled = true
+	_ = r.conn.SetReadDeadline(time.Now())
 }
 
 func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data []byte) error {
