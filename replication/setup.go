@@ -123,8 +123,10 @@ func LookupSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotInfo,
 	var si SlotInfo
 	var plugin, db, confirmed, walStatus *string
 	var pid *int32
+	// wal_status exists from PostgreSQL 13 on: read it through to_jsonb so
+	// that the query also runs on 12.
 	err := pool.QueryRow(ctx, `SELECT plugin, slot_type, database, active, active_pid,
-  confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, slot).
+  confirmed_flush_lsn::text, to_jsonb(s) ->> 'wal_status' FROM pg_replication_slots s WHERE slot_name = $1`, slot).
 		Scan(&plugin, &si.SlotType, &db, &si.Active, &pid, &confirmed, &walStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return si, nil

@@ -2,17 +2,16 @@ package sink
 
 import (
 	"math"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Histogram records durations in logarithmic buckets (2% wide) so that
 // quantiles cost constant memory however many samples arrive.
 type Histogram struct {
-	mu      sync.Mutex
-	buckets []uint64
-	count   uint64
-	max     time.Duration
+	buckets [histBuckets]atomic.Uint64
+	count   atomic.Uint64
+	max     atomic.Int64
 }
 
 const (
@@ -32,47 +31,46 @@ func (h *Histogram) Observe(d time.Duration) {
 	if i >= histBuckets {
 		i = histBuckets - 1
 	}
-	h.mu.Lock()
-	if h.buckets == nil {
-		h.buckets = make([]uint64, histBuckets)
+	h.buckets[i].Add(1)
+	h.count.Add(1)
+	for {
+		m := h.max.Load()
+		if int64(d) <= m || h.max.CompareAndSwap(m, int64(d)) {
+			break
+		}
 	}
-	h.buckets[i]++
-	h.count++
-	if d > h.max {
-		h.max = d
-	}
-	h.mu.Unlock()
 }
 
 // Count returns the number of samples.
-func (h *Histogram) Count() uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.count
-}
+func (h *Histogram) Count() uint64 { return h.count.Load() }
 
 // Quantile returns the q-quantile (0 < q <= 1), accurate to 2%, or 0 with no
 // samples.
 func (h *Histogram) Quantile(q float64) time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.count == 0 {
+	var counts [histBuckets]uint64
+	var total uint64
+	for i := range h.buckets {
+		counts[i] = h.buckets[i].Load()
+		total += counts[i]
+	}
+	maxD := time.Duration(h.max.Load())
+	if total == 0 {
 		return 0
 	}
-	rank := uint64(math.Ceil(q * float64(h.count)))
+	rank := uint64(math.Ceil(q * float64(total)))
 	if rank == 0 {
 		rank = 1
 	}
 	var seen uint64
-	for i, n := range h.buckets {
+	for i, n := range counts {
 		seen += n
 		if seen >= rank {
 			upper := time.Duration(math.Pow(histGrowth, float64(i)) * float64(time.Microsecond))
-			if upper > h.max {
-				upper = h.max
+			if upper > maxD {
+				upper = maxD
 			}
 			return upper
 		}
 	}
-	return h.max
+	return maxD
 }

@@ -534,6 +534,8 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 			failed[f.ExternalID] = f
 		}
 	}
+	delivered := 0
+	defer func() { s.stats.delivered.Add(uint64(delivered)) }()
 	for _, ev := range evs {
 		if f, ok := failed[ev.ExternalID]; ok {
 			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
@@ -548,7 +550,7 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 				FirstFailure: first, LastFailure: now})
 			continue
 		}
-		s.stats.delivered.Add(1)
+		delivered++
 		if !ev.CommitTime.IsZero() {
 			s.Latency.Observe(now.Sub(ev.CommitTime))
 			s.cfg.Metrics.Accepted(now.Sub(ev.CommitTime))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -64,7 +65,7 @@ func newMonitor() *monitor {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	})
 	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
 }
@@ -253,7 +254,8 @@ func (o *monitor) pollSlot(ctx context.Context, pool *pgxpool.Pool, slot string)
 	var safe *int64
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := pool.QueryRow(qctx, `SELECT wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&status, &safe)
+	err := pool.QueryRow(qctx, `SELECT to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
+FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&status, &safe)
 	if err != nil {
 		return
 	}

@@ -23,12 +23,18 @@ func (h *harness) lastCommitEnd(probe, publication string) cdc.LSN {
 	}
 	defer rows.Close()
 	var end cdc.LSN
+	inserted := false // before PostgreSQL 15, empty transactions are sent too
 	for rows.Next() {
 		var data []byte
 		if err := rows.Scan(&data); err != nil {
 			h.t.Fatal(err)
 		}
-		if len(data) >= 18 && data[0] == 'C' {
+		switch {
+		case len(data) > 0 && data[0] == 'B':
+			inserted = false
+		case len(data) > 0 && data[0] == 'I':
+			inserted = true
+		case len(data) >= 18 && data[0] == 'C' && inserted:
 			end = cdc.LSN(binary.BigEndian.Uint64(data[10:18]))
 		}
 	}

@@ -101,13 +101,14 @@ func checkBinDir(dir string) error {
 
 var versionRE = regexp.MustCompile(`\(PostgreSQL\)\s+(\d+)`)
 
-// binVersion runs `postgres --version` and returns the major version and the
-// full version line.
-func binVersion(ctx context.Context, binDir string) (int, string, error) {
+// binVersion runs `postgres --version` with env (nil: ours) and returns the
+// major version and the full version line.
+func binVersion(ctx context.Context, binDir string, env []string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "postgres"), "--version")
+	cmd.Env = env
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

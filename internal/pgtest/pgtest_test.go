@@ -74,13 +74,16 @@ func TestStart(t *testing.T) {
 		"port":                    fmt.Sprint(s.Port()),
 		"unix_socket_directories": s.SocketDir,
 		"server_encoding":         "UTF8",
-		"lc_collate":              "C",
 		"ssl":                     "off",
 	}
 	for name, want := range settings {
 		if got := query(t, s.DSN(""), "SHOW "+name); got != want {
 			t.Errorf("SHOW %s = %q, want %q", name, got, want)
 		}
+	}
+	// Not SHOW lc_collate: PostgreSQL 16 removed that setting.
+	if got := query(t, s.DSN(""), "SELECT datcollate::text FROM pg_database WHERE datname = current_database()"); got != "C" {
+		t.Errorf("datcollate = %q, want C", got)
 	}
 
 	if got, want := query(t, s.DSN(""), "SELECT (current_setting('server_version_num')::int / 10000)::text"), fmt.Sprint(s.Version()); got != want {
