@@ -33,13 +33,40 @@ type Rule struct {
 	// ExternalID is the column holding the user's external_id.
 	ExternalID string
 	// Timestamp is the optional column holding the event time (timestamptz,
-	// timestamp read as UTC, or date); the commit time when empty or NULL.
+	// timestamp or date read in TimestampZone, or epoch seconds or
+	// milliseconds when TimestampUnit is set); the commit time when empty
+	// or NULL.
 	Timestamp string
+	// TimestampZone is the IANA zone timestamp (without time zone) and date
+	// values are read in; "" is UTC.
+	TimestampZone string
+	// TimestampUnit is UnitSeconds or UnitMillis when Timestamp is an
+	// integer or numeric column holding epoch time; "" otherwise.
+	TimestampUnit string
 	// Properties is a json/jsonb column (one name, PropertiesList false) or
 	// a list of columns that become the properties object.
 	Properties     []string
 	PropertiesList bool
+	// PropertiesColumns are added to the object of the json/jsonb
+	// Properties column, replacing a key of the same name; without
+	// Properties they are the object. Their keys come after the json keys,
+	// in this order.
+	PropertiesColumns []string
+	// Exclude are keys dropped from the object of the json/jsonb Properties
+	// column (not from PropertiesColumns).
+	Exclude []string
+	// Updates makes the table's updates events too (see MapUpdate).
+	Updates bool
 }
+
+// Values of Rule.TimestampUnit.
+const (
+	// UnitSeconds reads an epoch timestamp in seconds (a numeric may have
+	// a fraction; digits below the millisecond are dropped).
+	UnitSeconds = "s"
+	// UnitMillis reads an epoch timestamp in milliseconds.
+	UnitMillis = "ms"
+)
 
 // Mapper applies rules. It is safe for use by one goroutine at a time (the
 // stream's).
@@ -67,6 +94,9 @@ func New(rules []Rule) (*Mapper, error) {
 		if r.ExternalID == "" {
 			return nil, fmt.Errorf("table %s: external_id is required", key)
 		}
+		if err := checkRule(r); err != nil {
+			return nil, fmt.Errorf("table %s: %w", key, err)
+		}
 		m.rules[key] = r
 	}
 	return m, nil
@@ -80,10 +110,20 @@ type plan struct {
 	extID    int
 	ts       int // -1: commit time
 	tsType   uint32
+	tsLoc    *time.Location // zone of timestamp and date values
+	tsUnit   string         // epoch unit, or ""
 	props    []int
 	propJSON bool // props is one json/jsonb column embedded as the object
 	// keys holds each property's pre-encoded `"name":`.
 	keys [][]byte
+	// extra are the PropertiesColumns merged into a json object, with their
+	// pre-encoded keys in extraKeys; drop holds the json keys left out
+	// (Exclude and the extra columns' names). merge is set when either is
+	// non-empty.
+	extra     []int
+	extraKeys [][]byte
+	drop      map[string]bool
+	merge     bool
 	// err, when set, rejects every row (e.g. a mapped column is missing).
 	err string
 }
@@ -103,7 +143,13 @@ func (m *Mapper) plan(rel *replication.Relation) *plan {
 }
 
 func compile(r *Rule, rel *replication.Relation) *plan {
-	p := &plan{rule: r, rel: rel, name: -1, ts: -1}
+	p := &plan{rule: r, rel: rel, name: -1, ts: -1, tsLoc: time.UTC, tsUnit: r.TimestampUnit}
+	if r.TimestampZone != "" {
+		// checkRule loaded it once already: this cannot fail.
+		if loc, err := time.LoadLocation(r.TimestampZone); err == nil {
+			p.tsLoc = loc
+		}
+	}
 	var missing []string
 	col := func(name string) int {
 		i := rel.Index(name)
@@ -120,19 +166,31 @@ func compile(r *Rule, rel *replication.Relation) *plan {
 		p.ts = col(r.Timestamp)
 		if p.ts >= 0 {
 			p.tsType = rel.Columns[p.ts].TypeOID
-			switch p.tsType {
-			case pgtype.TimestamptzOID, pgtype.TimestampOID, pgtype.DateOID:
+			switch {
+			case p.tsUnit != "":
+				if !isEpochType(p.tsType) {
+					p.err = fmt.Sprintf("timestamp column %q of %s is not an integer or numeric column, which timestamp_unit %q needs", r.Timestamp, rel.QualifiedName(), p.tsUnit)
+				}
+			case p.tsType == pgtype.TimestamptzOID, p.tsType == pgtype.TimestampOID, p.tsType == pgtype.DateOID:
 			default:
 				p.err = fmt.Sprintf("timestamp column %q of %s is not a timestamptz, timestamp or date column", r.Timestamp, rel.QualifiedName())
 			}
 		}
 	}
-	for _, c := range r.Properties {
+	props, list := r.Properties, r.PropertiesList
+	if len(props) == 0 {
+		// properties_columns alone: a list.
+		props, list = r.PropertiesColumns, true
+	}
+	for _, c := range props {
 		i := col(c)
 		p.props = append(p.props, i)
 		p.keys = append(p.keys, append(replication.AppendString(nil, c), ':'))
 	}
-	if !r.PropertiesList && len(p.props) == 1 && p.props[0] >= 0 {
+	if !list && len(props) == 1 {
+		p.compileMerge(col)
+	}
+	if !list && len(p.props) == 1 && p.props[0] >= 0 {
 		switch t := rel.Columns[p.props[0]].TypeOID; t {
 		case pgtype.JSONOID, pgtype.JSONBOID:
 			p.propJSON = true
@@ -190,7 +248,13 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 	}
 	ts := ch.CommitTime
 	if p.ts >= 0 && ch.Values[p.ts] != nil {
-		t, err := replication.ParseTimestamp(p.tsType, ch.Values[p.ts], time.UTC)
+		var t time.Time
+		var err error
+		if p.tsUnit != "" {
+			t, err = parseEpoch(ch.Values[p.ts], p.tsUnit)
+		} else {
+			t, err = replication.ParseTimestamp(p.tsType, ch.Values[p.ts], p.tsLoc)
+		}
 		if err != nil {
 			return fmt.Sprintf("timestamp column %q: %v", r.Timestamp, err)
 		}
@@ -229,6 +293,9 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 }
 
 func appendProperties(b []byte, p *plan, ch *replication.Change) ([]byte, string) {
+	if p.propJSON && p.merge {
+		return appendMerged(b, p, ch)
+	}
 	if p.propJSON {
 		v := ch.Values[p.props[0]]
 		if v == nil {

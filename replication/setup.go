@@ -24,14 +24,96 @@ func (t TableRef) String() string { return t.Schema + "." + t.Name }
 // Quoted returns the quoted SQL name.
 func (t TableRef) Quoted() string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
 
+// PublishedTable is a table of the publication: its name, its row filter
+// and whether its updates are published.
+type PublishedTable struct {
+	TableRef
+	// Where is the row filter, a SQL boolean expression over the table's
+	// columns (PostgreSQL 15 or later); "" publishes every row.
+	Where string
+	// Updates publishes the table's updates as well as its inserts (the
+	// publication's publish option covers every table).
+	Updates bool
+}
+
+// sql returns the table as it is written in FOR TABLE: the quoted name and
+// the row filter.
+func (t PublishedTable) sql() string {
+	if t.Where == "" {
+		return t.Quoted()
+	}
+	return t.Quoted() + " WHERE (" + t.Where + ")"
+}
+
 // PublicationSQL returns the statement that creates the publication for tables.
 func PublicationSQL(publication string, tables []TableRef) string {
+	pts := make([]PublishedTable, len(tables))
+	for i, t := range tables {
+		pts[i] = PublishedTable{TableRef: t}
+	}
+	return CreatePublicationSQL(publication, pts)
+}
+
+// CreatePublicationSQL returns the statement that creates the publication
+// for tables, with their row filters; it publishes inserts, and updates
+// when a table's are published.
+func CreatePublicationSQL(publication string, tables []PublishedTable) string {
 	names := make([]string, len(tables))
 	for i, t := range tables {
-		names[i] = t.Quoted()
+		names[i] = t.sql()
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert');",
-		quoteIdent(publication), strings.Join(names, ", "))
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s');",
+		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables))
+}
+
+// publishOption returns the publish option: inserts, plus updates when any
+// table's are published or have is set.
+func publishOption(have bool, tables []PublishedTable) string {
+	if have || anyUpdates(tables) {
+		return "insert, update"
+	}
+	return "insert"
+}
+
+func anyUpdates(tables []PublishedTable) bool {
+	for _, t := range tables {
+		if t.Updates {
+			return true
+		}
+	}
+	return false
+}
+
+func anyFilter(tables []PublishedTable) bool {
+	for _, t := range tables {
+		if t.Where != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// MinRowFilterVersion is the first server_version_num with row filters.
+const MinRowFilterVersion = 150000
+
+// CheckRowFilterVersion returns a permanent error when a table has a row
+// filter and the server (server_version_num num, server_version version)
+// is older than PostgreSQL 15.
+func CheckRowFilterVersion(num int, version string, tables []PublishedTable) error {
+	if num >= MinRowFilterVersion {
+		return nil
+	}
+	var names []string
+	for _, t := range tables {
+		if t.Where != "" {
+			names = append(names, t.String())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return permanent("the where of table %s needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL %s (server_version_num %d): remove where and filter in the application (SQL transforms are not available yet), or upgrade the server to PostgreSQL 15 or later",
+		strings.Join(names, ", "), version, num)
 }
 
 // ErrPermanent marks errors that a reconnect cannot fix (configuration,
@@ -45,66 +127,291 @@ func (e permanentError) Error() string        { return e.err.Error() }
 func (e permanentError) Unwrap() []error      { return []error{e.err, ErrPermanent} }
 func permanent(format string, a ...any) error { return permanentError{fmt.Errorf(format, a...)} }
 
-// EnsurePublication checks that the publication exists, publishes inserts and
-// covers every table. When create is true (full mode) it creates the
-// publication or adds the missing tables; otherwise a missing piece is a
-// permanent error that prints the SQL to fix it.
-func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []TableRef, create bool) (created bool, err error) {
-	var pubinsert bool
-	err = pool.QueryRow(ctx, `SELECT pubinsert FROM pg_publication WHERE pubname = $1`, publication).Scan(&pubinsert)
-	if errors.Is(err, pgx.ErrNoRows) {
-		stmt := PublicationSQL(publication, tables)
-		if !create {
-			return false, permanent("publication %q does not exist and read-only mode does not create it; run as an owner of the tables:\n  %s", publication, stmt)
+// EnsurePublication is SyncPublication for callers that only need to know
+// whether the publication was created.
+func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, create bool) (created bool, err error) {
+	res, err := SyncPublication(ctx, pool, publication, tables, create)
+	return res.Created, err
+}
+
+// PublicationResult says what SyncPublication changed.
+type PublicationResult struct {
+	// Created is set when the publication was created.
+	Created bool
+	// Altered holds the ALTER PUBLICATION statements run on an existing
+	// publication (missing tables, changed row filters, publish option),
+	// to be logged.
+	Altered []string
+}
+
+// SyncPublication checks that the publication exists, publishes inserts
+// (and updates when a table's are published), covers every table and has
+// each table's row filter. When create is true (full mode) it creates the
+// publication or alters it to match, in one transaction; otherwise a
+// difference is a permanent error that prints the SQL to fix it.
+//
+// A row filter PostgreSQL rejects (syntax, unknown column, a volatile
+// function) is a permanent error with PostgreSQL's message, and so is a
+// row filter on a column outside the replica identity of a table whose
+// updates or deletes the publication publishes (PostgreSQL would make
+// every UPDATE of the table fail). Row filters need PostgreSQL 15.
+func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, create bool) (res PublicationResult, err error) {
+	if anyFilter(tables) {
+		var num int
+		var version string
+		if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`).Scan(&num, &version); err != nil {
+			return res, fmt.Errorf("server version: %w", err)
 		}
-		if _, err := pool.Exec(ctx, stmt); err != nil {
+		if err := CheckRowFilterVersion(num, version, tables); err != nil {
+			return res, err
+		}
+		for _, t := range tables {
+			if t.Where == "" {
+				continue
+			}
+			if _, err := explainFilter(ctx, pool, t.TableRef, t.Where); err != nil {
+				return res, permanent("row filter of table %s (where: %s) is not valid: %w", t, t.Where, err)
+			}
+		}
+	}
+	var pubinsert, pubupdate, puballtables bool
+	err = pool.QueryRow(ctx, `SELECT pubinsert, pubupdate, puballtables FROM pg_publication WHERE pubname = $1`, publication).
+		Scan(&pubinsert, &pubupdate, &puballtables)
+	if errors.Is(err, pgx.ErrNoRows) {
+		stmt := CreatePublicationSQL(publication, tables)
+		if !create {
+			return res, permanent("publication %q does not exist and read-only mode does not create it; run as an owner of the tables:\n  %s", publication, stmt)
+		}
+		if err := applyPublication(ctx, pool, publication, []string{stmt}); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created concurrently
-				return false, nil
+				return res, nil
 			}
-			return false, permanent("create publication %q (the user must own the tables, or create it as an owner with: %s): %w", publication, stmt, err)
+			if errors.Is(err, ErrPermanent) {
+				return res, err
+			}
+			return res, permanent("create publication %q (the user must own the tables, or create it as an owner with: %s): %w", publication, stmt, err)
 		}
-		return true, nil
+		res.Created = true
+		return res, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("look up publication %q: %w", publication, err)
+		return res, fmt.Errorf("look up publication %q: %w", publication, err)
 	}
 	if !pubinsert {
-		return false, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = 'insert');", publication, quoteIdent(publication))
+		return res, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = '%s');", publication, quoteIdent(publication), publishOption(pubupdate, tables))
 	}
-	rows, err := pool.Query(ctx, `SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1`, publication)
+	have, err := publishedTables(ctx, pool, publication)
 	if err != nil {
-		return false, fmt.Errorf("list tables of publication %q: %w", publication, err)
+		return res, err
 	}
-	have := map[TableRef]bool{}
+	stmts, err := alterStatements(ctx, pool, publication, tables, have, pubupdate, puballtables)
+	if err != nil {
+		return res, err
+	}
+	if len(stmts) == 0 {
+		return res, checkReplicaIdentity(ctx, pool, publication)
+	}
+	if !create {
+		return res, permanent("publication %q does not match the configuration (tables, row filters or publish option); fix it with:\n  %s", publication, strings.Join(stmts, "\n  "))
+	}
+	if err := applyPublication(ctx, pool, publication, stmts); err != nil {
+		if errors.Is(err, ErrPermanent) {
+			return res, err
+		}
+		return res, permanent("alter publication %q (%s): %w", publication, strings.Join(stmts, " "), err)
+	}
+	res.Altered = stmts
+	return res, nil
+}
+
+// publishedTables returns the publication's tables and their row filters
+// ("" for none; rowfilter exists from PostgreSQL 15 on, hence to_jsonb).
+func publishedTables(ctx context.Context, pool *pgxpool.Pool, publication string) (map[TableRef]string, error) {
+	rows, err := pool.Query(ctx, `SELECT schemaname, tablename, coalesce(to_jsonb(pt) ->> 'rowfilter', '')
+  FROM pg_publication_tables pt WHERE pubname = $1`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("list tables of publication %q: %w", publication, err)
+	}
+	have := map[TableRef]string{}
 	for rows.Next() {
 		var t TableRef
-		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
-			return false, fmt.Errorf("list tables of publication %q: %w", publication, err)
+		var filter string
+		if err := rows.Scan(&t.Schema, &t.Name, &filter); err != nil {
+			return nil, fmt.Errorf("list tables of publication %q: %w", publication, err)
 		}
-		have[t] = true
+		have[t] = filter
 	}
 	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("list tables of publication %q: %w", publication, err)
+		return nil, fmt.Errorf("list tables of publication %q: %w", publication, err)
 	}
-	var missing []string
+	return have, nil
+}
+
+// alterStatements returns the statements that make an existing publication
+// match tables: ADD TABLE for missing tables when no row filter differs,
+// else SET TABLE with every table (those pgsignal does not stream keep
+// their filters); and SET (publish) when updates are needed.
+func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, have map[TableRef]string, pubupdate, allTables bool) ([]string, error) {
+	var stmts []string
+	pub := quoteIdent(publication)
+	var missing []PublishedTable
+	changed := false
 	for _, t := range tables {
-		if !have[t] {
-			missing = append(missing, t.Quoted())
+		cur, ok := have[t.TableRef]
+		if !ok {
+			missing = append(missing, t)
+			continue
+		}
+		same, err := sameFilter(ctx, pool, t.TableRef, t.Where, cur)
+		if err != nil {
+			return nil, err
+		}
+		changed = changed || !same
+	}
+	switch {
+	case changed && allTables:
+		return nil, permanent("publication %q is FOR ALL TABLES, which cannot have row filters; set source.publication to a publication pgsignal may create", publication)
+	case changed:
+		var list []string
+		mine := map[TableRef]bool{}
+		for _, t := range tables {
+			list = append(list, t.sql())
+			mine[t.TableRef] = true
+		}
+		var others []string
+		for t, f := range have {
+			if !mine[t] {
+				others = append(others, PublishedTable{TableRef: t, Where: trimParens(f)}.sql())
+			}
+		}
+		sort.Strings(others)
+		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s SET TABLE %s;", pub, strings.Join(append(list, others...), ", ")))
+	case len(missing) > 0:
+		names := make([]string, len(missing))
+		for i, t := range missing {
+			names[i] = t.sql()
+		}
+		sort.Strings(names)
+		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, strings.Join(names, ", ")))
+	}
+	if anyUpdates(tables) && !pubupdate {
+		var publish string
+		if err := pool.QueryRow(ctx, `SELECT concat_ws(', ', CASE WHEN pubinsert THEN 'insert' END, 'update',
+  CASE WHEN pubdelete THEN 'delete' END, CASE WHEN to_jsonb(p) ->> 'pubtruncate' = 'true' THEN 'truncate' END)
+  FROM pg_publication p WHERE pubname = $1`, publication).Scan(&publish); err != nil {
+			return nil, fmt.Errorf("look up publication %q: %w", publication, err)
+		}
+		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s SET (publish = '%s');", pub, publish))
+	}
+	return stmts, nil
+}
+
+// trimParens removes the parentheses PostgreSQL puts around a deparsed row
+// filter; sql() adds them back.
+func trimParens(f string) string {
+	if strings.HasPrefix(f, "(") && strings.HasSuffix(f, ")") {
+		return f[1 : len(f)-1]
+	}
+	return f
+}
+
+// sameFilter reports whether the configured filter want and the
+// publication's deparsed filter have are the same expression, by comparing
+// PostgreSQL's plans of both (which deparse them alike). It writes nothing,
+// so it also works on a standby.
+func sameFilter(ctx context.Context, pool *pgxpool.Pool, t TableRef, want, have string) (bool, error) {
+	if want == "" || have == "" {
+		return want == have, nil
+	}
+	a, err := explainFilter(ctx, pool, t, want)
+	if err != nil {
+		return false, permanent("row filter of table %s (where: %s) is not valid: %w", t, want, err)
+	}
+	b, err := explainFilter(ctx, pool, t, have)
+	if err != nil {
+		return false, fmt.Errorf("read the row filter of %s in the publication: %w", t, err)
+	}
+	return a == b, nil
+}
+
+// explainFilter returns PostgreSQL's plan of a query filtered by filter:
+// it checks the filter's syntax and columns and normalizes its text.
+func explainFilter(ctx context.Context, pool *pgxpool.Pool, t TableRef, filter string) (string, error) {
+	rows, err := pool.Query(ctx, "EXPLAIN (VERBOSE, COSTS OFF) SELECT 1 FROM ONLY "+t.Quoted()+" WHERE ("+filter+")")
+	if err != nil {
+		return "", err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// applyPublication runs stmts in one transaction and commits them only when
+// no row filter of the publication uses a column outside its table's
+// replica identity while updates or deletes are published.
+func applyPublication(ctx context.Context, pool *pgxpool.Pool, publication string, stmts []string) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (strings.Contains(s, " WHERE (") && pgErr.Code != "42501" && pgErr.Code != "42710") {
+				return permanent("publication %q: PostgreSQL rejects a row filter (%s): %w", publication, s, err)
+			}
+			return err
 		}
 	}
-	if len(missing) == 0 {
-		return false, nil
+	if err := checkReplicaIdentity(ctx, tx, publication); err != nil {
+		return err
 	}
-	sort.Strings(missing)
-	stmt := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(publication), strings.Join(missing, ", "))
-	if !create {
-		return false, permanent("publication %q does not include %s; fix it with:\n  %s", publication, strings.Join(missing, ", "), stmt)
+	return tx.Commit(ctx)
+}
+
+// querier is what checkReplicaIdentity needs of a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// checkReplicaIdentity returns a permanent error when a row filter of the
+// publication uses a column outside its table's replica identity while the
+// publication publishes updates or deletes: PostgreSQL would then reject
+// every UPDATE or DELETE of the table.
+func checkReplicaIdentity(ctx context.Context, q querier, publication string) error {
+	rows, err := q.Query(ctx, `WITH f AS (
+  SELECT pr.prrelid AS rel, (regexp_matches(to_jsonb(pr) ->> 'prqual', ':varattno (\d+)', 'g'))[1]::int2 AS attnum
+  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+  WHERE p.pubname = $1 AND (p.pubupdate OR p.pubdelete) AND to_jsonb(pr) ->> 'prqual' IS NOT NULL)
+SELECT DISTINCT n.nspname, c.relname, a.attname
+FROM f JOIN pg_class c ON c.oid = f.rel JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = f.rel AND a.attnum = f.attnum
+WHERE c.relreplident <> 'f' AND NOT EXISTS (
+  SELECT 1 FROM pg_index i WHERE i.indrelid = f.rel AND f.attnum = ANY (i.indkey)
+    AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident)))
+ORDER BY 1, 2, 3`, publication)
+	if err != nil {
+		return fmt.Errorf("check the replica identity of filtered tables: %w", err)
 	}
-	if _, err := pool.Exec(ctx, stmt); err != nil {
-		return false, permanent("add tables to publication %q (%s): %w", publication, stmt, err)
+	type bad struct{ schema, table, column string }
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (bad, error) {
+		var b bad
+		return b, r.Scan(&b.schema, &b.table, &b.column)
+	})
+	if err != nil {
+		return fmt.Errorf("check the replica identity of filtered tables: %w", err)
 	}
-	return false, nil
+	if len(list) == 0 {
+		return nil
+	}
+	b := list[0]
+	t := TableRef{Schema: b.schema, Name: b.table}
+	return permanent("the row filter of table %s uses column %q, which is not in the table's replica identity, and publication %q publishes updates or deletes: PostgreSQL would reject every UPDATE and DELETE of the table; filter only on replica identity columns (the primary key), or give the table REPLICA IDENTITY FULL (ALTER TABLE %s REPLICA IDENTITY FULL;)",
+		t, b.column, publication, t.Quoted())
 }
 
 // SlotInfo describes a replication slot.

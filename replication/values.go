@@ -60,7 +60,7 @@ func AppendJSON(dst []byte, typeOID uint32, text []byte) []byte {
 	case pgtype.TimestampOID:
 		// "2024-01-02 03:04:05.123" -> "2024-01-02T03:04:05.123" (no zone: the
 		// column has none).
-		if len(text) >= 19 && text[10] == ' ' && text[4] == '-' {
+		if len(text) >= 19 && text[10] == ' ' && text[4] == '-' && isTimestampText(text) {
 			dst = append(dst, '"')
 			dst = append(dst, text[:10]...)
 			dst = append(dst, 'T')
@@ -174,6 +174,9 @@ func (p *arrayParser) parse(dst []byte) ([]byte, bool) {
 
 func (p *arrayParser) quoted(dst []byte) ([]byte, bool) {
 	p.pos++ // opening quote
+	if p.buf == nil {
+		p.buf = make([]byte, 0, 32) // non-nil: "" is an empty string, not NULL
+	}
 	p.buf = p.buf[:0]
 	for p.pos < len(p.src) {
 		c := p.src[p.pos]
@@ -461,4 +464,15 @@ func AppendTimestampMillis(dst []byte, t time.Time) []byte {
 	dst = append(dst, ':')
 	dst = d2(dst, sec)
 	return append(dst, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+}
+
+// isTimestampText reports whether b holds only the characters of an ISO
+// timestamp, so that it can be copied into a JSON string unescaped.
+func isTimestampText(b []byte) bool {
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c == '-' || c == ':' || c == '.' || c == ' ' || c == '+' || c == 'B' || c == 'C') {
+			return false
+		}
+	}
+	return true
 }

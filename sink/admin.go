@@ -231,7 +231,7 @@ func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]
 			l.Reason = reason
 			l.LastFailedAt = at.UTC()
 		}
-		b, err := json.Marshal(FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
+		b, err := marshalRecord(FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
 			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason, Attempts: l.Attempts,
 			FirstFailedAt: l.FirstFailedAt, LastFailedAt: l.LastFailedAt})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxBodyBytes is the largest request body OneSignal accepts.
@@ -119,6 +120,9 @@ func Classify(err error) Kind {
 	switch {
 	case se.Status == 429 || se.Status >= 500:
 		return Retry
+	case se.Status == 400 && mentionsAppID(se.Errors):
+		// "app_id not found": the configuration is wrong, not the events.
+		return Fatal
 	case se.Status == 400 || se.Status == 413:
 		return BadRequest
 	case se.Status == 401 || se.Status == 403:
@@ -141,7 +145,9 @@ func RetryAfter(err error) time.Duration {
 // answer arrives, ctx ends or the time-out passes.
 func (c *Client) Send(ctx context.Context, body []byte) (Result, error) {
 	if len(body) > MaxBodyBytes {
-		return Result{}, fmt.Errorf("request body of %d bytes exceeds OneSignal's %d-byte limit", len(body), MaxBodyBytes)
+		// Not sent: classified like OneSignal's 413, so the batch is split
+		// and an event that alone is too large becomes a dead letter.
+		return Result{}, &StatusError{Status: 413, Errors: []string{fmt.Sprintf("request body of %d bytes exceeds OneSignal's %d-byte limit (not sent)", len(body), MaxBodyBytes)}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -218,8 +224,13 @@ func parseErrors(data []byte) []string {
 	if json.Unmarshal(data, &body) != nil {
 		s := strings.TrimSpace(string(data))
 		if len(s) > 200 {
-			s = s[:200] + "…"
+			cut := 200
+			for cut > 0 && !utf8.RuneStart(s[cut]) {
+				cut--
+			}
+			s = s[:cut] + "…"
 		}
+		s = strings.ToValidUTF8(s, "\uFFFD")
 		if s == "" {
 			return nil
 		}
@@ -252,4 +263,16 @@ func AppendBody(dst []byte, events [][]byte) []byte {
 		dst = append(dst, e...)
 	}
 	return append(dst, "]}"...)
+}
+
+// mentionsAppID reports whether a 400's errors are about the app id rather
+// than an event.
+func mentionsAppID(errs []string) bool {
+	for _, e := range errs {
+		l := strings.ToLower(e)
+		if strings.Contains(l, "app_id") || strings.Contains(l, "app id") {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,7 +118,7 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason,
 			Attempts: l.Attempts, FirstFailedAt: l.FirstFailure.UTC(), LastFailedAt: l.LastFailure.UTC(),
 		}
-		line, err := json.Marshal(rec)
+		line, err := marshalRecord(rec)
 		if err != nil {
 			return fmt.Errorf("encode dead letter %s: %w", l.Pos, err)
 		}
@@ -142,4 +143,16 @@ func (s *FileDeadLetters) Close() error {
 	err := s.f.Close()
 	s.f = nil
 	return err
+}
+
+// marshalRecord encodes a dead-letter line without HTML escaping, so that
+// the stored event keeps its exact bytes (and size).
+func marshalRecord(r FileRecord) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }

@@ -16,7 +16,7 @@ type Histogram struct {
 
 const (
 	histGrowth  = 1.02
-	histBuckets = 1100 // covers 1µs .. ~3 hours
+	histBuckets = 1300 // covers 1µs .. 1.02^1299 µs, about 43 hours
 )
 
 var logGrowth = math.Log(histGrowth)

@@ -253,6 +253,7 @@ type lane struct {
 	id      int
 	mu      sync.Mutex
 	q       []*cdc.Event
+	qBytes  int // body bytes of the events in q
 	firstAt time.Time
 	notify  chan struct{}
 	// d is reused from batch to batch so that the request body buffer is
@@ -267,8 +268,11 @@ func (l *lane) push(ev *cdc.Event) {
 	}
 	l.q = append(l.q, ev)
 	n := len(l.q)
+	before := l.qBytes
+	l.qBytes += len(ev.JSON) + 1
+	full := before+bodyOverhead < MaxBodyBytes && l.qBytes+bodyOverhead >= MaxBodyBytes
 	l.mu.Unlock()
-	if n == 1 || n == l.s.cfg.BatchSize {
+	if n == 1 || n == l.s.cfg.BatchSize || full {
 		select {
 		case l.notify <- struct{}{}:
 		default:
@@ -289,7 +293,7 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 		l.mu.Lock()
 		n := len(l.q)
 		wait := time.Duration(0)
-		if n > 0 && n < l.s.cfg.BatchSize {
+		if n > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
 			wait = l.s.cfg.Linger - time.Since(l.firstAt)
 		}
 		if n > 0 && wait <= 0 {
@@ -330,6 +334,7 @@ func (l *lane) cut() []*cdc.Event {
 	}
 	batch := make([]*cdc.Event, n)
 	copy(batch, l.q[:n])
+	l.qBytes -= size - bodyOverhead
 	clear(l.q[:n])
 	l.q = l.q[n:]
 	if len(l.q) == 0 {

@@ -166,8 +166,11 @@ func (e *env) waitStreaming(p *proc) {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
+		// The slot is also "active" while pgsignal creates it: wait for a
+		// walsender that streams it.
 		var active bool
-		err := e.pool.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'pgsignal'`).Scan(&active)
+		err := e.pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
+  JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = 'pgsignal' AND r.state IN ('streaming', 'catchup'))`).Scan(&active)
 		if err == nil && active {
 			return
 		}

@@ -122,16 +122,21 @@ func Rules(cfg *config.Config) []mapper.Rule {
 			NameColumn: t.EventName, NameValue: t.EventNameValue, NamePrefix: t.NamePrefix,
 			ExternalID: t.ExternalID, Timestamp: t.Timestamp,
 			Properties: t.Properties, PropertiesList: t.PropertiesIsList,
+			TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
+			PropertiesColumns: t.PropertiesColumns, Exclude: t.Exclude,
+			Updates: t.EmitsUpdates(),
 		}
 	}
 	return rules
 }
 
-// TableRefs lists the configured tables.
-func TableRefs(cfg *config.Config) []replication.TableRef {
-	refs := make([]replication.TableRef, len(cfg.Tables))
+// TableRefs lists the configured tables as the publication has them: with
+// their row filters and whether their updates are published.
+func TableRefs(cfg *config.Config) []replication.PublishedTable {
+	refs := make([]replication.PublishedTable, len(cfg.Tables))
 	for i, t := range cfg.Tables {
-		refs[i] = replication.TableRef{Schema: t.Schema, Name: t.Name}
+		refs[i] = replication.PublishedTable{TableRef: replication.TableRef{Schema: t.Schema, Name: t.Name},
+			Where: t.Where, Updates: t.EmitsUpdates()}
 	}
 	return refs
 }

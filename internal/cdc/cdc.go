@@ -4,6 +4,8 @@ import (
 	"crypto/sha1"
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,11 +17,16 @@ func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint32(l>>32), uint32
 
 // ParseLSN parses PostgreSQL's "XXX/XXX" form.
 func ParseLSN(s string) (LSN, error) {
-	var hi, lo uint32
-	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
-		return 0, fmt.Errorf("parse LSN %q: %w", s, err)
+	a, b, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, fmt.Errorf("parse LSN %q: want XXX/XXX", s)
 	}
-	return LSN(uint64(hi)<<32 | uint64(lo)), nil
+	hi, err1 := strconv.ParseUint(a, 16, 32)
+	lo, err2 := strconv.ParseUint(b, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse LSN %q: want two hexadecimal numbers XXX/XXX", s)
+	}
+	return LSN(hi<<32 | lo), nil
 }
 
 // Position identifies one row change in the stream: the commit LSN of its

@@ -34,6 +34,24 @@ const (
 	UnknownUserDrop = "drop"
 )
 
+// Values of Table.TimestampUnit.
+const (
+	// TimestampUnitSeconds reads the timestamp column as seconds since the
+	// Unix epoch.
+	TimestampUnitSeconds = "s"
+	// TimestampUnitMillis reads the timestamp column as milliseconds since
+	// the Unix epoch.
+	TimestampUnitMillis = "ms"
+)
+
+// Values of Table.Emit.
+const (
+	// EmitInsert makes every inserted row an event.
+	EmitInsert = "insert"
+	// EmitUpdate also makes every updated row (its new values) an event.
+	EmitUpdate = "update"
+)
+
 // Defaults of the optional settings, as documented in the example
 // configuration.
 const (
@@ -244,6 +262,43 @@ type Table struct {
 	// the properties object is then built from the listed columns, while a
 	// single column written as a string is used as the object itself.
 	PropertiesIsList bool
+	// PropertiesColumns are columns added to the properties object
+	// (`properties_columns`): to the object of a json/jsonb Properties
+	// column, where a column wins over a key of the same name, or, without
+	// Properties, as the whole object.
+	PropertiesColumns []string
+	// Exclude are keys dropped from the object of a json/jsonb Properties
+	// column (`exclude`). It requires Properties to be one column written as
+	// a string.
+	Exclude []string
+	// TimestampZone is the IANA time zone that values of a timestamp
+	// (without time zone) or date Timestamp column are read in
+	// (`timestamp_zone`); "" means UTC.
+	TimestampZone string
+	// TimestampUnit is TimestampUnitSeconds or TimestampUnitMillis when the
+	// Timestamp column holds epoch seconds or milliseconds in an integer or
+	// numeric column (`timestamp_unit`); "" for a timestamptz, timestamp or
+	// date column.
+	TimestampUnit string
+	// Where is the publication's row filter for this table (`where`): a SQL
+	// boolean expression over the table's columns, evaluated by PostgreSQL
+	// 15 or later, so that the rows it rejects never leave the server. ""
+	// streams every row.
+	Where string
+	// Emit lists the operations that become events (`emit`): EmitInsert,
+	// and optionally EmitUpdate (an update sends the new row). nil means
+	// the default, [EmitInsert].
+	Emit []string
+}
+
+// EmitsUpdates reports whether the table's updates become events.
+func (t Table) EmitsUpdates() bool {
+	for _, e := range t.Emit {
+		if e == EmitUpdate {
+			return true
+		}
+	}
+	return false
 }
 
 // QualifiedName returns "schema.name", unquoted. It is used as a map key and

@@ -290,7 +290,7 @@ func TestParseErrors(t *testing.T) {
 		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, on_slot_lost, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key in tables[0]", func(t *testing.T) string {
 			return replace(t, minimal, "    external_id: user_id\n", "    externl_id: user_id\n")
-		}, []string{"tables[0].externl_id (line 10): unknown key (did you mean external_id?); known keys: table, name, name_value, name_prefix, external_id, timestamp, properties"}},
+		}, []string{"tables[0].externl_id (line 10): unknown key (did you mean external_id?); known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit"}},
 		{"duplicate key", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  mode: full\n  mode: read-only\n")
 		}, []string{"source.mode (line 4): duplicate key; it is already set at line 3"}},
@@ -473,7 +473,7 @@ sink:
 	}
 	want := []string{
 		"tables[0].external_id: required; the column holding the OneSignal external_id of the user the event belongs to",
-		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties",
+		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit",
 		"source.dsn: required; the libpq connection string of the database to stream from, " +
 			`e.g. "postgres://pgsignal@db.internal:5432/app" (keep the password in PGPASSWORD or a .pgpass file)`,
 		`source.mode (line 10): unknown value "sometimes"; use "full" or "read-only"`,

@@ -812,7 +812,44 @@ func (d *decoder) table(n *yaml.Node, path string, t *Table) {
 		{"external_id", d.str(&t.ExternalID, false)},
 		{"timestamp", d.column(&t.Timestamp, "remove the key to use the commit time of the transaction")},
 		{"properties", func(n *yaml.Node, path string) { d.properties(n, path, t) }},
+		{"properties_columns", d.list(&t.PropertiesColumns, "a column name", "[plan, price]", "list at least one column, or remove the key")},
+		{"exclude", d.list(&t.Exclude, "a property name", "[internal_id, debug]", "list at least one key of the json properties, or remove the key")},
+		{"timestamp_zone", d.str(&t.TimestampZone, false)},
+		{"timestamp_unit", d.str(&t.TimestampUnit, false)},
+		{"where", d.str(&t.Where, false)},
+		{"emit", d.list(&t.Emit, "an operation", "[insert, update]", `write [insert] or [insert, update], or remove the key to emit inserts`)},
 	})
+}
+
+// list decodes a non-empty YAML list of non-empty strings into dst; what
+// names an item, example shows a list, ifEmpty says what to do about an
+// empty list.
+func (d *decoder) list(dst *[]string, what, example, ifEmpty string) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		if n.Kind != yaml.SequenceNode {
+			d.fail(path, n.Line, "expected a list like %s, got %s", example, describe(n, false))
+			return
+		}
+		if len(n.Content) == 0 {
+			d.fail(path, n.Line, "empty list; %s", ifEmpty)
+			return
+		}
+		*dst = []string{}
+		for i, item := range n.Content {
+			ip := index(path, i)
+			item = resolve(item)
+			d.lines[ip] = item.Line
+			s, ok := d.scalar(item, ip, what, false)
+			if !ok {
+				continue
+			}
+			if s == "" {
+				d.fail(ip, item.Line, "empty value; remove the item")
+				continue
+			}
+			*dst = append(*dst, s)
+		}
+	}
 }
 
 // properties decodes `properties`: one column name, or a list of them.

@@ -296,6 +296,87 @@ func validateTables(ps *problems, tables []Table) {
 			}
 			seen[col] = j
 		}
+		validateMapping(ps, p, t)
+	}
+}
+
+// validateMapping checks a table's richer mapping keys: properties_columns,
+// exclude, timestamp_zone, timestamp_unit, where and emit.
+func validateMapping(ps *problems, p string, t Table) {
+	if len(t.PropertiesColumns) > 0 && t.PropertiesIsList {
+		ps.add(p+".properties_columns", 0, "conflicts with a list in properties: list every column in properties, or set properties to the json/jsonb column the columns are added to")
+	}
+	props := map[string]bool{}
+	for _, c := range t.Properties {
+		props[c] = true
+	}
+	seen := map[string]int{}
+	for j, col := range t.PropertiesColumns {
+		cp := index(p+".properties_columns", j)
+		switch k, dup := seen[col]; {
+		case col == "":
+			ps.add(cp, 0, "empty column name")
+		case dup:
+			ps.add(cp, 0, "column %q is already listed at properties_columns[%d]; remove one", short(col), k)
+		case props[col] && !t.PropertiesIsList:
+			ps.add(cp, 0, "column %q is the json properties column itself; remove it", short(col))
+		default:
+			seen[col] = j
+		}
+	}
+	if len(t.Exclude) > 0 && (len(t.Properties) != 1 || t.PropertiesIsList) {
+		ps.add(p+".exclude", 0, "requires properties to be one json/jsonb column (written as a string, e.g. properties: event_data): exclude drops keys from its object")
+	}
+	seen = map[string]int{}
+	for j, key := range t.Exclude {
+		if k, dup := seen[key]; dup {
+			ps.add(index(p+".exclude", j), 0, "key %q is already listed at exclude[%d]; remove one", short(key), k)
+			continue
+		}
+		seen[key] = j
+	}
+	if t.TimestampUnit != "" {
+		oneOf(ps, p+".timestamp_unit", t.TimestampUnit, TimestampUnitSeconds, TimestampUnitMillis)
+		if t.Timestamp == "" {
+			ps.add(p+".timestamp_unit", 0, "requires timestamp: set timestamp to the column holding the epoch time, or remove the key")
+		}
+	}
+	if t.TimestampZone != "" {
+		switch {
+		case t.Timestamp == "":
+			ps.add(p+".timestamp_zone", 0, "requires timestamp: set timestamp to the timestamp or date column read in this zone, or remove the key")
+		case t.TimestampUnit != "":
+			ps.add(p+".timestamp_zone", 0, "conflicts with timestamp_unit: an epoch time is the same in every zone; remove timestamp_zone")
+		case t.TimestampZone == "Local":
+			ps.add(p+".timestamp_zone", 0, `"Local" depends on the machine pgsignal runs on; name the zone, e.g. "Europe/Paris"`)
+		default:
+			if _, err := time.LoadLocation(t.TimestampZone); err != nil {
+				ps.add(p+".timestamp_zone", 0, `unknown time zone %q; use an IANA zone name like "UTC" or "America/New_York"`, short(t.TimestampZone))
+			}
+		}
+	}
+	if t.Where != "" && strings.TrimSpace(t.Where) == "" {
+		ps.add(p+".where", 0, "empty filter; write a boolean SQL expression over the table's columns, e.g. \"event_name = 'purchase'\", or remove the key to stream every row")
+	}
+	if t.Emit != nil {
+		if len(t.Emit) == 0 {
+			ps.add(p+".emit", 0, "empty list; write [insert] or [insert, update], or remove the key to emit inserts")
+		}
+		seen = map[string]int{}
+		insert := false
+		for j, e := range t.Emit {
+			ep := index(p+".emit", j)
+			if k, dup := seen[e]; dup {
+				ps.add(ep, 0, "%q is already listed at emit[%d]; remove one", short(e), k)
+				continue
+			}
+			seen[e] = j
+			insert = insert || e == EmitInsert
+			oneOf(ps, ep, e, EmitInsert, EmitUpdate)
+		}
+		if len(t.Emit) > 0 && !insert {
+			ps.add(p+".emit", 0, `must include "insert": updates are emitted in addition to inserts; write [insert, update]`)
+		}
 	}
 }
 
