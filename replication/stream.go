@@ -86,6 +86,7 @@ type Stream struct {
 	// stream state, owned by the Run goroutine
 	rels       map[uint32]*Relation
 	vals       [][]byte
+	oldVals    [][]byte
 	last       cdc.Position // highest position handed on (or resumed from)
 	inTxn      bool
 	commitLSN  cdc.LSN
@@ -437,10 +438,17 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		if err != nil {
 			return fmt.Errorf("parse insert at %s: %w", s.commitLSN, err)
 		}
-		return s.handleRow(ctx, conn, relID, vals)
-	case 'U', 'D':
-		// Not published (publish = 'insert'), but they keep ordinals stable
-		// should a publication include them.
+		return s.handleChange(ctx, conn, relID, vals, false, -1)
+	case 'U':
+		relID, vals, old, missing, err := parseUpdate(wal, s.vals, s.oldVals)
+		s.vals, s.oldVals = vals, old
+		if err != nil {
+			return fmt.Errorf("parse update at %s: %w", s.commitLSN, err)
+		}
+		return s.handleChange(ctx, conn, relID, vals, true, missing)
+	case 'D':
+		// Deletes are never events; they keep ordinals stable should a
+		// publication publish them.
 		s.ordinal++
 		return nil
 	case 'B':
@@ -490,7 +498,16 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 	return nil
 }
 
-func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint32, vals [][]byte) error {
+// UpdateMapper maps updates (tables with emit: [insert, update]); a Mapper
+// that does not implement it emits no update events.
+type UpdateMapper interface {
+	MapUpdate(ch *Change) *cdc.Event
+}
+
+// handleChange turns an inserted (or updated) row into an event and hands it
+// to the sink. missing >= 0 marks an update whose unchanged TOAST column
+// could not be read.
+func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID uint32, vals [][]byte, update bool, missing int) error {
 	if !s.inTxn {
 		return errors.New("insert outside a transaction")
 	}
@@ -513,7 +530,19 @@ func (s *Stream) handleRow(ctx context.Context, conn *pgconn.PgConn, relID uint3
 		s.received.Add(1)
 		ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
 			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
-		ev = s.mapper.Map(&ch)
+		if update {
+			ev = nil
+			if um, ok := s.mapper.(UpdateMapper); ok {
+				ev = um.MapUpdate(&ch)
+			}
+			if ev != nil && ev.Reject == "" && missing >= 0 {
+				ev.Reject = fmt.Sprintf("update of %s left column %q unchanged and the server did not resend its large (TOASTed) value; set REPLICA IDENTITY FULL on the table to receive it",
+					rel.QualifiedName(), rel.Columns[missing].Name)
+				ev.JSON = nil
+			}
+		} else {
+			ev = s.mapper.Map(&ch)
+		}
 		seq := s.tracker.Assign(pos)
 		if ev == nil {
 			s.tracker.Done(seq)

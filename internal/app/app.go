@@ -180,12 +180,15 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		defer fdl.Close()
 		dl = fdl
 	}
-	created, err := replication.EnsurePublication(ctx, pool, cfg.Source.Publication, tables, full)
+	pub, err := replication.SyncPublication(ctx, pool, cfg.Source.Publication, tables, full)
 	if err != nil {
 		return sum, err
 	}
-	if created {
+	if pub.Created {
 		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
+	}
+	if len(pub.Altered) > 0 {
+		log.Info("altered publication", zap.String("publication", cfg.Source.Publication), zap.Strings("sql", pub.Altered))
 	}
 	var resume cdc.Position
 	var confirmed cdc.LSN
