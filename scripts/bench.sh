@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The benchmark of issue 5: pgsignal against the rate at which PostgreSQL's
+# walsender decodes the same publication (pg_recvlogical), on a throwaway
+# PostgreSQL with a fake OneSignal on loopback. Prints a table and writes
+# bench-results.json. Under 10 minutes on 2 cores; flags:
+#   -scale 0.05        a quick check     -only W1,W3     a subset
+#   -format markdown   the table for the README        -h   every flag
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-postgres.sh
+exec go run ./scripts/bench "$@"
