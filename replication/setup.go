@@ -491,3 +491,28 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, sl
 	}
 	return false, nil
 }
+
+// EnsureFailover makes slot a failover slot (PostgreSQL 17+), so that it is
+// synchronized to standbys and survives a promotion. conn must be a
+// replication connection.
+func EnsureFailover(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, slot string) (changed bool, err error) {
+	var num int
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		return false, fmt.Errorf("server version: %w", err)
+	}
+	if num < 170000 {
+		return false, permanent("source.failover needs PostgreSQL 17 or later (the server is %d.%d); remove it, or rely on pgsignal's slot-loss handling after a failover", num/10000, num%10000/100)
+	}
+	var failover string
+	err = pool.QueryRow(ctx, `SELECT coalesce(to_jsonb(s) ->> 'failover', 'false') FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&failover)
+	if err != nil {
+		return false, fmt.Errorf("look up slot %q: %w", slot, err)
+	}
+	if failover == "true" {
+		return false, nil
+	}
+	if err := conn.Exec(ctx, "ALTER_REPLICATION_SLOT "+quoteIdent(slot)+" ( FAILOVER true )").Close(); err != nil {
+		return false, fmt.Errorf("make slot %q a failover slot: %w", slot, err)
+	}
+	return true, nil
+}

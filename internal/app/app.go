@@ -332,6 +332,15 @@ func (a *App) ensureSlot(ctx context.Context, src replication.Source, pool *pgxp
 	if err != nil {
 		return err
 	}
+	if cfg.Source.Failover {
+		changed, err := replication.EnsureFailover(ctx, pool, conn, cfg.Source.Slot)
+		if err != nil {
+			return err
+		}
+		if changed {
+			a.log.Info("slot is now a failover slot (synchronized to standbys with sync_replication_slots = on)", zap.String("slot", cfg.Source.Slot))
+		}
+	}
 	if created {
 		a.log.Info("created replication slot", zap.String("slot", cfg.Source.Slot))
 	}

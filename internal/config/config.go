@@ -133,6 +133,9 @@ type Source struct {
 	// OnSlotLost is SlotLostError or SlotLostRecreate: what to do when the
 	// slot was invalidated or dropped.
 	OnSlotLost string
+	// Failover makes the slot a failover slot (PostgreSQL 17+), synchronized
+	// to standbys so that it survives a promotion.
+	Failover bool
 	// Slot is the logical replication slot name ([a-z0-9_]{1,63}).
 	Slot string
 	// Publication is the publication name.

@@ -284,10 +284,10 @@ func TestParseErrors(t *testing.T) {
 			[]string{"sinks (line 11): unknown key (did you mean sink?); known keys: source, onesignal, sink, shutdown_timeout, stall_timeout, server, log, tables"}},
 		{"unknown key in source", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  slots: x\n")
-		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema, on_slot_lost, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
+		}, []string{"source.slots (line 3): unknown key (did you mean slot?); known keys: dsn, mode, slot, publication, schema, on_slot_lost, failover, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key without suggestion", func(t *testing.T) string {
 			return replace(t, minimal, "source:\n", "source:\n  password: x\n")
-		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, on_slot_lost, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
+		}, []string{"source.password (line 3): unknown key; known keys: dsn, mode, slot, publication, schema, on_slot_lost, failover, sslmode, sslrootcert, sslcert, sslkey, ssh"}},
 		{"unknown key in tables[0]", func(t *testing.T) string {
 			return replace(t, minimal, "    external_id: user_id\n", "    externl_id: user_id\n")
 		}, []string{"tables[0].externl_id (line 10): unknown key (did you mean external_id?); known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit"}},

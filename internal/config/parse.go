@@ -569,6 +569,7 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"publication", d.str(&s.Publication, false)},
 			{"schema", d.str(&s.Schema, false)},
 			{"on_slot_lost", d.str(&s.OnSlotLost, false)},
+			{"failover", d.boolean(&s.Failover)},
 			{"sslmode", d.str(&s.SSLMode, false)},
 			{"sslrootcert", d.file(&s.SSLRootCert, "system")},
 			{"sslcert", d.file(&s.SSLCert, "")},

@@ -39,6 +39,7 @@ func (c *Config) Redacted() string {
 			Publication string `yaml:"publication"`
 			Schema      string `yaml:"schema"`
 			OnSlotLost  string `yaml:"on_slot_lost"`
+			Failover    bool   `yaml:"failover,omitempty"`
 			SSLMode     string `yaml:"sslmode,omitempty"`
 			SSLRootCert string `yaml:"sslrootcert,omitempty"`
 			SSLCert     string `yaml:"sslcert,omitempty"`
@@ -79,6 +80,7 @@ func (c *Config) Redacted() string {
 	d.Source.Publication = c.Source.Publication
 	d.Source.Schema = c.Source.Schema
 	d.Source.OnSlotLost = c.Source.OnSlotLost
+	d.Source.Failover = c.Source.Failover
 	d.Source.SSLMode = c.Source.SSLMode
 	d.Source.SSLRootCert = c.Source.SSLRootCert
 	d.Source.SSLCert = c.Source.SSLCert
