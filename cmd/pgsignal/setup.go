@@ -95,7 +95,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Slot:          cfg.Source.Slot,
 	}
 	for _, t := range cfg.Tables {
-		opts.Tables = append(opts.Tables, setupsql.Table{Schema: t.Schema, Name: t.Name})
+		opts.Tables = append(opts.Tables, setupsql.Table{Schema: t.Schema, Name: t.Name, Where: t.Where, Updates: t.EmitsUpdates()})
 	}
 	if dsnUser, _ := dsnUserDB(cfg.Source.DSN); dsnUser != "" && dsnUser != *user {
 		fmt.Fprintf(stderr, "pgsignal setup: note: source.dsn logs in as %s, not %s: pass --user %s or change source.dsn\n",

@@ -32,7 +32,7 @@ CREATE TABLE analytics."odd; name" (id int);
 CREATE TABLE analytics.`+QuoteIdent(hostile)+` (id int);`)
 
 	o := Options{User: "census", Password: "pw-1", Schema: "census", Publication: "pgsignal", Slot: "pgsignal",
-		Tables: []Table{{"analytics", "user_events"}, {"analytics", "odd; name"}, {"analytics", hostile}}}
+		Tables: []Table{{Schema: "analytics", Name: "user_events"}, {Schema: "analytics", Name: "odd; name"}, {Schema: "analytics", Name: hostile}}}
 	s, err := Generate(o)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ CREATE TABLE analytics.`+QuoteIdent(hostile)+` (id int);`)
 
 	// A table added to the configuration later is added to the publication.
 	mustExec(t, conn, `CREATE TABLE analytics.later (id int)`)
-	o.Tables = append(o.Tables, Table{"analytics", "later"})
+	o.Tables = append(o.Tables, Table{Schema: "analytics", Name: "later"})
 	o.ResetPassword = true
 	s, err = Generate(o)
 	if err != nil {
@@ -97,7 +97,7 @@ CREATE TABLE analytics.`+QuoteIdent(hostile)+` (id int);`)
 		t.Fatal(err)
 	}
 	defer adminConn.Close(ctx)
-	o.Tables = append(o.Tables, Table{"analytics", "other"})
+	o.Tables = append(o.Tables, Table{Schema: "analytics", Name: "other"})
 	detail, problem, err := checkPublication(ctx, adminConn, o)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ CREATE TABLE analytics.`+QuoteIdent(hostile)+` (id int);`)
 	if want := `"admin1" does not own "analytics"."other" (owner "postgres"). Only the owner of a table (or a superuser) may add to the publication it`; !strings.Contains(problem, want) {
 		t.Fatalf("problem %q (detail %q) lacks %q", problem, detail, want)
 	}
-	o.Tables = append(o.Tables, Table{"analytics", "missing"})
+	o.Tables = append(o.Tables, Table{Schema: "analytics", Name: "missing"})
 	if _, problem, _ := checkPublication(ctx, adminConn, o); !strings.Contains(problem, `"analytics"."missing" does not exist`) {
 		t.Fatalf("problem for a missing table: %q", problem)
 	}
@@ -133,7 +133,7 @@ func TestApplyReadOnly(t *testing.T) {
 		t.Fatalf("DetectPlatform = %q, %v", p, err)
 	}
 	s, err := Generate(Options{User: "reader", ReadOnly: true, Publication: "pub", Slot: "slot",
-		Tables: []Table{{"public", "events"}}})
+		Tables: []Table{{Schema: "public", Name: "events"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

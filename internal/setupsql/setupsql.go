@@ -34,6 +34,18 @@ func ParsePlatform(s string) (Platform, error) {
 // Table names a configured table, unquoted.
 type Table struct {
 	Schema, Name string
+	// Where is the table's row filter (tables[].where), "" for none.
+	Where string
+	// Updates is true when the table emits updates (tables[].emit).
+	Updates bool
+}
+
+// forTable returns the table as written in FOR TABLE / ADD TABLE.
+func (t Table) forTable() string {
+	if t.Where == "" {
+		return t.Quoted()
+	}
+	return t.Quoted() + " WHERE (" + t.Where + ")"
 }
 
 // Quoted returns the quoted "schema"."name".
@@ -363,7 +375,7 @@ func (s *Script) publicationStatement() {
 	for _, t := range o.Tables {
 		fmt.Fprintf(&b, "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = %s\n", QuoteLiteral(o.Publication))
 		fmt.Fprintf(&b, "      AND schemaname = %s AND tablename = %s) THEN\n", QuoteLiteral(t.Schema), QuoteLiteral(t.Name))
-		fmt.Fprintf(&b, "    ALTER PUBLICATION %s ADD TABLE %s;\n", pub, t.Quoted())
+		fmt.Fprintf(&b, "    ALTER PUBLICATION %s ADD TABLE %s;\n", pub, t.forTable())
 		b.WriteString("  END IF;\n")
 	}
 	s.add(Statement{Kind: KindPublication, Title: "publication " + pub,
@@ -378,11 +390,15 @@ func (s *Script) publicationStatement() {
 // CreatePublicationSQL returns the CREATE PUBLICATION statement for tables.
 func CreatePublicationSQL(publication string, tables []Table) string {
 	names := make([]string, len(tables))
+	publish := "insert"
 	for i, t := range tables {
-		names[i] = t.Quoted()
+		names[i] = t.forTable()
+		if t.Updates {
+			publish = "insert, update"
+		}
 	}
 	return "CREATE PUBLICATION " + QuoteIdent(publication) + " FOR TABLE " + strings.Join(names, ", ") +
-		" WITH (publish = 'insert');"
+		" WITH (publish = '" + publish + "');"
 }
 
 // SlotSQL returns the statement that creates the logical slot.

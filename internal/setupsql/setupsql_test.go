@@ -175,3 +175,15 @@ func TestGenerateErrors(t *testing.T) {
 		}
 	}
 }
+
+// Row filters and updates reach the publication statement.
+func TestCreatePublicationSQLFiltersAndUpdates(t *testing.T) {
+	got := CreatePublicationSQL("pgsignal", []Table{
+		{Schema: "analytics", Name: "user_events", Where: "event_name = 'purchase'"},
+		{Schema: "public", Name: "profile", Updates: true},
+	})
+	want := `CREATE PUBLICATION "pgsignal" FOR TABLE "analytics"."user_events" WHERE (event_name = 'purchase'), "public"."profile" WITH (publish = 'insert, update');`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
