@@ -549,10 +549,8 @@ FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1`, r.c
 		r.queryFailed(itemSchema, err)
 		return
 	}
-	// pgsignal runs CREATE SCHEMA IF NOT EXISTS at every start, and
-	// PostgreSQL checks CREATE on the database before it looks for the
-	// schema.
-	noDB := user + " lacks CREATE on database " + setupsql.QuoteIdent(d.database) + ", which pgsignal's CREATE SCHEMA IF NOT EXISTS needs at every start"
+	// CREATE on the database is needed only to create a missing schema.
+	noDB := user + " lacks CREATE on database " + setupsql.QuoteIdent(d.database) + ", which pgsignal needs to create it"
 	switch {
 	case !found && !dbCreate:
 		r.fail(itemSchema, schema+" does not exist and "+noDB,
@@ -562,14 +560,7 @@ FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1`, r.c
 		r.pass(itemSchema, schema+" does not exist yet; pgsignal creates it at its first start (CREATE on the database)")
 		return
 	case !owner && !(create && usage):
-		fix := grant
-		if !dbCreate {
-			fix += "\n" + grantDB
-		}
-		r.fail(itemSchema, schema+" exists, but "+user+" neither owns it nor has USAGE and CREATE on it", fix)
-		return
-	case !dbCreate:
-		r.fail(itemSchema, schema+" exists, but "+noDB, grantDB)
+		r.fail(itemSchema, schema+" exists, but "+user+" neither owns it nor has USAGE and CREATE on it", grant)
 		return
 	}
 	rows, err := d.conn.Query(ctx, `SELECT relname FROM pg_catalog.pg_class

@@ -318,9 +318,6 @@ func (s *Script) schemaStatements() {
 		SQL: "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + schema + " TO " + user + ";"})
 	s.add(Statement{Kind: KindSchema, Title: "rights on the sequences of schema " + schema,
 		SQL: "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA " + schema + " TO " + user + ";"})
-	s.add(Statement{Kind: KindSchema, Title: "CREATE on the database",
-		Comment: []string{"pgsignal runs CREATE SCHEMA IF NOT EXISTS at every start, which needs CREATE on the database."},
-		SQL:     doBlock("  EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(), " + QuoteLiteral(o.User) + ");\n")})
 }
 
 // grantStatements give read access to every schema holding a configured

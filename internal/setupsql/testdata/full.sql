@@ -26,13 +26,6 @@ GRANT USAGE, CREATE ON SCHEMA "census" TO "census";
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "census" TO "census";
 GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "census" TO "census";
 
--- pgsignal runs CREATE SCHEMA IF NOT EXISTS at every start, which needs CREATE on the database.
-DO $pgsignal$
-BEGIN
-  EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(), 'census');
-END
-$pgsignal$;
-
 -- Schema "analytics": read its tables and call its functions, now and later.
 -- ALTER DEFAULT PRIVILEGES covers what the user running this script creates later; for
 -- objects other users create, repeat it with FOR ROLE <creator> after ALTER DEFAULT PRIVILEGES.
