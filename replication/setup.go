@@ -127,13 +127,6 @@ func (e permanentError) Error() string        { return e.err.Error() }
 func (e permanentError) Unwrap() []error      { return []error{e.err, ErrPermanent} }
 func permanent(format string, a ...any) error { return permanentError{fmt.Errorf(format, a...)} }
 
-// EnsurePublication is SyncPublication for callers that only need to know
-// whether the publication was created.
-func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, create bool) (created bool, err error) {
-	res, err := SyncPublication(ctx, pool, publication, tables, create)
-	return res.Created, err
-}
-
 // PublicationResult says what SyncPublication changed.
 type PublicationResult struct {
 	// Created is set when the publication was created.
@@ -486,9 +479,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, sl
 	if si.Database != db {
 		return false, permanent("slot %q belongs to database %q, not %q; choose another source.slot", slot, si.Database, db)
 	}
-	if si.WALStatus == "lost" {
-		return false, permanent("slot %q is invalidated (wal_status = lost): the WAL it needed was removed and events were lost; drop and recreate it with SELECT pg_drop_replication_slot(%s); then restart pgsignal", slot, quoteLiteral(slot))
-	}
+	// A lost slot (wal_status = lost) is CheckSlotLost's to report.
 	return false, nil
 }
 

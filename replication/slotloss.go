@@ -91,8 +91,10 @@ func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirm
 }
 
 // RecreateSlot drops the lost slot (when it still exists) and creates it
-// again; streaming resumes from the new slot's consistent point.
-func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, loss *SlotLoss) error {
+// again, and logs the gap as an error; streaming resumes from the new
+// slot's consistent point. conn is a replication connection that is not
+// streaming.
+func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, loss *SlotLoss, log *zap.Logger) error {
 	if !loss.Dropped {
 		if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, loss.Slot); err != nil {
 			return fmt.Errorf("drop lost slot %q: %w", loss.Slot, err)
@@ -103,6 +105,9 @@ func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, 
 	if err != nil {
 		return fmt.Errorf("recreate slot %q: %w", loss.Slot, err)
 	}
+	log.Error("replication slot lost and recreated: events in the gap are lost",
+		zap.String("slot", loss.Slot), zap.Bool("dropped", loss.Dropped), zap.Stringer("gap_from", loss.From),
+		zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
 	return nil
 }
 
@@ -128,12 +133,9 @@ func (s *Stream) handleStartError(ctx context.Context, startErr error) error {
 		return err
 	}
 	defer rconn.Close(context.Background())
-	if err := RecreateSlot(ctx, s.pool, rconn, loss); err != nil {
+	if err := RecreateSlot(ctx, s.pool, rconn, loss, s.log); err != nil {
 		return err
 	}
-	s.log.Error("replication slot lost and recreated: events in the gap are lost",
-		zap.String("slot", s.cfg.Slot), zap.Bool("dropped", loss.Dropped), zap.Stringer("gap_from", loss.From),
-		zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
 	if s.cfg.OnGap != nil {
 		s.cfg.OnGap(*loss)
 	}

@@ -187,20 +187,6 @@ func (s *Stream) stopping() bool {
 	}
 }
 
-// IdentifySystem returns the system identifier of the server behind dsn.
-func IdentifySystem(ctx context.Context, src Source) (pglogrepl.IdentifySystemResult, error) {
-	conn, err := ConnectReplication(ctx, src)
-	if err != nil {
-		return pglogrepl.IdentifySystemResult{}, err
-	}
-	defer conn.Close(context.Background())
-	res, err := pglogrepl.IdentifySystem(ctx, conn)
-	if err != nil {
-		return res, fmt.Errorf("identify system: %w", err)
-	}
-	return res, nil
-}
-
 // Run streams until ctx ends (hard stop: returns ctx's error), Stop is
 // called and the pipeline is drained (returns nil), or a permanent error
 // occurs. Connection failures are retried with exponential backoff.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -162,9 +163,16 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
-	sys, err := replication.IdentifySystem(ctx, src)
+	// One replication connection serves start-up: IDENTIFY_SYSTEM and the
+	// slot. The stream opens its own.
+	rconn, err := replication.ConnectReplication(ctx, src)
 	if err != nil {
 		return sum, err
+	}
+	defer rconn.Close(context.Background())
+	sys, err := pglogrepl.IdentifySystem(ctx, rconn)
+	if err != nil {
+		return sum, fmt.Errorf("identify system: %w", err)
 	}
 	tables := TableRefs(cfg)
 	var store replication.Store
@@ -210,14 +218,15 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 			a.finishRun(ctx, pool, runID, sum, "slot lost")
 			return sum, *loss
 		}
-		if err := a.recreateSlot(ctx, src, pool, loss); err != nil {
+		if err := replication.RecreateSlot(ctx, pool, rconn, loss, log); err != nil {
 			return sum, err
 		}
 		a.recordGap(ctx, pool, runID, *loss)
 	}
-	if err := a.ensureSlot(ctx, src, pool); err != nil {
+	if err := a.ensureSlot(ctx, rconn, pool); err != nil {
 		return sum, err
 	}
+	rconn.Close(context.Background())
 	tracker := replication.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
@@ -321,13 +330,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	return sum, runErr
 }
 
-func (a *App) ensureSlot(ctx context.Context, src replication.Source, pool *pgxpool.Pool) error {
+func (a *App) ensureSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool.Pool) error {
 	cfg := a.opts.Config
-	conn, err := replication.ConnectReplication(ctx, src)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
 	created, err := replication.EnsureSlot(ctx, pool, conn, cfg.Source.Slot)
 	if err != nil {
 		return err
@@ -344,20 +348,5 @@ func (a *App) ensureSlot(ctx context.Context, src replication.Source, pool *pgxp
 	if created {
 		a.log.Info("created replication slot", zap.String("slot", cfg.Source.Slot))
 	}
-	return nil
-}
-
-func (a *App) recreateSlot(ctx context.Context, src replication.Source, pool *pgxpool.Pool, loss *replication.SlotLoss) error {
-	conn, err := replication.ConnectReplication(ctx, src)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if err := replication.RecreateSlot(ctx, pool, conn, loss); err != nil {
-		return err
-	}
-	a.log.Error("replication slot lost and recreated: events in the gap are lost",
-		zap.String("slot", loss.Slot), zap.Bool("dropped", loss.Dropped), zap.Stringer("gap_from", loss.From),
-		zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
 	return nil
 }

@@ -213,8 +213,11 @@ func TestTLS(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("config: %v", err)
 		}
-		_, err := replication.IdentifySystem(t.Context(), replication.Source{DSN: cfg.Source.DSN})
-		return err
+		conn, err := replication.ConnectReplication(t.Context(), replication.Source{DSN: cfg.Source.DSN})
+		if err != nil {
+			return err
+		}
+		return conn.Close(t.Context())
 	}
 	tests := []struct {
 		name string
