@@ -36,9 +36,9 @@ type PublishedTable struct {
 	Updates bool
 }
 
-// sql returns the table as it is written in FOR TABLE: the quoted name and
-// the row filter.
-func (t PublishedTable) sql() string {
+// ForTable returns the table as it is written in FOR TABLE and ADD TABLE:
+// the quoted name and the row filter.
+func (t PublishedTable) ForTable() string {
 	if t.Where == "" {
 		return t.Quoted()
 	}
@@ -60,7 +60,7 @@ func PublicationSQL(publication string, tables []TableRef) string {
 func CreatePublicationSQL(publication string, tables []PublishedTable) string {
 	names := make([]string, len(tables))
 	for i, t := range tables {
-		names[i] = t.sql()
+		names[i] = t.ForTable()
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s');",
 		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables))
@@ -269,13 +269,13 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 		var list []string
 		mine := map[TableRef]bool{}
 		for _, t := range tables {
-			list = append(list, t.sql())
+			list = append(list, t.ForTable())
 			mine[t.TableRef] = true
 		}
 		var others []string
 		for t, f := range have {
 			if !mine[t] {
-				others = append(others, PublishedTable{TableRef: t, Where: trimParens(f)}.sql())
+				others = append(others, PublishedTable{TableRef: t, Where: trimParens(f)}.ForTable())
 			}
 		}
 		sort.Strings(others)
@@ -283,7 +283,7 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 	case len(missing) > 0:
 		names := make([]string, len(missing))
 		for i, t := range missing {
-			names[i] = t.sql()
+			names[i] = t.ForTable()
 		}
 		sort.Strings(names)
 		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, strings.Join(names, ", ")))

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/pgsignal/pgsignal/replication"
 )
 
 // Platform is the kind of PostgreSQL service; it decides how the REPLICATION
@@ -40,12 +42,9 @@ type Table struct {
 	Updates bool
 }
 
-// forTable returns the table as written in FOR TABLE / ADD TABLE.
-func (t Table) forTable() string {
-	if t.Where == "" {
-		return t.Quoted()
-	}
-	return t.Quoted() + " WHERE (" + t.Where + ")"
+// published is the table as replication publishes it.
+func (t Table) published() replication.PublishedTable {
+	return replication.PublishedTable{TableRef: replication.TableRef{Schema: t.Schema, Name: t.Name}, Where: t.Where, Updates: t.Updates}
 }
 
 // Quoted returns the quoted "schema"."name".
@@ -372,7 +371,7 @@ func (s *Script) publicationStatement() {
 	for _, t := range o.Tables {
 		fmt.Fprintf(&b, "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = %s\n", QuoteLiteral(o.Publication))
 		fmt.Fprintf(&b, "      AND schemaname = %s AND tablename = %s) THEN\n", QuoteLiteral(t.Schema), QuoteLiteral(t.Name))
-		fmt.Fprintf(&b, "    ALTER PUBLICATION %s ADD TABLE %s;\n", pub, t.forTable())
+		fmt.Fprintf(&b, "    ALTER PUBLICATION %s ADD TABLE %s;\n", pub, t.published().ForTable())
 		b.WriteString("  END IF;\n")
 	}
 	s.add(Statement{Kind: KindPublication, Title: "publication " + pub,
@@ -384,18 +383,14 @@ func (s *Script) publicationStatement() {
 		SQL: doBlock(b.String())})
 }
 
-// CreatePublicationSQL returns the CREATE PUBLICATION statement for tables.
+// CreatePublicationSQL returns the CREATE PUBLICATION statement for tables:
+// the statement pgsignal itself runs in full mode.
 func CreatePublicationSQL(publication string, tables []Table) string {
-	names := make([]string, len(tables))
-	publish := "insert"
+	pts := make([]replication.PublishedTable, len(tables))
 	for i, t := range tables {
-		names[i] = t.forTable()
-		if t.Updates {
-			publish = "insert, update"
-		}
+		pts[i] = t.published()
 	}
-	return "CREATE PUBLICATION " + QuoteIdent(publication) + " FOR TABLE " + strings.Join(names, ", ") +
-		" WITH (publish = '" + publish + "');"
+	return replication.CreatePublicationSQL(publication, pts)
 }
 
 // SlotSQL returns the statement that creates the logical slot.
