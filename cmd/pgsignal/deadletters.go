@@ -9,10 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"go.uber.org/zap"
-
 	"github.com/pgsignal/pgsignal/internal/config"
-	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
 
@@ -127,17 +124,9 @@ func letterStore(ctx context.Context, cfg *config.Config) (sink.LetterStore, fun
 	if cfg.Source.Mode == config.ModeReadOnly {
 		return &sink.FileLetters{Path: cfg.Sink.DeadLetterFile}, func() {}, nil
 	}
-	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	pool, closePool, err := openPool(ctx, cfg, 2)
 	if err != nil {
 		return nil, nil, err
 	}
-	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN, Dial: dial}, 2)
-	if err != nil {
-		closeDial() //nolint:errcheck // best effort
-		return nil, nil, err
-	}
-	return &sink.TableLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}, func() {
-		pool.Close()
-		closeDial() //nolint:errcheck // best effort
-	}, nil
+	return &sink.TableLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}, closePool, nil
 }

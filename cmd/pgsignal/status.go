@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/replication"
@@ -61,16 +60,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	pool, closePool, err := openPool(ctx, cfg, 2)
 	if err != nil {
 		return err
 	}
-	defer closeDial() //nolint:errcheck // best effort at exit
-	pool, err := replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN, Dial: dial}, 2)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
+	defer closePool()
 	rep, err := buildStatus(ctx, pool, cfg, *runs)
 	if err != nil {
 		return err

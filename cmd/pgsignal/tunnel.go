@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/tunnel"
+	"github.com/pgsignal/pgsignal/replication"
 )
 
 // dialerFor returns the dialer every database connection of cfg goes
@@ -20,4 +24,22 @@ func dialerFor(cfg *config.Config, log *zap.Logger) (pgconn.DialFunc, func() err
 		return nil, nil, err
 	}
 	return t.Dial, t.Close, nil
+}
+
+// openPool opens a small pool of ordinary connections to the source, through
+// the tunnel when one is configured; close releases both.
+func openPool(ctx context.Context, cfg *config.Config, conns int32) (pool *pgxpool.Pool, close func(), err error) {
+	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err = replication.NewPool(ctx, replication.Source{DSN: cfg.Source.DSN, Dial: dial}, conns)
+	if err != nil {
+		closeDial() //nolint:errcheck // best effort
+		return nil, nil, err
+	}
+	return pool, func() {
+		pool.Close()
+		closeDial() //nolint:errcheck // best effort
+	}, nil
 }
