@@ -168,9 +168,6 @@ func (s *Stream) Stats() StreamStats {
 	}
 }
 
-// Received returns the number of row changes received.
-func (s *Stream) Received() uint64 { return s.received.Load() }
-
 // BackendPID returns the walsender's process id of the current connection.
 func (s *Stream) BackendPID() uint32 { return s.backendPID.Load() }
 

@@ -93,16 +93,6 @@ func (a *App) Handler() http.Handler { return a.obs.handler() }
 // more than once and before Run.
 func (a *App) Stop() { a.stopOnce.Do(func() { close(a.stopCh) }) }
 
-// Stats returns the sink's counters (zero before streaming starts).
-func (a *App) Stats() sink.Stats {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.sink == nil {
-		return sink.Stats{}
-	}
-	return a.sink.Stats()
-}
-
 // BackendPID returns the walsender's pid of the current replication
 // connection (0 before streaming).
 func (a *App) BackendPID() uint32 {
@@ -319,7 +309,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 	st := sk.Stats()
 	sum = Summary{
-		Received: stream.Received(), Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped,
+		Received: stream.Stats().Received, Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped,
 		Retries: st.Retries, Requests: st.Requests,
 		LatencyP50: sk.Latency.Quantile(0.5), LatencyP99: sk.Latency.Quantile(0.99),
 		Checkpoint: pos, Confirmed: stream.Flushed(),
