@@ -88,6 +88,11 @@ func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, er
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
 	}
+	// The same text forms as the stream's: transforms and backfill read
+	// rows as text and map them like decoded changes.
+	for k, v := range sessionParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open connection pool: %w", err)

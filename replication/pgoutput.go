@@ -11,6 +11,8 @@ import (
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// TypeMod is the type modifier (e.g. varchar's length), -1 for none.
+	TypeMod int32
 	// Key reports whether the column is part of the replica identity.
 	Key bool
 }

@@ -61,6 +61,15 @@ func SchemaDDL(schema string) []string {
 )`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_from pg_lsn`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_to pg_lsn`,
+		`CREATE TABLE IF NOT EXISTS ` + s + `.backfills (
+  slot        text PRIMARY KEY,
+  state       text NOT NULL,
+  tables      text[] NOT NULL,
+  rows_total  bigint NOT NULL DEFAULT 0,
+  rows_done   bigint NOT NULL DEFAULT 0,
+  started_at  timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+)`,
 	}
 }
 
@@ -127,6 +136,58 @@ ON CONFLICT (slot) DO UPDATE SET commit_lsn = excluded.commit_lsn, ordinal = exc
 		s.Slot, pos.CommitLSN.String(), int64(pos.Ordinal), confirmed.String())
 	if err != nil {
 		return fmt.Errorf("save checkpoint %s: %w", pos, err)
+	}
+	return nil
+}
+
+// Backfill states in <schema>.backfills.
+const (
+	// BackfillRunning: the backfill started and has not finished; a restart
+	// redoes it with a new slot and snapshot.
+	BackfillRunning = "running"
+	// BackfillDone: every backfilled event was handled.
+	BackfillDone = "done"
+)
+
+// BackfillState returns the state of slot's backfill ("" when none ran).
+func BackfillState(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (string, error) {
+	var state string
+	err := pool.QueryRow(ctx, `SELECT state FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read backfill state: %w", err)
+	}
+	return state, nil
+}
+
+// StartBackfill records that slot's backfill of tables started (or
+// restarted), and forgets the slot's checkpoint: the slot is new.
+func StartBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot string, tables []string, total int64) error {
+	s := quoteIdent(schema)
+	_, err := pool.Exec(ctx, `WITH forget AS (DELETE FROM `+s+`.sync_state WHERE slot = $1)
+INSERT INTO `+s+`.backfills AS b (slot, state, tables, rows_total, rows_done, started_at, finished_at)
+VALUES ($1, $2, $3, $4, 0, now(), NULL)
+ON CONFLICT (slot) DO UPDATE SET state = excluded.state, tables = excluded.tables, rows_total = excluded.rows_total,
+  rows_done = 0, started_at = excluded.started_at, finished_at = NULL`, slot, BackfillRunning, tables, total)
+	if err != nil {
+		return fmt.Errorf("record the backfill's start: %w", err)
+	}
+	return nil
+}
+
+// ProgressBackfill records how many rows of slot's backfill are handled;
+// done marks it finished.
+func ProgressBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot string, rows int64, done bool) error {
+	state := BackfillRunning
+	if done {
+		state = BackfillDone
+	}
+	_, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET rows_done = $2, state = $3,
+  finished_at = CASE WHEN $3 = '`+BackfillDone+`' THEN now() END WHERE slot = $1`, slot, rows, state)
+	if err != nil {
+		return fmt.Errorf("record the backfill's progress: %w", err)
 	}
 	return nil
 }

@@ -66,7 +66,15 @@ type Config struct {
 	// sends at most this many events again (within a transaction in full
 	// mode).
 	MaxOutstanding int
-	Logger         *zap.Logger
+	// Batch, when set, maps the rows of some tables in batches (SQL
+	// transforms); see BatchMapper.
+	Batch BatchMapper
+	// BatchRows is the most rows of Batch tables evaluated at once
+	// (default 500); BatchLinger is how long a row may wait for others
+	// (default 10ms).
+	BatchRows   int
+	BatchLinger time.Duration
+	Logger      *zap.Logger
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.
@@ -105,6 +113,13 @@ type Stream struct {
 	connected  atomic.Bool
 	reconnects atomic.Uint64
 	blocked    atomic.Bool // waiting for room in the sink
+	// pending are rows waiting for their batch evaluation, and every row
+	// after the first of them (so that events keep commit order); ready
+	// are events evaluated but not yet submitted. Both survive reconnects.
+	pending      []pendingRow
+	pendingSince time.Time
+	pendingBytes int
+	ready        []*cdc.Event
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -122,6 +137,12 @@ func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, s
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = 500
+	}
+	if cfg.BatchLinger <= 0 {
+		cfg.BatchLinger = 10 * time.Millisecond
 	}
 	_, confirmed := tracker.Checkpoint()
 	s := &Stream{
@@ -300,12 +321,27 @@ func (s *Stream) session(ctx context.Context) error {
 	rd := &readDeadline{conn: conn.Conn()}
 	stopRD := context.AfterFunc(rctx, rd.cancel)
 	defer stopRD()
+	// Rows evaluated or buffered before a reconnect go first: the server
+	// resends nothing at or before them.
+	if err := s.flush(rctx, conn); err != nil {
+		return s.sessionError(ctx, conn, err)
+	}
 	for {
 		if s.stopping() {
 			return s.waitDrained(ctx, conn)
 		}
 		if err := s.maybeSendStatus(conn); err != nil {
 			return err
+		}
+		if len(s.pending) > 0 {
+			due := s.pendingSince.Add(s.cfg.BatchLinger)
+			if !time.Now().Before(due) {
+				if err := s.flush(rctx, conn); err != nil {
+					return s.sessionError(ctx, conn, err)
+				}
+			} else {
+				rd.before(due)
+			}
 		}
 		// Wake at least every 500 ms so an advanced checkpoint is confirmed
 		// promptly even when the stream is idle.
@@ -337,10 +373,7 @@ func (s *Stream) session(ctx context.Context) error {
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(rctx, conn, msg.Data); err != nil {
-				if s.stopping() && errors.Is(err, context.Canceled) {
-					return s.waitDrained(ctx, conn)
-				}
-				return err
+				return s.sessionError(ctx, conn, err)
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
@@ -373,6 +406,16 @@ func (r *readDeadline) ensure(next func() time.Time) bool {
 		_ = r.conn.SetReadDeadline(r.at)
 	}
 	return true
+}
+
+// before moves the deadline to t when t is earlier.
+func (r *readDeadline) before(t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.canceled && (r.at.IsZero() || t.Before(r.at)) {
+		r.at = t
+		_ = r.conn.SetReadDeadline(t)
+	}
 }
 
 func (r *readDeadline) cancel() {
@@ -464,7 +507,7 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		r := m.(*pglogrepl.RelationMessage)
 		cols := make([]Column, len(r.Columns))
 		for i, c := range r.Columns {
-			cols[i] = Column{Name: c.Name, TypeOID: c.DataType, Key: c.Flags&1 != 0}
+			cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0}
 		}
 		rel := NewRelation(r.RelationID, r.Namespace, r.RelationName, cols)
 		if old, ok := s.rels[r.RelationID]; ok && len(old.Columns) != len(cols) {
@@ -506,26 +549,15 @@ func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID ui
 	if !s.last.Less(pos) {
 		return nil // handled before a restart or already in the pipeline
 	}
+	if s.cfg.Batch != nil && (len(s.pending) > 0 || s.cfg.Batch.Batched(rel, update)) {
+		return s.buffer(ctx, conn, rel, vals, pos, update, missing)
+	}
 	ev := s.held
 	if ev != nil && ev.Pos == pos {
 		s.log.Info("resubmitting the event held across a reconnect", zap.Stringer("position", pos))
 	} else {
 		s.received.Add(1)
-		ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
-			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
-		if update {
-			ev = nil
-			if um, ok := s.mapper.(UpdateMapper); ok {
-				ev = um.MapUpdate(&ch)
-			}
-			if ev != nil && ev.Reject == "" && missing >= 0 {
-				ev.Reject = fmt.Sprintf("update of %s left column %q unchanged and the server did not resend its large (TOASTed) value; set REPLICA IDENTITY FULL on the table to receive it",
-					rel.QualifiedName(), rel.Columns[missing].Name)
-				ev.JSON = nil
-			}
-		} else {
-			ev = s.mapper.Map(&ch)
-		}
+		ev = s.mapChange(rel, vals, pos, update, missing)
 		seq := s.tracker.Assign(pos)
 		if ev == nil {
 			s.tracker.Done(seq)
@@ -535,6 +567,18 @@ func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID ui
 		ev.Seq, ev.Pos, ev.CommitTime = seq, pos, s.commitTime
 	}
 	s.held = ev
+	if err := s.submit(ctx, conn, ev); err != nil {
+		return err
+	}
+	s.held = nil
+	s.last = pos
+	return nil
+}
+
+// submit hands ev to the sink, waiting while the sink is full or too many
+// events are outstanding, and keeps the walsender from timing out meanwhile
+// (conn may be nil when disconnected).
+func (s *Stream) submit(ctx context.Context, conn *pgconn.PgConn, ev *cdc.Event) error {
 	for first := true; s.tracker.Outstanding() > s.cfg.MaxOutstanding || !s.sink.TrySubmit(ev); first = false {
 		if first {
 			s.blocked.Store(true)
@@ -552,13 +596,38 @@ func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID ui
 		}
 		t.Stop()
 		// Blocked on a slow sink: keep the walsender from timing out.
-		if err := s.maybeSendStatus(conn); err != nil {
-			return err
+		if conn != nil {
+			if err := s.maybeSendStatus(conn); err != nil {
+				return err
+			}
 		}
 	}
-	s.held = nil
-	s.last = pos
 	return nil
+}
+
+// mapChange maps one row with the Mapper (an update with MapUpdate).
+func (s *Stream) mapChange(rel *Relation, vals [][]byte, pos cdc.Position, update bool, missing int) *cdc.Event {
+	ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
+		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+	if !update {
+		return s.mapper.Map(&ch)
+	}
+	var ev *cdc.Event
+	if um, ok := s.mapper.(UpdateMapper); ok {
+		ev = um.MapUpdate(&ch)
+	}
+	if ev != nil && ev.Reject == "" && missing >= 0 {
+		rejectMissingTOAST(ev, rel, missing)
+	}
+	return ev
+}
+
+// rejectMissingTOAST turns ev into a dead letter for an update whose
+// unchanged TOAST column was not sent.
+func rejectMissingTOAST(ev *cdc.Event, rel *Relation, missing int) {
+	ev.Reject = fmt.Sprintf("update of %s left column %q unchanged and the server did not resend its large (TOASTed) value; set REPLICA IDENTITY FULL on the table to receive it",
+		rel.QualifiedName(), rel.Columns[missing].Name)
+	ev.JSON = nil
 }
 
 // statusInterval returns the configured status interval, shortened to a
@@ -605,6 +674,12 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
 // durable, sending status updates meanwhile (conn may be nil), then sends the
 // final position.
 func (s *Stream) waitDrained(ctx context.Context, conn *pgconn.PgConn) error {
+	if err := s.flush(ctx, conn); err != nil {
+		if conn != nil {
+			_ = s.sendStatus(conn)
+		}
+		return err
+	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -29,6 +29,9 @@ type Tracker struct {
 	changed chan struct{}  // signalled (non-blocking) when handled or confirm advance
 	durable uint64         // every seq < durable is in the durable checkpoint
 	room    chan struct{}  // signalled when durable advances
+	// multi holds the seqs that need more than one Done (a row that became
+	// several events): the number of Done calls still missing.
+	multi map[uint64]int
 }
 
 type txnMark struct {
@@ -90,10 +93,32 @@ func (t *Tracker) Commit(end cdc.LSN) {
 	}
 }
 
+// Expect makes seq count as handled only after n calls of Done with it: the
+// row it was assigned to became n events, which share the seq. Call it
+// before any of them is submitted.
+func (t *Tracker) Expect(seq uint64, n int) {
+	if n <= 1 {
+		return
+	}
+	t.mu.Lock()
+	if t.multi == nil {
+		t.multi = map[uint64]int{}
+	}
+	t.multi[seq] = n
+	t.mu.Unlock()
+}
+
 // Done marks events handled. It may be called from any goroutine.
 func (t *Tracker) Done(seqs ...uint64) {
 	t.mu.Lock()
 	for _, s := range seqs {
+		if n, ok := t.multi[s]; ok {
+			if n > 1 {
+				t.multi[s] = n - 1
+				continue
+			}
+			delete(t.multi, s)
+		}
 		if s >= t.base && s < t.next {
 			t.done[s-t.base] = true
 		}

@@ -58,6 +58,9 @@ const usage = `pgsignal streams PostgreSQL inserts to OneSignal custom events.
 
 Usage:
   pgsignal run --config FILE     stream until SIGINT/SIGTERM (a second signal stops at once)
+  pgsignal backfill --config FILE --since 7d
+                                 on first start: send the tables' rows of the last 7 days
+                                 (in time order, from the slot's snapshot), then stream
   pgsignal status [--json]       slot, watermark, dead letters and recent runs
   pgsignal dead-letters list|replay|discard   inspect and resend dead letters
   pgsignal setup --config FILE   print (or --apply --admin-dsn DSN) the SQL that prepares the database
@@ -77,7 +80,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
-		return cmdRun(ctx, rest, stdout, stderr)
+		return cmdRun(ctx, rest, stdout, stderr, false)
+	case "backfill":
+		return cmdRun(ctx, rest, stdout, stderr, true)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
 	case "status":

@@ -17,9 +17,17 @@ import (
 	"github.com/pgsignal/pgsignal/internal/config"
 )
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfill bool) error {
+	name := "run"
+	if backfill {
+		name = "backfill"
+	}
+	fs := newFlagSet(name, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
+	var since *string
+	if backfill {
+		since = fs.String("since", "", `the window to send, e.g. "7d" or "36h" (required; overrides tables[].backfill.since)`)
+	}
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file (performance work)")
 	if err := parseFlags(fs, args); err != nil {
@@ -28,6 +36,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
+	}
+	if backfill {
+		if err := applyBackfill(cfg, *since); err != nil {
+			return err
+		}
 	}
 	if *level != "" {
 		cfg.Log.Level = *level
@@ -56,7 +69,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer closeDialer() //nolint:errcheck // best effort at exit
-	a := app.New(app.Options{Config: cfg, Logger: log, Dial: dial})
+	a := app.New(app.Options{Config: cfg, Logger: log, Dial: dial, ForceBackfill: backfill})
 	if cfg.Server.Listen != "" {
 		stopServer, err := serve(cfg.Server.Listen, a.Handler(), log)
 		if err != nil {
@@ -120,4 +133,24 @@ func serve(addr string, h http.Handler, log *zap.Logger) (func(), error) {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	}, nil
+}
+
+// applyBackfill gives every configured table a backfill of the window since
+// (pgsignal backfill), keeping a configured backfill column.
+func applyBackfill(cfg *config.Config, since string) error {
+	if since == "" {
+		return errors.New("backfill needs --since: how far back to send rows, e.g. --since 7d")
+	}
+	d, err := config.ParseSince(since)
+	if err != nil {
+		return fmt.Errorf("--since: %w", err)
+	}
+	for i := range cfg.Tables {
+		b := &config.Backfill{Since: d}
+		if old := cfg.Tables[i].Backfill; old != nil {
+			b.Column = old.Column
+		}
+		cfg.Tables[i].Backfill = b
+	}
+	return cfg.Validate()
 }

@@ -38,6 +38,10 @@ type Options struct {
 	// pgsignal reports itself stalled (/readyz fails, an error is logged).
 	// Default 2 minutes.
 	StallTimeout time.Duration
+	// ForceBackfill makes a run whose tables have a backfill fail when the
+	// slot exists already instead of skipping the backfill (pgsignal
+	// backfill).
+	ForceBackfill bool
 }
 
 // Summary reports what a run did.
@@ -106,9 +110,12 @@ func (a *App) BackendPID() uint32 {
 
 // Rules converts the configured tables to mapper rules.
 func Rules(cfg *config.Config) []mapper.Rule {
-	rules := make([]mapper.Rule, len(cfg.Tables))
-	for i, t := range cfg.Tables {
-		rules[i] = mapper.Rule{
+	rules := make([]mapper.Rule, 0, len(cfg.Tables))
+	for _, t := range cfg.Tables {
+		if t.Transform != "" {
+			continue // mapped by its transform
+		}
+		rules = append(rules, mapper.Rule{
 			Schema: t.Schema, Table: t.Name,
 			NameColumn: t.EventName, NameValue: t.EventNameValue, NamePrefix: t.NamePrefix,
 			ExternalID: t.ExternalID, Timestamp: t.Timestamp,
@@ -116,7 +123,7 @@ func Rules(cfg *config.Config) []mapper.Rule {
 			TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
 			PropertiesColumns: t.PropertiesColumns, Exclude: t.Exclude,
 			Updates: t.EmitsUpdates(),
-		}
+		})
 	}
 	return rules
 }
@@ -152,6 +159,14 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	defer pool.Close()
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
+	}
+	batch, err := newTransforms(ctx, cfg, pool)
+	if err != nil {
+		return sum, err
+	}
+	var batchMapper replication.BatchMapper
+	if batch != nil {
+		batchMapper = batch
 	}
 	// One replication connection serves start-up: IDENTIFY_SYSTEM and the
 	// slot. The stream opens its own.
@@ -195,6 +210,15 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 			return sum, err
 		}
 	}
+	// A backfill creates the slot itself, with an exported snapshot, before
+	// anything else uses rconn.
+	bf, err := a.prepareBackfill(ctx, pool, rconn, sys.SystemID, confirmed)
+	if err != nil {
+		return sum, err
+	}
+	if bf != nil {
+		resume, confirmed = cdc.Position{}, 0 // a new slot
+	}
 	runID := a.startRun(ctx, pool, full)
 	// A slot that is missing although a checkpoint exists, or that is
 	// invalidated, was lost: events are gone, and that must not pass
@@ -230,6 +254,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
+		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
@@ -255,7 +280,16 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	go a.obs.watch(watchCtx, pool, cfg.Source.Slot, a.opts.StallTimeout, log)
 
 	streamErr := make(chan error, 1)
-	go func() { streamErr <- stream.Run(hard) }()
+	go func() {
+		if bf != nil {
+			finished, err := a.runBackfill(hard, bf, pool, mp, batchMapper, sk, tracker)
+			if err != nil || !finished {
+				streamErr <- err
+				return
+			}
+		}
+		streamErr <- stream.Run(hard)
+	}()
 	if a.opts.OnStreaming != nil {
 		a.opts.OnStreaming()
 	}

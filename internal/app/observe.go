@@ -28,6 +28,8 @@ type monitor struct {
 	retries  *prometheus.CounterVec
 	latency  prometheus.Histogram
 	batch    prometheus.Histogram
+	bfDone   prometheus.Gauge
+	bfTotal  prometheus.Gauge
 
 	mu        sync.Mutex
 	stream    *replication.Stream
@@ -64,7 +66,13 @@ func newMonitor() *monitor {
 		Name: "pgsignal_batch_size_events", Help: "Events per OneSignal request.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	})
-	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o,
+	o.bfDone = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgsignal_backfill_rows_done", Help: "Rows of the running backfill read and handed to the sink.",
+	})
+	o.bfTotal = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pgsignal_backfill_rows_total", Help: "Rows in the running backfill's window.",
+	})
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
@@ -74,6 +82,12 @@ func newMonitor() *monitor {
 func (o *monitor) Request(d time.Duration, outcome string, events int) {
 	o.requests.WithLabelValues(outcome).Observe(d.Seconds())
 	o.batch.Observe(float64(events))
+}
+
+// backfillProgress reports a backfill's progress.
+func (o *monitor) backfillProgress(done, total int64) {
+	o.bfDone.Set(float64(done))
+	o.bfTotal.Set(float64(total))
 }
 
 // Retry implements sink.Metrics.

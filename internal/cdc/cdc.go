@@ -153,3 +153,31 @@ func formatUUID(sum []byte) string {
 	}
 	return string(out[:])
 }
+
+// backfillNamespace is the UUID namespace of backfilled events' keys.
+var backfillNamespace = [16]byte{0x2c, 0x9a, 0x41, 0x07, 0xd3, 0x5e, 0x4f, 0x18, 0xa6, 0x0b, 0x7e, 0x93, 0x15, 0xc4, 0x68, 0xf2}
+
+// BackfillKey returns the deterministic idempotency key of a backfilled row:
+// a UUIDv5 of (system identifier, table, primary key values). A repeated
+// backfill of the same row yields the same key, whatever the slot or the
+// snapshot. Each part is length-prefixed, so no two keys' inputs collide.
+func BackfillKey(systemID, table string, key [][]byte) string {
+	h := sha1.New()
+	h.Write(backfillNamespace[:])
+	var n [4]byte
+	part := func(b []byte, null bool) {
+		l := uint32(len(b))
+		if null {
+			l = 0xffffffff
+		}
+		binary.BigEndian.PutUint32(n[:], l)
+		h.Write(n[:])
+		h.Write(b)
+	}
+	part([]byte(systemID), false)
+	part([]byte(table), false)
+	for _, v := range key {
+		part(v, v == nil)
+	}
+	return formatUUID(h.Sum(nil)[:16])
+}

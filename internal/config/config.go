@@ -292,6 +292,35 @@ type Table struct {
 	// and optionally EmitUpdate (an update sends the new row). nil means
 	// the default, [EmitInsert].
 	Emit []string
+	// Transform is a SELECT over a relation named `changes` (the table's
+	// columns, one row at a time) returning name, external_id and
+	// optionally timestamp and properties (`transform`). PostgreSQL
+	// evaluates it once per batch. When set, the column mapping keys
+	// (name, name_value, external_id, timestamp, properties,
+	// properties_columns, exclude) are not used; name_prefix,
+	// timestamp_zone and timestamp_unit apply to its output.
+	Transform string
+	// Backfill, when set, sends the table's recent history when pgsignal
+	// creates its slot (`backfill`).
+	Backfill *Backfill
+}
+
+// Backfill configures the backfill of a table's recent rows.
+type Backfill struct {
+	// Since is the window: rows whose Column is at most this old are sent
+	// (`since`, e.g. "7d").
+	Since time.Duration
+	// Column is the column the window is measured on (`column`); it
+	// defaults to the table's timestamp column.
+	Column string
+}
+
+// BackfillColumn returns the column a backfill window is measured on.
+func (t Table) BackfillColumn() string {
+	if t.Backfill != nil && t.Backfill.Column != "" {
+		return t.Backfill.Column
+	}
+	return t.Timestamp
 }
 
 // EmitsUpdates reports whether the table's updates become events.

@@ -819,7 +819,37 @@ func (d *decoder) table(n *yaml.Node, path string, t *Table) {
 		{"timestamp_unit", d.str(&t.TimestampUnit, false)},
 		{"where", d.str(&t.Where, false)},
 		{"emit", d.list(&t.Emit, "an operation", "[insert, update]", `write [insert] or [insert, update], or remove the key to emit inserts`)},
+		{"transform", d.str(&t.Transform, false)},
+		{"backfill", d.backfill(&t.Backfill)},
 	})
+}
+
+// backfill decodes a table's `backfill: {since: 7d, column: created_at}`.
+func (d *decoder) backfill(dst **Backfill) func(*yaml.Node, string) {
+	return func(n *yaml.Node, path string) {
+		if isNull(n) {
+			return
+		}
+		b := &Backfill{}
+		d.mapping(n, path, []field{
+			{"since", func(n *yaml.Node, path string) {
+				s, ok := d.scalar(n, path, `a window like "7d" or "36h"`, false)
+				if !ok {
+					return
+				}
+				v, err := ParseSince(s)
+				if err != nil {
+					d.fail(path, n.Line, "%v", err)
+					return
+				}
+				b.Since = v
+			}},
+			{"column", d.column(&b.Column, "remove the key to measure the window on the table's timestamp column")},
+		})
+		if !d.hasFailed(path) {
+			*dst = b
+		}
+	}
 }
 
 // list decodes a non-empty YAML list of non-empty strings into dst; what

@@ -38,7 +38,84 @@ func validate(c *Config) []Problem {
 	oneOf(&ps, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&ps, "log.format", c.Log.Format, "auto", "json", "console")
 	validateTables(&ps, c.Tables)
+	if c.Source.Mode == ModeReadOnly {
+		for i, t := range c.Tables {
+			if t.Backfill != nil {
+				ps.add(index("tables", i)+".backfill", 0, "needs source.mode full: a backfill records its progress in the bookkeeping schema so that a crash in the middle is redone, and read-only mode has none; remove the key, or backfill once in full mode")
+			}
+		}
+	}
 	return ps.list
+}
+
+// validateTransform checks a table whose events come from a SQL transform:
+// the transform returns the event's columns, so the column mapping keys
+// cannot be used with it.
+func validateTransform(ps *problems, p string, t Table) {
+	if strings.TrimSpace(strings.TrimRight(strings.TrimSpace(t.Transform), ";")) == "" {
+		ps.add(p+".transform", 0, "empty; write a SELECT over the relation changes returning name and external_id, or remove the key")
+		return
+	}
+	conflicts := []struct {
+		key string
+		set bool
+	}{
+		{"name", t.EventName != ""}, {"name_value", t.EventNameValue != ""}, {"external_id", t.ExternalID != ""},
+		{"timestamp", t.Timestamp != ""}, {"properties", len(t.Properties) > 0},
+		{"properties_columns", len(t.PropertiesColumns) > 0}, {"exclude", len(t.Exclude) > 0},
+	}
+	for _, c := range conflicts {
+		if c.set {
+			ps.add(p+"."+c.key, 0, "conflicts with transform, which returns the event's columns: return it from the transform (SELECT ... AS %s) and remove this key", transformColumn(c.key))
+		}
+	}
+	if t.TimestampUnit != "" {
+		oneOf(ps, p+".timestamp_unit", t.TimestampUnit, TimestampUnitSeconds, TimestampUnitMillis)
+	}
+	if t.TimestampZone != "" {
+		switch {
+		case t.TimestampUnit != "":
+			ps.add(p+".timestamp_zone", 0, "conflicts with timestamp_unit: an epoch time is the same in every zone; remove timestamp_zone")
+		case t.TimestampZone == "Local":
+			ps.add(p+".timestamp_zone", 0, `"Local" depends on the machine pgsignal runs on; name the zone, e.g. "Europe/Paris"`)
+		default:
+			if _, err := time.LoadLocation(t.TimestampZone); err != nil {
+				ps.add(p+".timestamp_zone", 0, `unknown time zone %q; use an IANA zone name like "UTC" or "America/New_York"`, short(t.TimestampZone))
+			}
+		}
+	}
+	if n := utf8.RuneCountInString(t.NamePrefix); n >= MaxEventNameLen {
+		ps.add(p+".name_prefix", 0, "%d characters long, leaving no room for the name: OneSignal event names are at most %d characters", n, MaxEventNameLen)
+	}
+	validateMapping(ps, p, Table{Where: t.Where, Emit: t.Emit})
+}
+
+// transformColumn names the transform output a mapping key corresponds to.
+func transformColumn(key string) string {
+	switch key {
+	case "name_value":
+		return "name"
+	case "properties_columns", "exclude":
+		return "properties"
+	}
+	return key
+}
+
+// validateBackfill checks a table's backfill settings.
+func validateBackfill(ps *problems, p string, t Table) {
+	if t.Backfill == nil {
+		return
+	}
+	if t.Backfill.Since <= 0 {
+		ps.add(p+".backfill.since", 0, `required; how far back to send rows, e.g. "7d"`)
+	}
+	if t.BackfillColumn() == "" {
+		if t.Transform != "" {
+			ps.add(p+".backfill.column", 0, "required with transform: name the table's column the window is measured on (a timestamptz, timestamp or date column, or epoch time with timestamp_unit), e.g. column: created_at")
+		} else {
+			ps.add(p+".backfill.column", 0, "required without timestamp: name the column the window is measured on, e.g. column: created_at, or set the table's timestamp")
+		}
+	}
 }
 
 func validateSource(ps *problems, s *Source) {
@@ -259,6 +336,11 @@ func validateTables(ps *problems, tables []Table) {
 			} else {
 				first[q] = i
 			}
+		}
+		validateBackfill(ps, p, t)
+		if t.Transform != "" {
+			validateTransform(ps, p, t)
+			continue
 		}
 		switch {
 		case t.EventName != "" && t.EventNameValue != "":

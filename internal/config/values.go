@@ -31,6 +31,32 @@ func parseDuration(s string) (time.Duration, bool) {
 	return d, err == nil
 }
 
+// ParseSince parses a backfill window: a number of days ("7d"), a Go
+// duration ("36h", "90m") or both ("1d12h"). It must be positive.
+func ParseSince(s string) (time.Duration, error) {
+	t := strings.TrimSpace(s)
+	var total time.Duration
+	if i := strings.IndexByte(t, 'd'); i >= 0 {
+		days, err := strconv.ParseFloat(t[:i], 64)
+		if err != nil || days < 0 || days > 36500 {
+			return 0, fmt.Errorf("invalid window %q: write a number of days like \"7d\", hours like \"36h\", or both like \"1d12h\"", s)
+		}
+		total = time.Duration(days * 24 * float64(time.Hour))
+		t = t[i+1:]
+	}
+	if t != "" {
+		d, err := time.ParseDuration(t)
+		if err != nil {
+			return 0, fmt.Errorf("invalid window %q: write a number of days like \"7d\", hours like \"36h\", or both like \"1d12h\"", s)
+		}
+		total += d
+	}
+	if total <= 0 {
+		return 0, fmt.Errorf("window %q is not positive: write how far back to send rows, e.g. \"7d\"", s)
+	}
+	return total, nil
+}
+
 // sizeUnits maps the lower-cased units accepted in byte sizes to their
 // multipliers.
 var sizeUnits = map[string]int64{

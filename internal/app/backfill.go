@@ -1,0 +1,279 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/mapper"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
+)
+
+// backfillRows is the number of rows mapped (and transformed) at once.
+const backfillRows = 500
+
+// BackfillTables returns the backfill settings of the configured tables
+// that have one.
+func BackfillTables(cfg *config.Config) []replication.BackfillTable {
+	var out []replication.BackfillTable
+	for _, t := range cfg.Tables {
+		if t.Backfill == nil {
+			continue
+		}
+		out = append(out, replication.BackfillTable{
+			Table:  replication.TableRef{Schema: t.Schema, Name: t.Name},
+			Column: t.BackfillColumn(), Since: t.Backfill.Since,
+			Zone: t.TimestampZone, Unit: t.TimestampUnit, Where: t.Where,
+		})
+	}
+	return out
+}
+
+// backfill is a backfill about to run: its snapshot is imported.
+type backfill struct {
+	src   *replication.Backfill
+	cp    cdc.LSN // the slot's consistent point
+	names []string
+}
+
+// prepareBackfill decides whether this run backfills and, if so, creates
+// the slot with an exported snapshot and imports it. It runs before
+// anything else uses conn (which would end the snapshot). A backfill runs
+// when pgsignal creates its slot, or again (with a new slot) when the
+// previous one was interrupted.
+func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, systemID string, confirmed cdc.LSN) (*backfill, error) {
+	cfg := a.opts.Config
+	tables := BackfillTables(cfg)
+	if len(tables) == 0 {
+		return nil, nil
+	}
+	slot, schema := cfg.Source.Slot, cfg.Source.Schema
+	state, err := replication.BackfillState(ctx, pool, schema, slot)
+	if err != nil {
+		return nil, err
+	}
+	si, err := replication.LookupSlot(ctx, pool, slot)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case si.Exists && state == replication.BackfillRunning:
+		a.log.Warn("the previous backfill did not finish; redoing it with a new slot and snapshot (idempotency keys make the redo send nothing twice)", zap.String("slot", slot))
+		if err := replication.DropSlot(ctx, pool, slot); err != nil {
+			return nil, err
+		}
+	case si.Exists:
+		if a.opts.ForceBackfill {
+			return nil, fmt.Errorf("slot %q exists: a backfill runs when pgsignal creates its slot, and this one has streamed since %s; to backfill again, stop pgsignal, drop the slot (SELECT pg_drop_replication_slot('%s');) and delete its checkpoint (DELETE FROM %s.sync_state WHERE slot = '%s';), knowing that events of the window already sent are sent again with other idempotency keys",
+				slot, si.ConfirmedFlushLSN, slot, schema, slot)
+		}
+		if state == "" {
+			a.log.Info("backfill skipped: the slot exists (a backfill runs when pgsignal creates its slot)", zap.String("slot", slot))
+		}
+		return nil, nil
+	case confirmed > 0 && state != replication.BackfillRunning:
+		// The slot is gone although pgsignal streamed from it: that is a
+		// lost slot (CheckSlotLost), not a first start.
+		return nil, nil
+	}
+	snap, err := replication.CreateSlotWithSnapshot(ctx, conn, slot)
+	if err != nil {
+		return nil, err
+	}
+	src, err := replication.OpenBackfill(ctx, pool, systemID, snap.Snapshot, tables)
+	if err != nil {
+		return nil, err
+	}
+	b := &backfill{src: src, cp: snap.ConsistentPoint}
+	for _, t := range tables {
+		b.names = append(b.names, t.Table.String())
+	}
+	if err := replication.StartBackfill(ctx, pool, schema, slot, b.names, src.Total()); err != nil {
+		src.Close(ctx)
+		return nil, err
+	}
+	a.log.Info("created replication slot with a snapshot for the backfill", zap.String("slot", slot),
+		zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", b.names))
+	return b, nil
+}
+
+// runBackfill sends the backfill's rows in time order, waits until every
+// one is handled and records the backfill as done. It returns false when
+// stopped before the end (the next start redoes it).
+func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, mp *mapper.Mapper, batch replication.BatchMapper,
+	sk *sink.Sink, tracker *replication.Tracker) (finished bool, err error) {
+	defer b.src.Close(context.WithoutCancel(ctx))
+	cfg := a.opts.Config
+	log := a.log.Named("backfill")
+	total := b.src.Total()
+	start := time.Now()
+	lastLog := start
+	var rows int64
+	var ord uint32
+	progress := func(final bool) {
+		elapsed := time.Since(start)
+		rate := float64(rows) / max(elapsed.Seconds(), 1e-3)
+		fields := []zap.Field{zap.Int64("rows_done", rows), zap.Int64("rows_total", total), zap.Float64("rows_per_second", float64(int64(rate*10))/10)}
+		if !final && rate > 0 {
+			fields = append(fields, zap.Duration("eta", time.Duration(float64(total-rows)/rate*float64(time.Second)).Round(time.Second)))
+		}
+		msg := "backfill progress"
+		if final {
+			msg = "backfill read every row; waiting for the last deliveries"
+		}
+		log.Info(msg, fields...)
+		a.obs.backfillProgress(rows, total)
+	}
+	log.Info("backfill started", zap.Int64("rows_total", total), zap.Strings("tables", b.names))
+	a.obs.backfillProgress(0, total)
+	for {
+		if a.stopping() {
+			log.Info("stopped during the backfill; the next start redoes it", zap.Int64("rows_done", rows), zap.Int64("rows_total", total))
+			return false, a.waitHandled(ctx, tracker)
+		}
+		batchRows, err := b.src.Next(ctx, backfillRows)
+		if err != nil {
+			return false, err
+		}
+		if len(batchRows) == 0 {
+			break
+		}
+		events, err := a.mapBackfill(ctx, batchRows, b.cp, &ord, mp, batch)
+		if err != nil {
+			return false, err
+		}
+		for i, evs := range events {
+			seq := tracker.Assign(batchRows[i].Change.Pos)
+			if len(evs) == 0 {
+				tracker.Done(seq)
+				continue
+			}
+			tracker.Expect(seq, len(evs))
+			for _, ev := range evs {
+				ev.Seq = seq
+				// Latency is measured from now: the row's time is its past.
+				ev.CommitTime = time.Now()
+				if err := a.submitBackfill(ctx, sk, ev); err != nil {
+					return false, err
+				}
+			}
+		}
+		rows += int64(len(batchRows))
+		if time.Since(lastLog) >= 2*time.Second {
+			lastLog = time.Now()
+			progress(false)
+			_ = replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, false)
+		}
+	}
+	progress(true)
+	if err := a.waitHandled(ctx, tracker); err != nil {
+		return false, err
+	}
+	if a.stopping() && !tracker.Drained() {
+		return false, nil
+	}
+	if err := replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, true); err != nil {
+		return false, err
+	}
+	st := sk.Stats()
+	log.Info("backfill done", zap.Int64("rows", rows), zap.Duration("took", time.Since(start).Round(time.Millisecond)),
+		zap.Uint64("delivered", st.Delivered), zap.Uint64("dead_lettered", st.DeadLettered))
+	return true, nil
+}
+
+// mapBackfill maps a chunk of backfilled rows: positions below the slot's
+// consistent point, in order; rows of transformed tables evaluated in one
+// batch (retried while the failure is not the rows').
+func (a *App) mapBackfill(ctx context.Context, rows []replication.BackfillRow, cp cdc.LSN, ord *uint32,
+	mp *mapper.Mapper, batch replication.BatchMapper) ([][]*cdc.Event, error) {
+	out := make([][]*cdc.Event, len(rows))
+	var chs []*replication.Change
+	var idx []int
+	for i, r := range rows {
+		ch := r.Change
+		// Every streamed transaction commits at or after the consistent
+		// point, so these positions sort before all of them.
+		ch.Pos = cdc.Position{CommitLSN: cp - 1, Ordinal: *ord}
+		*ord++
+		ch.CommitTime = r.Time
+		if batch != nil && batch.Batched(ch.Rel, false) {
+			chs = append(chs, ch)
+			idx = append(idx, i)
+			continue
+		}
+		if ev := mp.Map(ch); ev != nil {
+			out[i] = []*cdc.Event{ev}
+		}
+	}
+	if len(chs) == 0 {
+		return out, nil
+	}
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	bo.MaxElapsedTime = 0
+	for {
+		res, err := batch.MapBatch(ctx, chs)
+		if err == nil {
+			for k, i := range idx {
+				out[i] = res[k]
+			}
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		wait := bo.NextBackOff()
+		a.log.Warn("backfill: transform could not be evaluated; retrying", zap.Error(err), zap.Duration("in", wait))
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// submitBackfill hands ev to the sink, waiting while it is full.
+func (a *App) submitBackfill(ctx context.Context, sk *sink.Sink, ev *cdc.Event) error {
+	for !sk.TrySubmit(ev) {
+		select {
+		case <-sk.Ready():
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// waitHandled waits until every event given to the tracker is handled.
+func (a *App) waitHandled(ctx context.Context, tracker *replication.Tracker) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for tracker.Pending() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+// stopping reports whether Stop was called.
+func (a *App) stopping() bool {
+	select {
+	case <-a.stopCh:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,289 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink/onesignaltest"
+)
+
+// backfillHarness starts PostgreSQL with the seed table holding old rows
+// (outside a 7-day window) and window rows inserted out of time order.
+func backfillHarness(t *testing.T, old, window int) *harness {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp, event_data)
+SELECT 'old', 'u' || (i % 7), now() - interval '8 days' - i * interval '1 minute', jsonb_build_object('n', i)
+FROM generate_series(1, $1::int) i`, old)
+	// Window rows: time order is not id order.
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp, event_data)
+SELECT 'past', 'u' || (i % 7), now() - interval '6 days' + ((i * 7919) % $1::int) * interval '1 second', jsonb_build_object('n', i)
+FROM generate_series(1, $1::int) i`, window)
+	return h
+}
+
+func (h *harness) systemID() string {
+	h.t.Helper()
+	var id string
+	if err := h.db.QueryRow(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&id); err != nil {
+		h.t.Fatal(err)
+	}
+	return id
+}
+
+// eventIDs returns, per row id (the "id" property), how many events
+// arrived.
+func eventIDs(t *testing.T, evs []onesignaltest.Accepted) map[int]int {
+	t.Helper()
+	ids := map[int]int{}
+	for _, ev := range evs {
+		var p struct {
+			ID *int `json:"id"`
+		}
+		if err := json.Unmarshal(ev.Properties, &p); err != nil || p.ID == nil {
+			t.Fatalf("event %s %s has no id property: %s", ev.Name, ev.ExternalID, ev.Properties)
+		}
+		ids[*p.ID]++
+	}
+	return ids
+}
+
+// The backfill sends the window's rows once each, in time order, then the
+// stream continues from the slot's consistent point: rows inserted all
+// along (before, during and after the snapshot) arrive exactly once, with
+// no gap and no duplicate at the seam.
+func TestBackfillSeamWithConcurrentInserts(t *testing.T) {
+	h := backfillHarness(t, 300, 3000)
+	// The id goes into the properties so that every row can be counted.
+	h.exec(`UPDATE analytics.user_events SET event_data = event_data || jsonb_build_object('id', id)`)
+	h.exec(`CREATE FUNCTION analytics.add_id() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.event_data := coalesce(NEW.event_data, '{}') || jsonb_build_object('id', NEW.id); RETURN NEW; END $$;
+CREATE TRIGGER add_id BEFORE INSERT ON analytics.user_events FOR EACH ROW EXECUTE FUNCTION analytics.add_id()`)
+	cfg := h.config()
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+
+	// A writer inserts rows (timestamped now) before, during and after the
+	// slot's creation, in small transactions.
+	var inserted atomic.Int64
+	stopWriter := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		conn, err := h.pg.Connect(context.Background(), "")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(context.Background())
+		for i := 0; ; i++ {
+			select {
+			case <-stopWriter:
+				return
+			default:
+			}
+			_, err := conn.Exec(context.Background(), `INSERT INTO analytics.user_events (event_name, user_id, event_timestamp)
+SELECT 'live', 'u' || (g % 7), clock_timestamp() FROM generate_series(1, 3) g`)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			inserted.Add(3)
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	r := h.start(cfg)
+	// Keep writing while the backfill runs and after it.
+	deadline := time.Now().Add(30 * time.Second)
+	for h.fake.Count() < 3000 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stopWriter)
+	wg.Wait()
+	want := 3000 + int(inserted.Load())
+	h.waitCount(want)
+	time.Sleep(300 * time.Millisecond) // anything extra would arrive now
+	sum := r.stop(t)
+
+	evs := h.fake.Events()
+	if len(evs) != want || h.fake.Duplicates() != 0 {
+		t.Fatalf("%d events (%d duplicates), want %d (3000 backfilled + %d live) and none twice", len(evs), h.fake.Duplicates(), want, inserted.Load())
+	}
+	var maxID int
+	if err := h.db.QueryRow(context.Background(), `SELECT max(id) FROM analytics.user_events`).Scan(&maxID); err != nil {
+		t.Fatal(err)
+	}
+	ids := eventIDs(t, evs)
+	for id := 301; id <= maxID; id++ {
+		if ids[id] != 1 {
+			t.Errorf("row %d arrived %d times, want once", id, ids[id])
+		}
+	}
+	for id := 1; id <= 300; id++ {
+		if ids[id] != 0 {
+			t.Errorf("row %d is older than the window but arrived", id)
+		}
+	}
+	// Per user, events arrive in time order: the backfill in timestamp
+	// order, then the stream.
+	last := map[string]string{}
+	live := 0
+	for _, ev := range evs {
+		if ev.Timestamp < last[ev.ExternalID] {
+			t.Errorf("user %s: event at %s arrived after one at %s", ev.ExternalID, ev.Timestamp, last[ev.ExternalID])
+		}
+		last[ev.ExternalID] = ev.Timestamp
+		if ev.Name == "live" {
+			live++
+		}
+	}
+	// Some live rows were backfilled (committed before the snapshot), others
+	// streamed: the seam was crossed while writing.
+	var backfilledLive int
+	sys := h.systemID()
+	for _, ev := range evs {
+		var p struct{ ID int }
+		_ = json.Unmarshal(ev.Properties, &p)
+		if ev.IdempotencyKey == cdc.BackfillKey(sys, "analytics.user_events", [][]byte{[]byte(fmt.Sprint(p.ID))}) && ev.Name == "live" {
+			backfilledLive++
+		}
+	}
+	t.Logf("%d live rows: %d backfilled, %d streamed; received %d", live, backfilledLive, live-backfilledLive, sum.Received)
+	if backfilledLive == 0 || backfilledLive == live {
+		t.Errorf("%d of %d live rows were backfilled; want some on each side of the seam", backfilledLive, live)
+	}
+	var state string
+	var done, total int64
+	if err := h.db.QueryRow(context.Background(), `SELECT state, rows_done, rows_total FROM census.backfills WHERE slot = 'pgsignal'`).Scan(&state, &done, &total); err != nil {
+		t.Fatal(err)
+	}
+	if state != "done" || done != total || total != int64(3000+backfilledLive) {
+		t.Errorf("census.backfills = %s %d/%d, want done %d/%d", state, done, total, 3000+backfilledLive, 3000+backfilledLive)
+	}
+	if n := h.logs.FilterMessage("backfill done").Len(); n != 1 {
+		t.Errorf("%d \"backfill done\" log lines, want 1", n)
+	}
+}
+
+// Backfilled events' keys come from the table and the primary key; their
+// timestamps are the rows'; rows older than the window and rows the
+// table's filter rejects are not sent; a restart with the slot in place
+// does not backfill again.
+func TestBackfillKeysAndRestart(t *testing.T) {
+	h := backfillHarness(t, 50, 200)
+	cfg := h.config()
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	r := h.start(cfg)
+	h.waitCount(200)
+	r.stop(t)
+	sys := h.systemID()
+	rows, err := h.db.Query(context.Background(), `SELECT id, user_id, to_char(event_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') FROM analytics.user_events WHERE event_name = 'past'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for rows.Next() {
+		var id int64
+		var user, ts string
+		if err := rows.Scan(&id, &user, &ts); err != nil {
+			t.Fatal(err)
+		}
+		want[cdc.BackfillKey(sys, "analytics.user_events", [][]byte{[]byte(fmt.Sprint(id))})] = user + " " + ts
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	for _, ev := range h.fake.Events() {
+		w, ok := want[ev.IdempotencyKey]
+		if !ok {
+			t.Errorf("event %s %s has key %s, not a backfill key of a window row", ev.Name, ev.ExternalID, ev.IdempotencyKey)
+			continue
+		}
+		if got := ev.ExternalID + " " + ev.Timestamp; got != w {
+			t.Errorf("event %s = %s, want %s", ev.IdempotencyKey, got, w)
+		}
+		delete(want, ev.IdempotencyKey)
+	}
+	if len(want) != 0 {
+		t.Errorf("%d window rows not sent", len(want))
+	}
+	// Restart: the slot exists and the backfill is done: only new rows.
+	h.fake.Reset()
+	r = h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('after', 'u1')`)
+	h.waitCount(1)
+	time.Sleep(300 * time.Millisecond)
+	r.stop(t)
+	if evs := h.fake.Events(); len(evs) != 1 || evs[0].Name != "after" {
+		t.Errorf("after a restart got %d events (%v), want only the new row", len(evs), evs)
+	}
+	// pgsignal backfill on an existing slot says why it cannot.
+	cfg.Tables[0].Backfill = &config.Backfill{Since: time.Hour}
+	a := New(Options{Config: cfg, Logger: zaptest.NewLogger(t), ForceBackfill: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = a.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), `slot "pgsignal" exists`) || !strings.Contains(err.Error(), "pg_drop_replication_slot") {
+		t.Errorf("backfill with an existing slot: %v; want an error naming the slot and how to redo it", err)
+	}
+}
+
+// A backfill interrupted (hard stop in the middle) is redone from a new
+// snapshot on the next start: every row arrives, and the rows sent twice
+// carry the same key, so OneSignal keeps each once.
+func TestBackfillInterruptedIsRedone(t *testing.T) {
+	h := backfillHarness(t, 0, 2000)
+	cfg := h.config()
+	cfg.Sink.BatchSize = 50
+	cfg.Sink.Concurrency = 1
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	h.fake.SetFaults(onesignaltest.Faults{Latency: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	core, logs := observer.New(zap.InfoLevel)
+	a := New(Options{Config: cfg, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))})
+	done := make(chan error, 1)
+	go func() { _, err := a.Run(ctx); done <- err }()
+	h.waitCount(300)
+	cancel() // a hard stop: nothing drains
+	<-done
+	first := h.fake.Count()
+	if first >= 2000 {
+		t.Fatalf("the backfill finished (%d events) before the stop; the test needs it interrupted", first)
+	}
+	if logs.FilterMessage("backfill done").Len() != 0 {
+		t.Fatal("backfill reported done")
+	}
+	var state string
+	if err := h.db.QueryRow(context.Background(), `SELECT state FROM census.backfills WHERE slot = 'pgsignal'`).Scan(&state); err != nil || state != "running" {
+		t.Fatalf("backfill state %q (%v), want running", state, err)
+	}
+	// Rows inserted meanwhile are in the new snapshot's window.
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp) VALUES ('between', 'u1', now())`)
+	h.fake.SetFaults(onesignaltest.Faults{})
+	r := h.start(cfg)
+	h.waitCount(2001)
+	time.Sleep(300 * time.Millisecond)
+	r.stop(t)
+	if n, d := h.fake.Count(), h.fake.Duplicates(); n != 2001 || d < first {
+		t.Errorf("%d unique events, %d duplicates; want 2001 and the %d events of the first attempt sent again under the same keys", n, d, first)
+	}
+	if h.logs.FilterMessageSnippet("redoing it with a new slot").Len() != 1 {
+		t.Error("no log line saying the backfill is redone")
+	}
+}

@@ -1,0 +1,71 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/mapper/transform"
+	"github.com/pgsignal/pgsignal/replication"
+)
+
+// transforms adapts the SQL transforms to the stream's BatchMapper.
+type transforms struct {
+	t       *transform.Transformer
+	updates map[string]bool // tables whose updates are events
+}
+
+var _ replication.BatchMapper = (*transforms)(nil)
+
+// TransformSpecs returns the transforms of the configured tables.
+func TransformSpecs(cfg *config.Config) []transform.Spec {
+	var specs []transform.Spec
+	for _, t := range cfg.Tables {
+		if t.Transform == "" {
+			continue
+		}
+		specs = append(specs, transform.Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
+			NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit})
+	}
+	return specs
+}
+
+// newTransforms prepares the configured transforms (nil when there are
+// none). A transform PostgreSQL cannot prepare is a configuration error.
+func newTransforms(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool) (*transforms, error) {
+	specs := TransformSpecs(cfg)
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	t, err := transform.New(pool, specs)
+	if err != nil {
+		return nil, fmt.Errorf("transform: %w", err)
+	}
+	if err := t.Check(ctx); err != nil {
+		return nil, err
+	}
+	b := &transforms{t: t, updates: map[string]bool{}}
+	for _, tb := range cfg.Tables {
+		if tb.Transform != "" && tb.EmitsUpdates() {
+			b.updates[tb.QualifiedName()] = true
+		}
+	}
+	return b, nil
+}
+
+// Batched implements replication.BatchMapper.
+func (b *transforms) Batched(rel *replication.Relation, update bool) bool {
+	return b.t.Handles(rel) && (!update || b.updates[rel.QualifiedName()])
+}
+
+// MapBatch implements replication.BatchMapper.
+func (b *transforms) MapBatch(ctx context.Context, chs []*replication.Change) ([][]*cdc.Event, error) {
+	in := make([]transform.Input, len(chs))
+	for i, ch := range chs {
+		in[i] = transform.Input{Rel: ch.Rel, Values: ch.Values, Pos: ch.Pos, CommitTime: ch.CommitTime, Key: ch.IdempotencyKey}
+	}
+	return b.t.Evaluate(ctx, in)
+}

@@ -1,0 +1,187 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/cdc"
+)
+
+// BatchMapper maps the rows of some tables in batches: a SQL transform that
+// PostgreSQL evaluates once per batch.
+type BatchMapper interface {
+	// Batched reports whether rel's inserted rows (update false) or updated
+	// rows (update true) go through MapBatch.
+	Batched(rel *Relation, update bool) bool
+	// MapBatch returns, for each change in order, its events: none (the row
+	// is filtered out), one, or several. Events carry Pos, Table,
+	// IdempotencyKey and CommitTime; a row that cannot become an event is
+	// an event with Reject set. An error means the batch could not be
+	// evaluated for a reason that is not the rows' (the connection was
+	// lost, the server is shutting down): the stream retries it.
+	MapBatch(ctx context.Context, chs []*Change) ([][]*cdc.Event, error)
+}
+
+// maxPendingBytes bounds the row values buffered for a batch evaluation.
+const maxPendingBytes = 4 << 20
+
+// pendingRow is a row buffered until the next batch evaluation. A row of a
+// batched table holds a copy of its change; any other row was mapped when
+// it arrived and holds its event (nil when it maps to none).
+type pendingRow struct {
+	seq     uint64
+	ch      *Change // batched row
+	missing int     // batched update: unchanged TOAST column, or -1
+	ev      *cdc.Event
+}
+
+// buffer queues a row for the next batch evaluation. Once a row waits,
+// every later row waits behind it, so events leave in commit order.
+func (s *Stream) buffer(ctx context.Context, conn *pgconn.PgConn, rel *Relation, vals [][]byte, pos cdc.Position, update bool, missing int) error {
+	s.received.Add(1)
+	row := pendingRow{missing: -1}
+	if s.cfg.Batch.Batched(rel, update) {
+		size := 0
+		for _, v := range vals {
+			size += len(v)
+		}
+		buf := make([]byte, 0, size)
+		cp := make([][]byte, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				start := len(buf)
+				buf = append(buf, v...)
+				cp[i] = buf[start:len(buf):len(buf)]
+			}
+		}
+		row.ch = &Change{Rel: rel, Values: cp, Pos: pos, CommitTime: s.commitTime,
+			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+		if update {
+			row.missing = missing
+		}
+		s.pendingBytes += size + 64*len(vals)
+	} else {
+		row.ev = s.mapChange(rel, vals, pos, update, missing)
+		if row.ev != nil {
+			row.ev.Pos, row.ev.CommitTime = pos, s.commitTime
+			s.pendingBytes += row.ev.Size()
+		}
+	}
+	row.seq = s.tracker.Assign(pos)
+	if len(s.pending) == 0 {
+		s.pendingSince = time.Now()
+	}
+	s.pending = append(s.pending, row)
+	s.last = pos
+	if len(s.pending) >= s.cfg.BatchRows || s.pendingBytes >= maxPendingBytes {
+		return s.flush(ctx, conn)
+	}
+	return nil
+}
+
+// flush evaluates the pending rows (one MapBatch call) and submits their
+// events, then any events left from an interrupted flush. conn may be nil
+// (disconnected); otherwise status updates keep flowing while it waits.
+func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
+	if len(s.pending) > 0 {
+		var chs []*Change
+		for _, r := range s.pending {
+			if r.ch != nil && r.missing < 0 {
+				chs = append(chs, r.ch)
+			}
+		}
+		var results [][]*cdc.Event
+		if len(chs) > 0 {
+			var err error
+			if results, err = s.mapBatch(ctx, conn, chs); err != nil {
+				return err
+			}
+		}
+		k := 0
+		for _, r := range s.pending {
+			var evs []*cdc.Event
+			switch {
+			case r.ch != nil && r.missing >= 0:
+				ev := &cdc.Event{Pos: r.ch.Pos, Table: r.ch.Rel.QualifiedName(), IdempotencyKey: r.ch.IdempotencyKey,
+					CommitTime: r.ch.CommitTime}
+				rejectMissingTOAST(ev, r.ch.Rel, r.missing)
+				evs = []*cdc.Event{ev}
+			case r.ch != nil:
+				evs = results[k]
+				k++
+			case r.ev != nil:
+				evs = []*cdc.Event{r.ev}
+			}
+			if len(evs) == 0 {
+				s.tracker.Done(r.seq)
+				continue
+			}
+			s.tracker.Expect(r.seq, len(evs))
+			for _, ev := range evs {
+				ev.Seq = r.seq
+				s.ready = append(s.ready, ev)
+			}
+		}
+		clear(s.pending)
+		s.pending = s.pending[:0]
+		s.pendingBytes = 0
+	}
+	for len(s.ready) > 0 {
+		if err := s.submit(ctx, conn, s.ready[0]); err != nil {
+			return err
+		}
+		s.ready[0] = nil
+		s.ready = s.ready[1:]
+	}
+	s.ready = nil
+	return nil
+}
+
+// mapBatch calls MapBatch until it succeeds or ctx ends, waiting between
+// attempts with backoff and sending status updates meanwhile.
+func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Change) ([][]*cdc.Event, error) {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	bo.MaxElapsedTime = 0
+	for {
+		results, err := s.cfg.Batch.MapBatch(ctx, chs)
+		if err == nil {
+			return results, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		wait := bo.NextBackOff()
+		s.log.Warn("transform could not be evaluated; retrying (the rows wait, nothing is skipped)",
+			zap.Int("rows", len(chs)), zap.Error(err), zap.Duration("in", wait))
+		deadline := time.Now().Add(wait)
+		for time.Now().Before(deadline) {
+			step := min(time.Until(deadline), s.statusIvl/2+time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(step):
+			}
+			if conn != nil {
+				if err := s.maybeSendStatus(conn); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+}
+
+// sessionError finishes a session after err from handling the stream: a
+// stop that cancelled the work drains instead.
+func (s *Stream) sessionError(ctx context.Context, conn *pgconn.PgConn, err error) error {
+	if s.stopping() && errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		return s.waitDrained(ctx, conn)
+	}
+	return err
+}
