@@ -127,6 +127,12 @@ var procMu sync.Mutex
 
 func (e *env) startProc(config string, args ...string) *proc {
 	e.t.Helper()
+	return e.startCommand("run", config, args...)
+}
+
+// startCommand starts `pgsignal <command> --config config args...`.
+func (e *env) startCommand(command, config string, args ...string) *proc {
+	e.t.Helper()
 	procMu.Lock()
 	procSeq++
 	n := procSeq
@@ -136,7 +142,7 @@ func (e *env) startProc(config string, args ...string) *proc {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	all := append([]string{"run", "--config", config}, args...)
+	all := append([]string{command, "--config", config}, args...)
 	cmd := exec.Command(binary, all...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), "TEST_ONESIGNAL_KEY="+e.fake.APIKey())

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
@@ -34,8 +36,18 @@ type statusReport struct {
 		ConfirmedLSN string    `json:"confirmed_lsn"`
 		UpdatedAt    time.Time `json:"updated_at"`
 	} `json:"watermark,omitempty"`
-	DeadLetters int         `json:"dead_letters"`
-	Runs        []runReport `json:"runs"`
+	Backfill    *backfillReport `json:"backfill,omitempty"`
+	DeadLetters int             `json:"dead_letters"`
+	Runs        []runReport     `json:"runs"`
+}
+
+type backfillReport struct {
+	State      string     `json:"state"`
+	Tables     []string   `json:"tables"`
+	RowsDone   int64      `json:"rows_done"`
+	RowsTotal  int64      `json:"rows_total"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
 type runReport struct {
@@ -126,6 +138,18 @@ FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &re
 	case !errors.Is(err, pgx.ErrNoRows):
 		return nil, fmt.Errorf("read watermark: %w", err)
 	}
+	bf := &backfillReport{}
+	err = pool.QueryRow(ctx, `SELECT state, tables, rows_done, rows_total, started_at, finished_at FROM `+
+		pgx.Identifier{schema, "backfills"}.Sanitize()+` WHERE slot = $1`, cfg.Source.Slot).Scan(&bf.State, &bf.Tables, &bf.RowsDone, &bf.RowsTotal, &bf.StartedAt, &bf.FinishedAt)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		rep.Backfill = bf
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "42P01":
+		// No backfill, or a bookkeeping schema from before backfills.
+	default:
+		return nil, fmt.Errorf("read backfill: %w", err)
+	}
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "dead_letters"}.Sanitize()+` WHERE slot = $1`,
 		cfg.Source.Slot).Scan(&rep.DeadLetters); err != nil {
 		return nil, fmt.Errorf("count dead letters: %w", err)
@@ -167,6 +191,10 @@ func printStatus(w io.Writer, rep *statusReport) {
 	if rep.Watermark != nil {
 		fmt.Fprintf(w, "watermark: %s (confirmed %s), saved %s ago\n", rep.Watermark.Position, rep.Watermark.ConfirmedLSN,
 			time.Since(rep.Watermark.UpdatedAt).Round(time.Second))
+	}
+	if b := rep.Backfill; b != nil {
+		fmt.Fprintf(w, "backfill: %s, %d of %d rows (%s), started %s\n", b.State, b.RowsDone, b.RowsTotal,
+			strings.Join(b.Tables, ", "), b.StartedAt.UTC().Format("2006-01-02 15:04:05"))
 	}
 	fmt.Fprintf(w, "dead letters: %d\n", rep.DeadLetters)
 	if len(rep.Runs) == 0 {
