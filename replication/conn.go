@@ -100,6 +100,36 @@ func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, er
 	return pool, nil
 }
 
+// NewTransformPool opens the pool that evaluates SQL transforms: its
+// sessions are read-only (a transform runs with pgsignal's privileges and
+// may be evaluated more than once, so it must not write) and a statement
+// that runs longer than a minute is cancelled (and retried) instead of
+// holding the stream without a word.
+func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(src.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
+	}
+	if src.Dial != nil {
+		cfg.ConnConfig.DialFunc = src.Dial
+		cfg.ConnConfig.LookupFunc = lookupThroughDialer
+	}
+	cfg.MaxConns = 2
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
+	}
+	for k, v := range sessionParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60s"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open the transform connection pool: %w", err)
+	}
+	return pool, nil
+}
+
 // lookupThroughDialer leaves host names to Source.Dial: the far end of a
 // tunnel resolves them (the database's name may exist only there).
 func lookupThroughDialer(_ context.Context, host string) ([]string, error) {

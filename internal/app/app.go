@@ -160,9 +160,12 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
-	batch, err := newTransforms(ctx, cfg, pool)
+	batch, tpool, err := newTransforms(ctx, cfg, src)
 	if err != nil {
 		return sum, err
+	}
+	if tpool != nil {
+		defer tpool.Close()
 	}
 	var batchMapper replication.BatchMapper
 	if batch != nil {

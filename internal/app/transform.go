@@ -33,19 +33,26 @@ func TransformSpecs(cfg *config.Config) []transform.Spec {
 	return specs
 }
 
-// newTransforms prepares the configured transforms (nil when there are
-// none). A transform PostgreSQL cannot prepare is a configuration error.
-func newTransforms(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool) (*transforms, error) {
+// newTransforms prepares the configured transforms on their own read-only
+// pool (nil when there are none; close the pool when done). A transform
+// PostgreSQL cannot prepare is a configuration error.
+func newTransforms(ctx context.Context, cfg *config.Config, src replication.Source) (*transforms, *pgxpool.Pool, error) {
 	specs := TransformSpecs(cfg)
 	if len(specs) == 0 {
-		return nil, nil
+		return nil, nil, nil
+	}
+	pool, err := replication.NewTransformPool(ctx, src)
+	if err != nil {
+		return nil, nil, err
 	}
 	t, err := transform.New(pool, specs)
 	if err != nil {
-		return nil, fmt.Errorf("transform: %w", err)
+		pool.Close()
+		return nil, nil, fmt.Errorf("transform: %w", err)
 	}
 	if err := t.Check(ctx); err != nil {
-		return nil, err
+		pool.Close()
+		return nil, nil, err
 	}
 	b := &transforms{t: t, updates: map[string]bool{}}
 	for _, tb := range cfg.Tables {
@@ -53,7 +60,7 @@ func newTransforms(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool) 
 			b.updates[tb.QualifiedName()] = true
 		}
 	}
-	return b, nil
+	return b, pool, nil
 }
 
 // Batched implements replication.BatchMapper.

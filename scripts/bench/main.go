@@ -12,10 +12,14 @@
 //	W3 latency  a steady 5,000 events/s for 60 s: commit→accepted p50/p95/p99
 //	W4 memory   one 5,000,000-row transaction into a slow sink: peak RSS
 //	W5 slow     W2's WAL into a sink that adds 50 ms to every response
+//	W6 transform  200,000 rows in one transaction, read by pgsignal with the
+//	              plain mapping and with a SQL transform joining
+//	              analytics.users: events/s of both, their ratio (no target)
 //
-// Every reader of W1 and W2 gets its own slot, created before the workload so
-// that all decode the same WAL, and they run one after the other (each gets
-// every core), after an untimed pg_recvlogical has read the WAL once. A
+// Every reader of W1, W2 and W6 gets its own slot, created before the
+// workload so that all decode the same WAL, and they run one after the other
+// (each gets every core), after an untimed pg_recvlogical has read the WAL
+// once. A
 // reader is timed from the moment its slot becomes active to the end:
 // pg_recvlogical exiting at the end LSN, or the fake having accepted the last
 // event. Every child process is stopped and PostgreSQL removed on exit,
@@ -64,7 +68,7 @@ type options struct {
 	show       string // print a saved results file instead of running
 }
 
-var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5"}
+var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -93,7 +97,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.workloadIn, "only", strings.Join(allWorkloads, ","), "comma-separated workloads to run (W5 also runs W2, its reference)")
 	fs.Float64Var(&o.scale, "scale", 1, "scale the workloads' sizes and W3's duration (0 < scale ≤ 10), e.g. 0.05 for a quick check")
-	fs.IntVar(&o.repeat, "repeat", 1, "W1, W2, W5: time each reader this many times over the same WAL (alternating) and keep the fastest; for a busy machine (1-5)")
+	fs.IntVar(&o.repeat, "repeat", 1, "W1, W2, W5, W6: time each reader this many times over the same WAL (alternating) and keep the fastest; for a busy machine (1-5)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "write the results as JSON to this file (\"\" for none)")
 	fs.StringVar(&o.format, "format", "text", "table format on stdout: text | markdown")
 	fs.StringVar(&o.pgsignal, "pgsignal", "", "use this pgsignal binary instead of building ./cmd/pgsignal from the working tree")
@@ -190,6 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"W2", func(ctx context.Context) []*Result { return b.oltp(ctx, o.only["W5"]) }},
 		{"W3", func(ctx context.Context) []*Result { return []*Result{b.latency(ctx)} }},
 		{"W4", func(ctx context.Context) []*Result { return []*Result{b.memory(ctx)} }},
+		{"W6", func(ctx context.Context) []*Result { return []*Result{b.transformCost(ctx)} }},
 	}
 	for _, s := range steps {
 		if !o.only[s.name] {

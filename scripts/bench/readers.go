@@ -138,6 +138,10 @@ type pgsignalRun struct {
 	slot      string
 	fake      *onesignaltest.Server
 	timestamp bool // map event_timestamp (else the commit time is the timestamp)
+	// transform, when set, is the table's SQL transform (tables[].transform),
+	// written instead of the column mapping (name, external_id, timestamp,
+	// properties): it returns the event's columns itself.
+	transform string
 }
 
 // pgsignalProc is a running pgsignal process with the monitors of its run.
@@ -155,11 +159,21 @@ type pgsignalProc struct {
 }
 
 // configYAML is a pgsignal configuration with the defaults for everything
-// but the source, the fake OneSignal, the logging and the table mapping.
+// but the source, the fake OneSignal, the logging and the table mapping (the
+// columns of analytics.user_events, or r.transform).
 func (b *bench) configYAML(r pgsignalRun) string {
-	var ts string
-	if r.timestamp {
-		ts = "\n    timestamp: event_timestamp"
+	var mapping strings.Builder
+	if r.transform != "" {
+		mapping.WriteString("    transform: |\n")
+		for _, l := range strings.Split(strings.TrimRight(r.transform, "\n"), "\n") {
+			mapping.WriteString("      " + l + "\n")
+		}
+	} else {
+		mapping.WriteString("    name: event_name\n    external_id: user_id\n")
+		if r.timestamp {
+			mapping.WriteString("    timestamp: event_timestamp\n")
+		}
+		mapping.WriteString("    properties: event_data\n")
 	}
 	return fmt.Sprintf(`# Written by scripts/bench for %s.
 source:
@@ -176,10 +190,7 @@ log:
   format: json
 tables:
   - table: analytics.user_events
-    name: event_name
-    external_id: user_id%s
-    properties: event_data
-`, r.name, b.pg.DSN(""), r.slot, publication, r.fake.AppID(), r.fake.URL(), ts)
+%s`, r.name, b.pg.DSN(""), r.slot, publication, r.fake.AppID(), r.fake.URL(), mapping.String())
 }
 
 // startPgsignal starts `pgsignal run` for r and waits until its slot is

@@ -42,13 +42,20 @@ type Result struct {
 	Warmup   *Reader `json:"warmup,omitempty"`
 	Limit    *Reader `json:"limit,omitempty"`
 	Pgsignal *Reader `json:"pgsignal,omitempty"`
-	// LimitRuns and PgsignalRuns are the events/s of every round (-repeat);
-	// Limit and Pgsignal are the fastest.
+	// Plain is, in W6, pgsignal with the plain column mapping, the
+	// reference of its Pgsignal run (with a SQL transform).
+	Plain *Reader `json:"plain,omitempty"`
+	// LimitRuns, PgsignalRuns and PlainRuns are the events/s of every
+	// round (-repeat); Limit, Pgsignal and Plain are the fastest.
 	LimitRuns    []float64 `json:"limit_runs,omitempty"`
 	PgsignalRuns []float64 `json:"pgsignal_runs,omitempty"`
+	PlainRuns    []float64 `json:"plain_runs,omitempty"`
 	Ratio        *float64  `json:"ratio,omitempty"`
 	Latency      *Latency  `json:"latency_ms,omitempty"`
 	Target       string    `json:"target"`
+	// Informational is set for a workload that only reports figures (W6):
+	// it has no target, and Pass is true once it completed.
+	Informational bool `json:"informational,omitempty"`
 	// Pass is nil when the workload did not complete.
 	Pass  *bool    `json:"pass"`
 	Error string   `json:"error,omitempty"`
@@ -123,6 +130,10 @@ func (r *Report) rows() [][]string {
 		if w.Limit != nil {
 			row[2] = count(int(w.Limit.EventsPerSec + 0.5))
 		}
+		if w.Plain != nil {
+			// W6: the ratio's reference is pgsignal with the plain mapping.
+			row[2] = "plain " + count(int(w.Plain.EventsPerSec+0.5))
+		}
 		if w.Pgsignal != nil {
 			row[3] = count(int(w.Pgsignal.EventsPerSec + 0.5))
 			if w.Pgsignal.PeakRSSBytes > 0 {
@@ -144,6 +155,8 @@ func result(w *Result) string {
 	switch {
 	case w.Pass == nil:
 		return "ERROR"
+	case w.Informational:
+		return "INFO"
 	case *w.Pass:
 		return "PASS"
 	default:
@@ -196,10 +209,14 @@ func (r *Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "\nreaders (seconds; CPU time while timed: the reader, its walsender, the bench with the fake, everything else)\n\n")
 	var rows [][]string
 	for _, wl := range r.Workloads {
+		pgsignal := "pgsignal"
+		if wl.Plain != nil {
+			pgsignal = "transform" // W6: plain mapping, then the transform
+		}
 		for _, rd := range []struct {
 			name string
 			r    *Reader
-		}{{"warm-up", wl.Warmup}, {"limit", wl.Limit}, {"pgsignal", wl.Pgsignal}} {
+		}{{"warm-up", wl.Warmup}, {"limit", wl.Limit}, {"plain", wl.Plain}, {pgsignal, wl.Pgsignal}} {
 			if rd.r == nil {
 				continue
 			}
@@ -224,7 +241,7 @@ func (r *Report) writeText(w io.Writer) {
 		for _, n := range wl.Notes {
 			notes = append(notes, fmt.Sprintf("%s: %s", wl.Name, n))
 		}
-		for _, x := range []*Reader{wl.Limit, wl.Pgsignal} {
+		for _, x := range []*Reader{wl.Limit, wl.Plain, wl.Pgsignal} {
 			if x != nil && x.Complete && x.Seconds < 2 {
 				notes = append(notes, fmt.Sprintf("%s: a timed part under 2 s: start-up and the last request weigh on the rate; use a larger -scale", wl.Name))
 				break
@@ -233,11 +250,13 @@ func (r *Report) writeText(w io.Writer) {
 		if wl.Latency != nil {
 			notes = append(notes, fmt.Sprintf("%s: %d events, latency min %.1f ms, max %.1f ms", wl.Name, wl.Latency.Count, wl.Latency.Min, wl.Latency.Max))
 		}
-		if wl.Pgsignal != nil && wl.Pgsignal.CPUProfile != "" {
-			notes = append(notes, fmt.Sprintf("%s: CPU profile in %s (go tool pprof -top FILE)", wl.Name, wl.Pgsignal.CPUProfile))
-		}
-		if wl.Pgsignal != nil && wl.Pgsignal.PerfData != "" {
-			notes = append(notes, fmt.Sprintf("%s: perf profile in %s (perf report -i FILE)", wl.Name, wl.Pgsignal.PerfData))
+		for _, x := range []*Reader{wl.Plain, wl.Pgsignal} {
+			if x != nil && x.CPUProfile != "" {
+				notes = append(notes, fmt.Sprintf("%s: CPU profile in %s (go tool pprof -top FILE)", wl.Name, x.CPUProfile))
+			}
+			if x != nil && x.PerfData != "" {
+				notes = append(notes, fmt.Sprintf("%s: perf profile in %s (perf report -i FILE)", wl.Name, x.PerfData))
+			}
 		}
 	}
 	notes = append(notes, fmt.Sprintf("load average at start %s, at end %s", r.LoadAvgStart, r.LoadAvgEnd))

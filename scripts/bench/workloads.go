@@ -41,6 +41,7 @@ const (
 	w3Conns        = 4
 	w4Rows         = 5_000_000
 	w5Latency      = 50 * time.Millisecond
+	w6Rows         = 200_000
 )
 
 // Bounds of the waits that do not depend on a flag.
@@ -60,6 +61,23 @@ SELECT (ARRAY['signup','login','page_view','add_to_cart','purchase','level_up'])
                           'value', (i % 1000) * 1.5,
                           'campaign', 'spring_' || (i % 7))
 FROM generate_series(1, $1::int) AS i`
+
+// usersSQL creates W6's lookup table: a plan for each of insertSQL's 10,000
+// user ids (user_0 to user_9999). It is not in the publication, and is
+// analyzed because autovacuum is off.
+const usersSQL = `CREATE TABLE IF NOT EXISTS analytics.users (id text PRIMARY KEY, plan text);
+INSERT INTO analytics.users (id, plan)
+SELECT 'user_' || i, (ARRAY['free','pro','team','enterprise'])[1 + i % 4]
+FROM generate_series(0, 9999) AS i
+ON CONFLICT (id) DO NOTHING;
+ANALYZE analytics.users;`
+
+// w6Transform is W6's transform: the plain mapping's event (name,
+// external_id, timestamp, properties) with the user's plan from
+// analytics.users merged into the properties.
+const w6Transform = `SELECT c.event_name AS name, c.user_id AS external_id, c.event_timestamp AS timestamp,
+       c.event_data || jsonb_build_object('plan', u.plan) AS properties
+FROM changes c LEFT JOIN analytics.users u ON u.id = c.user_id`
 
 // pgbenchScript is W2's transaction: one row, the same shape as insertSQL's.
 const pgbenchScript = `\set u random(0, 9999)
@@ -206,16 +224,23 @@ func (b *bench) compare(ctx context.Context, res *Result, g generated, warmSlot 
 	return nil
 }
 
-// timePgsignal runs pgsignal on slot into a fresh count-only fake (adding
-// latency to every response) until it accepted res.Events events or timeout.
+// timePgsignal runs pgsignal on slot, with the plain mapping, into a fresh
+// count-only fake (adding latency to every response) until it accepted
+// res.Events events or timeout.
 func (b *bench) timePgsignal(ctx context.Context, res *Result, name, slot string, latency time.Duration, timeout time.Duration) (*Reader, error) {
+	return b.timeRun(ctx, res, pgsignalRun{name: name, slot: slot, timestamp: true}, latency, timeout)
+}
+
+// timeRun is timePgsignal for any run r; it sets r.fake.
+func (b *bench) timeRun(ctx context.Context, res *Result, r pgsignalRun, latency time.Duration, timeout time.Duration) (*Reader, error) {
 	fake, err := onesignaltest.Start(onesignaltest.Options{CountOnly: true, DedupWindow: -1})
 	if err != nil {
 		return nil, err
 	}
 	defer fake.Close()
 	fake.SetFaults(onesignaltest.Faults{Latency: latency})
-	p, err := b.startPgsignal(ctx, pgsignalRun{name: name, slot: slot, fake: fake, timestamp: true})
+	r.fake = fake
+	p, err := b.startPgsignal(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -224,18 +249,18 @@ func (b *bench) timePgsignal(ctx context.Context, res *Result, name, slot string
 		p.abort()
 		return nil, err
 	}
-	r := p.finish(fake.Count(), ok)
-	if r.ExitError != "" {
-		res.Notes = append(res.Notes, "pgsignal did not stop cleanly: "+r.ExitError)
+	rd := p.finish(fake.Count(), ok)
+	if rd.ExitError != "" {
+		res.Notes = append(res.Notes, "pgsignal did not stop cleanly: "+rd.ExitError)
 	}
 	st := fake.Stats()
 	if n := st.BadRequests + st.TooLarge; n > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("the fake refused %d requests", n))
 	}
-	if r.Complete && st.Accepted != res.Events {
+	if rd.Complete && st.Accepted != res.Events {
 		res.Notes = append(res.Notes, fmt.Sprintf("the fake accepted %d events for %d rows (resent batches?)", st.Accepted, res.Events))
 	}
-	return r, nil
+	return rd, nil
 }
 
 // bulk is W1: one transaction of 1,000,000 rows.
@@ -545,6 +570,75 @@ func (b *bench) memory(ctx context.Context) *Result {
 			pgs.Seconds, pgs.Events, res.Events))
 	}
 	b.logf("W4: peak RSS %d MiB, %d events delivered at %.0f events/s", pgs.PeakRSSBytes>>20, pgs.Events, pgs.EventsPerSec)
+	return res
+}
+
+// transformCost is W6: the WAL of one 200,000-row transaction read by
+// pgsignal twice, each time from its own slot, alternating per round: with
+// the plain column mapping (as W1), and with w6Transform, a join on
+// analytics.users that PostgreSQL evaluates once per batch of rows. Its
+// figure is the ratio of the two rates; it has no target.
+func (b *bench) transformCost(ctx context.Context) *Result {
+	res := &Result{Name: "W6", Title: "transform: enrichment join", Events: b.scaled(w6Rows),
+		Target: "none (ratio = transform ÷ plain)", Informational: true}
+	b.logf("W6: one transaction of %d rows, read by pgsignal with the plain mapping and with a transform", res.Events)
+	if err := b.exec(ctx, time.Minute, usersSQL); err != nil {
+		return b.fail(res, err)
+	}
+	plainSlots, transformSlots := b.slotSeries("bench_w6_plain"), b.slotSeries("bench_w6_transform")
+	slots := append([]string{"bench_w6_warmup"}, plainSlots...)
+	slots = append(slots, transformSlots...)
+	defer b.dropSlots(ctx, slots...)
+	g, err := b.generate(ctx, res, slots, func(ctx context.Context) error {
+		return b.exec(ctx, generateTimeout, insertSQL, res.Events, 0)
+	})
+	if err != nil {
+		return b.fail(res, err)
+	}
+	// As in compare: no timed reader is the first to read the fresh WAL.
+	b.logf("W6: warm-up: pg_recvlogical to %s (not timed)", g.end)
+	if res.Warmup, err = b.runLimit(ctx, slots[0], g.end, res.Events, readerTimeout); err != nil {
+		return b.fail(res, fmt.Errorf("warm-up: %w", err))
+	}
+	var plains, transforms []*Reader
+	for i := range plainSlots {
+		round := ""
+		if len(plainSlots) > 1 {
+			round = fmt.Sprintf(" (round %d of %d)", i+1, len(plainSlots))
+		}
+		for _, r := range []struct {
+			label string
+			run   pgsignalRun
+			runs  *[]*Reader
+		}{
+			{"plain", pgsignalRun{name: b.runName("W6-plain", i), slot: plainSlots[i], timestamp: true}, &plains},
+			{"transform", pgsignalRun{name: b.runName("W6-transform", i), slot: transformSlots[i], transform: w6Transform}, &transforms},
+		} {
+			b.logf("W6: pgsignal, %s%s", r.label, round)
+			pgs, err := b.timeRun(ctx, res, r.run, 0, readerTimeout)
+			if err != nil {
+				return b.fail(res, fmt.Errorf("%s: %w", r.label, err))
+			}
+			if !pgs.Complete {
+				return b.fail(res, fmt.Errorf("%s: pgsignal delivered %d of %d events within %s", r.label, pgs.Events, res.Events, readerTimeout))
+			}
+			*r.runs = append(*r.runs, pgs)
+			b.logf("W6: %s %.0f events/s (%.2fs)", r.label, pgs.EventsPerSec, pgs.Seconds)
+		}
+	}
+	res.Plain, res.Pgsignal = best(plains), best(transforms)
+	if len(plains) > 1 {
+		res.PlainRuns, res.PgsignalRuns = rates(plains), rates(transforms)
+		res.Notes = append(res.Notes, fmt.Sprintf("best of %d rounds: plain %v, transform %v events/s", len(plains), res.PlainRuns, res.PgsignalRuns))
+	}
+	ratio := round(res.Pgsignal.EventsPerSec/res.Plain.EventsPerSec, 3)
+	res.Ratio = &ratio
+	res.setPass(true) // no target: Pass only says that W6 completed
+	perEvent := (1/res.Pgsignal.EventsPerSec - 1/res.Plain.EventsPerSec) * 1e6
+	res.Notes = append(res.Notes,
+		fmt.Sprintf("plain mapping %.0f events/s, transform %.0f events/s: ratio %.2f, %.1f µs more per event", res.Plain.EventsPerSec, res.Pgsignal.EventsPerSec, ratio, perEvent),
+		"the transform's statements run in a PostgreSQL backend: its CPU time is in the transform run's other CPU")
+	b.logf("W6: transform %.2f × plain", ratio)
 	return res
 }
 
