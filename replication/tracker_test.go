@@ -533,3 +533,27 @@ func pendingCount(done []bool) int {
 	}
 	return len(done) - n
 }
+
+// A row that became three events (Expect) is handled only after its third
+// Done; the prefix and the transaction's confirmation wait for it.
+func TestTrackerExpectSeveralEvents(t *testing.T) {
+	tr := NewTracker(cdc.Position{}, 0)
+	tr.Begin()
+	a := tr.Assign(pos(0x10, 0))
+	b := tr.Assign(pos(0x10, 1))
+	tr.Expect(b, 3)
+	tr.Expect(a, 1) // one event: nothing to count
+	tr.Commit(0x20)
+	tr.Done(a, b)
+	checkpoint(t, tr, pos(0x10, 0), 0)
+	tr.Done(b)
+	checkpoint(t, tr, pos(0x10, 0), 0)
+	tr.Done(b)
+	checkpoint(t, tr, pos(0x10, 1), 0x20)
+	if !tr.Drained() {
+		t.Error("not drained after every event was handled")
+	}
+	// A Done beyond the expected count changes nothing.
+	tr.Done(b)
+	checkpoint(t, tr, pos(0x10, 1), 0x20)
+}

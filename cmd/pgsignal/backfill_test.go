@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -64,4 +66,59 @@ FROM generate_series(0, $1::int - 1) i`, past)
 	if log := readFile(t, p.log); !strings.Contains(log, `"rows_done":20500,`) || !strings.Contains(log, `"rows_total":20500,"rows_per_second":`) {
 		t.Errorf("no progress line with rows_total in the log")
 	}
+}
+
+// kill -9 twice while rows stream through a SQL transform that splits each
+// row into two events: after the restarts every row's two events arrive,
+// each key once.
+func TestFaultKill9WithTransform(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	path := e.writeConfig("full", "  batch_size: 200")
+	data := readFile(t, path)
+	i := strings.Index(data, "    name: event_name")
+	data = data[:i] + `    transform: |
+      SELECT c.event_name AS name, c.user_id AS external_id, c.event_data AS properties FROM changes c
+      UNION ALL
+      SELECT 'copy', c.user_id, jsonb_build_object('n', -1 - (c.event_data->>'n')::int) FROM changes c
+`
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.SetFaults(onesignaltest.Faults{Latency: 5 * time.Millisecond})
+	const rows = 20000
+	p := e.startProc(path)
+	e.waitStreaming(p)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < rows; i += 500 {
+			e.insertRows(i, 500)
+		}
+	}()
+	for _, at := range []int{8000, 24000} {
+		e.waitCount(at, 2*time.Minute, p)
+		p.kill9(t)
+		t.Logf("kill -9 after %d events accepted", e.fake.Count())
+		p = e.startProc(path)
+	}
+	<-done
+	e.waitCount(2*rows, 2*time.Minute, p)
+	p.term(t)
+	seen := make([]int, 2*rows)
+	for _, ev := range e.fake.Events() {
+		var n int
+		if _, err := fmt.Sscanf(string(ev.Properties), `{"n": %d}`, &n); err != nil {
+			t.Fatalf("event properties %s", ev.Properties)
+		}
+		if n < 0 {
+			n = rows - 1 - n // copies: -1-i -> rows+i
+		}
+		seen[n]++
+	}
+	for n, c := range seen {
+		if c != 1 {
+			t.Fatalf("event %d accepted %d times (want once each: %d events for %d rows)", n, c, 2*rows, rows)
+		}
+	}
+	t.Logf("figures: %d rows, %d events accepted once each, %d duplicates absorbed", rows, 2*rows, e.fake.Duplicates())
 }

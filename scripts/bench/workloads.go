@@ -41,7 +41,7 @@ const (
 	w3Conns        = 4
 	w4Rows         = 5_000_000
 	w5Latency      = 50 * time.Millisecond
-	w6Rows         = 200_000
+	w6Rows         = 400_000
 )
 
 // Bounds of the waits that do not depend on a flag.
@@ -573,7 +573,7 @@ func (b *bench) memory(ctx context.Context) *Result {
 	return res
 }
 
-// transformCost is W6: the WAL of one 200,000-row transaction read by
+// transformCost is W6: the WAL of one 400,000-row transaction read by
 // pgsignal twice, each time from its own slot, alternating per round: with
 // the plain column mapping (as W1), and with w6Transform, a join on
 // analytics.users that PostgreSQL evaluates once per batch of rows. Its
