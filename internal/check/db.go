@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
+	"github.com/pgsignal/pgsignal/mapper/transform"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -148,7 +149,8 @@ func (r *runner) database(ctx context.Context) {
 // connect opens the session the items use. On failure it reports
 // reachability and login, and returns the reason to skip the rest.
 func (r *runner) connect(ctx context.Context) (*db, string) {
-	pool, err := replication.NewPool(ctx, r.opts.Source, 1)
+	// Two connections: the items hold one, a transform check takes the other.
+	pool, err := replication.NewPool(ctx, r.opts.Source, 2)
 	if err != nil {
 		r.fail(itemReach, err.Error(), "fix source.dsn: a postgres:// URL or libpq key=value pairs")
 		return nil, "source.dsn is not valid"
@@ -715,8 +717,12 @@ type mapped struct {
 	column string
 }
 
-// mappedColumns lists the columns a table's rule reads.
+// mappedColumns lists the columns a table's rule reads (none for a
+// transform, which PostgreSQL checks).
 func mappedColumns(t config.Table) []mapped {
+	if t.Transform != "" {
+		return nil
+	}
 	var out []mapped
 	if t.EventName != "" {
 		out = append(out, mapped{"name", "name", t.EventName})
@@ -774,6 +780,13 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 	}
 	path := fmt.Sprintf("tables[%d].", t.index)
 	var ok, problems, fixes []string
+	if bf := t.cfg.Backfill; bf != nil {
+		problems, fixes = backfillProblems(ctx, d, t, path, cols, order)
+	}
+	if t.cfg.Transform != "" {
+		r.transform(ctx, d, t, name, path, problems, fixes)
+		return
+	}
 	for _, m := range mappedColumns(t.cfg) {
 		c, found := cols[m.column]
 		switch {
@@ -799,6 +812,55 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 		return
 	}
 	r.pass(name, strings.Join(ok, ", "))
+}
+
+// transform checks a table's SQL transform: PostgreSQL prepares it against
+// the table's columns and it returns the event's columns.
+func (r *runner) transform(ctx context.Context, d *db, t tableState, name, path string, problems, fixes []string) {
+	tr, err := transform.New(d.pool, []transform.Spec{{Schema: t.cfg.Schema, Table: t.cfg.Name, SQL: t.cfg.Transform,
+		NamePrefix: t.cfg.NamePrefix, TimestampZone: t.cfg.TimestampZone, TimestampUnit: t.cfg.TimestampUnit}})
+	if err == nil {
+		err = tr.Check(ctx)
+	}
+	if err != nil {
+		problems = append(problems, err.Error())
+		fixes = append(fixes, fmt.Sprintf("correct %stransform: a SELECT over changes (the columns of %s) returning name, external_id and optionally timestamp and properties", path, t.quoted()))
+	}
+	if len(problems) > 0 {
+		r.fail(name, strings.Join(problems, "; "), strings.Join(fixes, "\n"))
+		return
+	}
+	r.pass(name, "the transform prepares and returns the event's columns (the user needs SELECT on the tables it joins)")
+}
+
+// backfillProblems checks what a table's backfill needs: the window column
+// with a usable type, and a primary key (or replica identity index) for the
+// events' keys.
+func backfillProblems(ctx context.Context, d *db, t tableState, path string, cols map[string]column, order []string) (problems, fixes []string) {
+	col := t.cfg.BackfillColumn()
+	c, found := cols[col]
+	switch {
+	case !found:
+		problems = append(problems, fmt.Sprintf("%s has no column %q (the backfill's window column)", t.quoted(), col))
+		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to one of the columns of %s: %s", path, t.quoted(), strings.Join(order, ", ")))
+	case c.typ == pgtype.TimestamptzOID || c.typ == pgtype.TimestampOID || c.typ == pgtype.DateOID:
+	case (c.typ == pgtype.Int2OID || c.typ == pgtype.Int4OID || c.typ == pgtype.Int8OID || c.typ == pgtype.NumericOID ||
+		c.typ == pgtype.Float4OID || c.typ == pgtype.Float8OID) && t.cfg.TimestampUnit != "":
+	default:
+		problems = append(problems, fmt.Sprintf("backfill column %q is %s, not timestamptz, timestamp or date (or epoch time with timestamp_unit)", col, c.typName))
+		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to the column holding the row's time", path))
+	}
+	var keyed bool
+	err := d.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1 AND (indisprimary OR indisreplident))`, t.oid).Scan(&keyed)
+	switch {
+	case err != nil:
+		problems = append(problems, fmt.Sprintf("cannot read the indexes of %s: %v", t.quoted(), err))
+		fixes = append(fixes, "see the error")
+	case !keyed:
+		problems = append(problems, fmt.Sprintf("%s has no primary key: a backfill derives each event's idempotency key from it", t.quoted()))
+		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...); or remove %sbackfill", t.quoted(), path))
+	}
+	return problems, fixes
 }
 
 // slot checks the replication slot: kind, database, activity, WAL and lag.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
@@ -14,6 +15,7 @@ CREATE TABLE analytics.user_events (
   id bigserial PRIMARY KEY, event_name text, user_id text, event_timestamp timestamptz DEFAULT now(),
   event_data jsonb, ts_text text, props_text text, gen text GENERATED ALWAYS AS (user_id || '!') STORED);
 CREATE VIEW analytics.v AS SELECT * FROM analytics.user_events;
+CREATE TABLE analytics.nokey (event_name text, user_id text, at timestamptz);
 CREATE ROLE lim LOGIN REPLICATION;
 CREATE SCHEMA bk;
 GRANT USAGE, CREATE ON SCHEMA bk TO lim;
@@ -107,6 +109,17 @@ func TestDatabaseItems(t *testing.T) {
 			want{"slot", Pass, `slot "s1" exists (logical, pgoutput), wal_status reserved, confirmed up to `, "", false}},
 		{"physical slot", superDSN, func(c *config.Config) { c.Source.Slot = "phys" },
 			want{"slot", Fail, `slot "phys" is a physical slot`, `SELECT pg_drop_replication_slot('phys');`, true}},
+		{"transform prepares", superDSN, func(c *config.Config) { c.Tables[0] = transformTable("SELECT c.event_name AS name, c.user_id AS external_id FROM changes c") },
+			want{"columns analytics.user_events", Pass, "the transform prepares and returns the event's columns", "", false}},
+		{"transform does not prepare", superDSN, func(c *config.Config) {
+			c.Tables[0] = transformTable("SELECT c.nope AS name, c.user_id AS external_id FROM changes c")
+		}, want{"columns analytics.user_events", Fail, `column c.nope does not exist`, "correct tables[0].transform: a SELECT over changes", true}},
+		{"backfill on a text column", superDSN, func(c *config.Config) { c.Tables[0].Backfill = &config.Backfill{Since: time.Hour, Column: "ts_text"} },
+			want{"columns analytics.user_events", Fail, `backfill column "ts_text" is text, not timestamptz, timestamp or date`, "set tables[0].backfill.column", true}},
+		{"backfill without a primary key", superDSN, func(c *config.Config) {
+			c.Tables[0] = config.Table{Schema: "analytics", Name: "nokey", EventName: "event_name", ExternalID: "user_id", Timestamp: "at",
+				Backfill: &config.Backfill{Since: time.Hour}}
+		}, want{"columns analytics.nokey", Fail, `"analytics"."nokey" has no primary key`, `ALTER TABLE "analytics"."nokey" ADD PRIMARY KEY`, true}},
 		{"read-only mode", superDSN, func(c *config.Config) { c.Source.Mode = config.ModeReadOnly; c.Source.Slot = "s1" },
 			want{"bookkeeping schema", Skip, "read-only mode keeps no bookkeeping schema", "", false}},
 	}
@@ -132,4 +145,9 @@ func TestDatabaseItems(t *testing.T) {
 			}
 		})
 	}
+}
+
+// transformTable is the test table mapped by a transform.
+func transformTable(sql string) config.Table {
+	return config.Table{Schema: "analytics", Name: "user_events", Transform: sql}
 }

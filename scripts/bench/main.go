@@ -12,8 +12,8 @@
 //	W3 latency  a steady 5,000 events/s for 60 s: commit→accepted p50/p95/p99
 //	W4 memory   one 5,000,000-row transaction into a slow sink: peak RSS
 //	W5 slow     W2's WAL into a sink that adds 50 ms to every response
-//	W6 transform  400,000 rows in one transaction, read by pgsignal with the
-//	              plain mapping and with a SQL transform joining
+//	W6 transform  400,000 rows (transactions of 100,000), read by pgsignal
+//	              with the plain mapping and with a SQL transform joining
 //	              analytics.users: events/s of both, their ratio (no target)
 //
 // Every reader of W1, W2 and W6 gets its own slot, created before the
