@@ -142,15 +142,28 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 	return nil
 }
 
-// mapBatch calls MapBatch until it succeeds or ctx ends, waiting between
-// attempts with backoff and sending status updates meanwhile.
+// mapBatch calls MapBatch until it succeeds or ctx ends, sending status
+// updates while it waits.
 func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Change) ([][]*cdc.Event, error) {
+	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, s.statusIvl/2+time.Millisecond, func() error {
+		if conn == nil {
+			return nil
+		}
+		return s.maybeSendStatus(conn)
+	})
+}
+
+// MapBatchRetrying calls b.MapBatch until it succeeds or ctx ends, waiting
+// with backoff (200 ms to 10 s) between attempts and logging each failure.
+// While it waits it calls idle at least every tick (nil: never); an error
+// from idle ends the wait.
+func MapBatchRetrying(ctx context.Context, b BatchMapper, chs []*Change, log *zap.Logger, tick time.Duration, idle func() error) ([][]*cdc.Event, error) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 200 * time.Millisecond
 	bo.MaxInterval = 10 * time.Second
 	bo.MaxElapsedTime = 0
 	for {
-		results, err := s.cfg.Batch.MapBatch(ctx, chs)
+		results, err := b.MapBatch(ctx, chs)
 		if err == nil {
 			return results, nil
 		}
@@ -158,18 +171,21 @@ func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Chang
 			return nil, ctx.Err()
 		}
 		wait := bo.NextBackOff()
-		s.log.Warn("transform could not be evaluated; retrying (the rows wait, nothing is skipped)",
+		log.Warn("transform could not be evaluated; retrying (the rows wait, nothing is skipped)",
 			zap.Int("rows", len(chs)), zap.Error(err), zap.Duration("in", wait))
 		deadline := time.Now().Add(wait)
 		for time.Now().Before(deadline) {
-			step := min(time.Until(deadline), s.statusIvl/2+time.Millisecond)
+			step := time.Until(deadline)
+			if idle != nil {
+				step = min(step, tick)
+			}
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			case <-time.After(step):
 			}
-			if conn != nil {
-				if err := s.maybeSendStatus(conn); err != nil {
+			if idle != nil {
+				if err := idle(); err != nil {
 					return nil, err
 				}
 			}

@@ -74,24 +74,9 @@ func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error)
 // NewPool opens a pool of ordinary connections for catalog queries and the
 // bookkeeping schema.
 func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(src.DSN)
+	cfg, err := poolConfig(src, maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
-	}
-	if src.Dial != nil {
-		cfg.ConnConfig.DialFunc = src.Dial
-		cfg.ConnConfig.LookupFunc = lookupThroughDialer
-	}
-	if maxConns > 0 {
-		cfg.MaxConns = maxConns
-	}
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
-	}
-	// The same text forms as the stream's: transforms and backfill read
-	// rows as text and map them like decoded changes.
-	for k, v := range sessionParams {
-		cfg.ConnConfig.RuntimeParams[k] = v
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -106,20 +91,9 @@ func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, er
 // that runs longer than a minute is cancelled (and retried) instead of
 // holding the stream without a word.
 func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(src.DSN)
+	cfg, err := poolConfig(src, 2)
 	if err != nil {
-		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
-	}
-	if src.Dial != nil {
-		cfg.ConnConfig.DialFunc = src.Dial
-		cfg.ConnConfig.LookupFunc = lookupThroughDialer
-	}
-	cfg.MaxConns = 2
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
-	}
-	for k, v := range sessionParams {
-		cfg.ConnConfig.RuntimeParams[k] = v
+		return nil, err
 	}
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60s"
@@ -128,6 +102,31 @@ func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("open the transform connection pool: %w", err)
 	}
 	return pool, nil
+}
+
+// poolConfig is the configuration of a pool of ordinary connections to src
+// (maxConns 0: pgxpool's default), whose sessions give values the same text
+// forms as the stream's: transforms and backfill read rows as text and map
+// them like decoded changes.
+func poolConfig(src Source, maxConns int32) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(src.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
+	}
+	if src.Dial != nil {
+		cfg.ConnConfig.DialFunc = src.Dial
+		cfg.ConnConfig.LookupFunc = lookupThroughDialer
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "pgsignal"
+	}
+	for k, v := range sessionParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	return cfg, nil
 }
 
 // lookupThroughDialer leaves host names to Source.Dial: the far end of a

@@ -22,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-run=${PG_MATRIX_RUN:-'Stream|Fault(Kill9|PostgresRestart)'}
+run=${PG_MATRIX_RUN:-'Stream|Transform|Backfill|Fault(Kill9|PostgresRestart)'}
 read -r -a pkgs <<<"${PG_MATRIX_PKGS:-./internal/app/ ./cmd/pgsignal/}"
 timeout=${PG_MATRIX_TIMEOUT:-20m}
 logs=${PG_MATRIX_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/pg-matrix-XXXXXX")}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -216,29 +215,14 @@ func (a *App) mapBackfill(ctx context.Context, rows []replication.BackfillRow, c
 	if len(chs) == 0 {
 		return out, nil
 	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 200 * time.Millisecond
-	bo.MaxInterval = 10 * time.Second
-	bo.MaxElapsedTime = 0
-	for {
-		res, err := batch.MapBatch(ctx, chs)
-		if err == nil {
-			for k, i := range idx {
-				out[i] = res[k]
-			}
-			return out, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		wait := bo.NextBackOff()
-		a.log.Warn("backfill: transform could not be evaluated; retrying", zap.Error(err), zap.Duration("in", wait))
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	res, err := replication.MapBatchRetrying(ctx, batch, chs, a.log.Named("backfill"), 0, nil)
+	if err != nil {
+		return nil, err
 	}
+	for k, i := range idx {
+		out[i] = res[k]
+	}
+	return out, nil
 }
 
 // submitBackfill hands ev to the sink, waiting while it is full.

@@ -262,3 +262,31 @@ func TestTransformRetriesWhileTableMissing(t *testing.T) {
 		t.Errorf("retry log %v does not name the missing table", e.ContextMap())
 	}
 }
+
+// With emit: [insert, update], updated rows go through the transform too;
+// without it, updates of a transformed table are not events.
+func TestTransformUpdates(t *testing.T) {
+	h := transformHarness(t)
+	cfg := h.transformConfig()
+	cfg.Tables[0].Transform = `SELECT c.event_name AS name, c.user_id AS external_id,
+  jsonb_build_object('qty', (c.event_data->>'qty')::int, 'plan', u.plan) AS properties
+FROM changes c LEFT JOIN analytics.users u ON u.id = c.user_id`
+	cfg.Tables[0].Emit = []string{config.EmitInsert, config.EmitUpdate}
+	r := h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id, event_data) VALUES (1, 'cart', 'u1', '{"qty": 1}')`)
+	h.waitCount(1)
+	h.exec(`UPDATE analytics.user_events SET event_data = '{"qty": 3}', event_name = 'cart_changed' WHERE id = 1`)
+	h.exec(`INSERT INTO analytics.logins (user_id) VALUES ('u1')`)
+	h.exec(`UPDATE analytics.logins SET user_id = 'u2'`) // a mapped table without emit update: no event
+	h.waitCount(3)
+	time.Sleep(300 * time.Millisecond)
+	r.stop(t)
+	var got []string
+	for _, ev := range h.fake.Events() {
+		got = append(got, ev.Name+"|"+ev.ExternalID+"|"+compactJSON(t, ev.Properties))
+	}
+	want := `cart|u1|{"qty":1,"plan":"pro"} cart_changed|u1|{"qty":3,"plan":"pro"} login|u1|null`
+	if strings.Join(got, " ") != want {
+		t.Errorf("events %q, want %s", got, want)
+	}
+}

@@ -109,7 +109,9 @@ func TestDatabaseItems(t *testing.T) {
 			want{"slot", Pass, `slot "s1" exists (logical, pgoutput), wal_status reserved, confirmed up to `, "", false}},
 		{"physical slot", superDSN, func(c *config.Config) { c.Source.Slot = "phys" },
 			want{"slot", Fail, `slot "phys" is a physical slot`, `SELECT pg_drop_replication_slot('phys');`, true}},
-		{"transform prepares", superDSN, func(c *config.Config) { c.Tables[0] = transformTable("SELECT c.event_name AS name, c.user_id AS external_id FROM changes c") },
+		{"transform prepares", superDSN, func(c *config.Config) {
+			c.Tables[0] = transformTable("SELECT c.event_name AS name, c.user_id AS external_id FROM changes c")
+		},
 			want{"columns analytics.user_events", Pass, "the transform prepares and returns the event's columns", "", false}},
 		{"transform does not prepare", superDSN, func(c *config.Config) {
 			c.Tables[0] = transformTable("SELECT c.nope AS name, c.user_id AS external_id FROM changes c")

@@ -69,25 +69,11 @@ func validateTransform(ps *problems, p string, t Table) {
 			ps.add(p+"."+c.key, 0, "conflicts with transform, which returns the event's columns: return it from the transform (SELECT ... AS %s) and remove this key", transformColumn(c.key))
 		}
 	}
-	if t.TimestampUnit != "" {
-		oneOf(ps, p+".timestamp_unit", t.TimestampUnit, TimestampUnitSeconds, TimestampUnitMillis)
-	}
-	if t.TimestampZone != "" {
-		switch {
-		case t.TimestampUnit != "":
-			ps.add(p+".timestamp_zone", 0, "conflicts with timestamp_unit: an epoch time is the same in every zone; remove timestamp_zone")
-		case t.TimestampZone == "Local":
-			ps.add(p+".timestamp_zone", 0, `"Local" depends on the machine pgsignal runs on; name the zone, e.g. "Europe/Paris"`)
-		default:
-			if _, err := time.LoadLocation(t.TimestampZone); err != nil {
-				ps.add(p+".timestamp_zone", 0, `unknown time zone %q; use an IANA zone name like "UTC" or "America/New_York"`, short(t.TimestampZone))
-			}
-		}
-	}
 	if n := utf8.RuneCountInString(t.NamePrefix); n >= MaxEventNameLen {
 		ps.add(p+".name_prefix", 0, "%d characters long, leaving no room for the name: OneSignal event names are at most %d characters", n, MaxEventNameLen)
 	}
-	validateMapping(ps, p, Table{Where: t.Where, Emit: t.Emit})
+	// The timestamp keys apply to the transform's timestamp output.
+	validateMapping(ps, p, Table{Where: t.Where, Emit: t.Emit, TimestampUnit: t.TimestampUnit, TimestampZone: t.TimestampZone}, true)
 }
 
 // transformColumn names the transform output a mapping key corresponds to.
@@ -378,13 +364,15 @@ func validateTables(ps *problems, tables []Table) {
 			}
 			seen[col] = j
 		}
-		validateMapping(ps, p, t)
+		validateMapping(ps, p, t, false)
 	}
 }
 
 // validateMapping checks a table's richer mapping keys: properties_columns,
-// exclude, timestamp_zone, timestamp_unit, where and emit.
-func validateMapping(ps *problems, p string, t Table) {
+// exclude, timestamp_zone, timestamp_unit, where and emit. With transform,
+// the timestamp keys need no timestamp column (they apply to the
+// transform's output).
+func validateMapping(ps *problems, p string, t Table, transform bool) {
 	if len(t.PropertiesColumns) > 0 && t.PropertiesIsList {
 		ps.add(p+".properties_columns", 0, "conflicts with a list in properties: list every column in properties, or set properties to the json/jsonb column the columns are added to")
 	}
@@ -419,13 +407,13 @@ func validateMapping(ps *problems, p string, t Table) {
 	}
 	if t.TimestampUnit != "" {
 		oneOf(ps, p+".timestamp_unit", t.TimestampUnit, TimestampUnitSeconds, TimestampUnitMillis)
-		if t.Timestamp == "" {
+		if t.Timestamp == "" && !transform {
 			ps.add(p+".timestamp_unit", 0, "requires timestamp: set timestamp to the column holding the epoch time, or remove the key")
 		}
 	}
 	if t.TimestampZone != "" {
 		switch {
-		case t.Timestamp == "":
+		case t.Timestamp == "" && !transform:
 			ps.add(p+".timestamp_zone", 0, "requires timestamp: set timestamp to the timestamp or date column read in this zone, or remove the key")
 		case t.TimestampUnit != "":
 			ps.add(p+".timestamp_zone", 0, "conflicts with timestamp_unit: an epoch time is the same in every zone; remove timestamp_zone")
