@@ -145,7 +145,9 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 // mapBatch calls MapBatch until it succeeds or ctx ends, sending status
 // updates while it waits.
 func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Change) ([][]*cdc.Event, error) {
+	defer s.transformFailing.Store(false)
 	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, s.statusIvl/2+time.Millisecond, func() error {
+		s.transformFailing.Store(true)
 		if conn == nil {
 			return nil
 		}

@@ -113,6 +113,8 @@ type Stream struct {
 	connected  atomic.Bool
 	reconnects atomic.Uint64
 	blocked    atomic.Bool // waiting for room in the sink
+	// transformFailing: a batch evaluation failed and is being retried.
+	transformFailing atomic.Bool
 	// pending are rows waiting for their batch evaluation, and every row
 	// after the first of them (so that events keep commit order); ready
 	// are events evaluated but not yet submitted. Both survive reconnects.
@@ -179,6 +181,9 @@ type StreamStats struct {
 	ServerWALEnd cdc.LSN
 	// Flushed is the LSN confirmed (or to be confirmed) to the slot.
 	Flushed cdc.LSN
+	// TransformFailing reports that rows wait for a SQL transform whose
+	// evaluation keeps failing (it is retried).
+	TransformFailing bool
 }
 
 // Stats returns a snapshot of the stream's state. Safe from any goroutine.
@@ -186,6 +191,7 @@ func (s *Stream) Stats() StreamStats {
 	return StreamStats{
 		Received: s.received.Load(), Reconnects: s.reconnects.Load(), Connected: s.connected.Load(),
 		Blocked: s.blocked.Load(), ServerWALEnd: cdc.LSN(s.walEnd.Load()), Flushed: s.Flushed(),
+		TransformFailing: s.transformFailing.Load(),
 	}
 }
 

@@ -246,7 +246,9 @@ func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, st
 			o.stalled.Store(true)
 			ss, sks := st.Stats(), sk.Stats()
 			stuck := "the sink: OneSignal requests are failing or slow (see the retry log lines)"
-			if !ss.Connected {
+			if ss.TransformFailing {
+				stuck = "a SQL transform whose evaluation keeps failing (see the \"transform could not be evaluated\" log lines)"
+			} else if !ss.Connected {
 				stuck = "the replication connection, which is down"
 			} else if sks.PendingEvents == 0 {
 				stuck = "the checkpoint: events are delivered but the watermark does not advance"

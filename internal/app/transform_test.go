@@ -231,6 +231,7 @@ func compactJSON(t *testing.T, raw json.RawMessage) string {
 // every row arrives, and none became a dead letter.
 func TestTransformRetriesWhileTableMissing(t *testing.T) {
 	h := transformHarness(t)
+	h.stallTimeout = 1500 * time.Millisecond
 	r := h.start(h.transformConfig())
 	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_data) VALUES ('a', 'u1', '{"qty": 1}')`)
 	h.waitCount(1)
@@ -243,6 +244,13 @@ func TestTransformRetriesWhileTableMissing(t *testing.T) {
 	}
 	if n := h.fake.Count(); n != 1 {
 		t.Fatalf("%d events while the transform fails, want 1 (the rows wait, and the login behind them too)", n)
+	}
+	// The stall is reported, naming the transform.
+	for h.logs.FilterMessageSnippet("stalled").Len() == 0 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := h.logs.FilterMessageSnippet("stalled").All(); len(st) != 1 || !strings.Contains(fmt.Sprint(st[0].ContextMap()["stuck"]), "SQL transform") {
+		t.Errorf("stall reports %v, want one naming the SQL transform", st)
 	}
 	h.exec(`ALTER TABLE analytics.users_away RENAME TO users`)
 	h.waitCount(4)
