@@ -351,6 +351,11 @@ FROM changes c LEFT JOIN analytics.users u ON u.id = c.customer WHERE c.total >=
 			}
 		case "view":
 			views++
+		case "noise":
+			if cfg.Tables[0].Where != "" {
+				t.Errorf("the row filter let %s through", ev.Name)
+			}
+			views++
 		default:
 			t.Errorf("unexpected event %s", ev.Name)
 		}
