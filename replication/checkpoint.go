@@ -10,6 +10,10 @@ import (
 	"github.com/pgsignal/pgsignal/internal/cdc"
 )
 
+// minSaveInterval is the shortest time between two saves of the watermark
+// (see RunCheckpointer).
+const minSaveInterval = 50 * time.Millisecond
+
 // RunCheckpointer hands the tracker's checkpoint to the stream (which
 // confirms it to the slot) and, with a Store (full mode), saves the watermark
 // there, until ctx ends.
@@ -20,6 +24,11 @@ import (
 // events. Confirming does therefore not wait for the save: when the database
 // is shutting down, a walsender waiting for our confirmation must not wait
 // for a save that cannot happen. A failed save is retried with backoff.
+//
+// Saves are at least minSaveInterval apart while fewer than half of the
+// stream's MaxOutstanding events wait to become durable, so that a fast
+// stream writes the bookkeeping row tens of times a second, not hundreds;
+// past that half it saves at once, so the bound rarely stops reading.
 func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, log *zap.Logger) {
 	if log == nil {
 		log = zap.NewNop()
@@ -36,6 +45,7 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 	retry.Stop()
 	defer retry.Stop()
 	failing := false
+	var lastSave time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -52,6 +62,11 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 			t.MarkDurable(seq)
 			continue
 		}
+		if wait := minSaveInterval - time.Since(lastSave); wait > 0 && !failing && t.Outstanding() < s.cfg.MaxOutstanding/2 {
+			retry.Reset(wait) // save what is handled by then
+			continue
+		}
+		lastSave = time.Now()
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := store.Save(sctx, pos, confirm)
 		cancel()
