@@ -53,13 +53,13 @@ func DropSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
 }
 
 // BackfillTable says which rows of a table a backfill sends: those whose
-// Column lies within Since of the database's clock, and that pass Where.
+// Column is at or after From, and that pass Where.
 type BackfillTable struct {
 	Table TableRef
 	// Column is a timestamptz, timestamp or date column, or an integer or
 	// numeric column of epoch time in Unit ("s" or "ms").
 	Column string
-	Since  time.Duration
+	From   time.Time
 	// Zone is the IANA zone a timestamp or date Column is read in ("" is
 	// UTC).
 	Zone string
@@ -94,6 +94,7 @@ type backfillCursor struct {
 	rows []BackfillRow
 	next int
 	done bool
+	last time.Time // time of the last row fetched
 }
 
 // backfillFetch is the number of rows fetched from a cursor at once.
@@ -210,25 +211,28 @@ ORDER BY a.attnum`, qname)
 // windowSQL returns the condition selecting a column's window and the
 // expression of its value as a timestamptz, for the column's type.
 func windowSQL(col string, typ uint32, t BackfillTable) (cond, norm string, err error) {
-	start := fmt.Sprintf("(now() - make_interval(secs => %s))", strconv.FormatFloat(t.Since.Seconds(), 'f', -1, 64))
+	start := "(" + quoteLiteral(t.From.UTC().Format(time.RFC3339Nano)) + "::timestamptz)"
 	zone := t.Zone
 	if zone == "" {
 		zone = "UTC"
 	}
 	z := quoteLiteral(zone)
+	// Values past the year 9999 (and infinity) have no event time; they are
+	// left out, as the stream would dead-letter them.
+	const end = "'10000-01-01 00:00:00+00'::timestamptz"
 	switch typ {
 	case pgtype.TimestamptzOID:
-		return col + " >= " + start, col, nil
+		return col + " >= " + start + " AND " + col + " < " + end, col, nil
 	case pgtype.TimestampOID:
-		return col + " >= (" + start + " AT TIME ZONE " + z + ")", "(" + col + " AT TIME ZONE " + z + ")", nil
+		return col + " >= (" + start + " AT TIME ZONE " + z + ") AND " + col + " < '10000-01-01'::timestamp", "(" + col + " AT TIME ZONE " + z + ")", nil
 	case pgtype.DateOID:
-		return col + " >= (" + start + " AT TIME ZONE " + z + ")::date", "(" + col + "::timestamp AT TIME ZONE " + z + ")", nil
+		return col + " >= (" + start + " AT TIME ZONE " + z + ")::date AND " + col + " < '10000-01-01'::date", "(" + col + "::timestamp AT TIME ZONE " + z + ")", nil
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.NumericOID, pgtype.Float4OID, pgtype.Float8OID:
 		switch t.Unit {
 		case "s":
-			return col + " >= extract(epoch FROM " + start + ")", "to_timestamp(" + col + "::float8)", nil
+			return col + " >= extract(epoch FROM " + start + ") AND " + col + " < extract(epoch FROM " + end + ")", "to_timestamp(" + col + "::float8)", nil
 		case "ms":
-			return col + " >= extract(epoch FROM " + start + ") * 1000", "to_timestamp(" + col + "::float8 / 1000)", nil
+			return col + " >= extract(epoch FROM " + start + ") * 1000 AND " + col + " < extract(epoch FROM " + end + ") * 1000", "to_timestamp(" + col + "::float8 / 1000)", nil
 		}
 		return "", "", permanent("backfill column %s holds numbers: set the table's timestamp_unit to \"s\" or \"ms\" to read them as epoch time", col)
 	}
@@ -284,8 +288,12 @@ func (b *Backfill) fetch(ctx context.Context, c *backfillCursor) error {
 		}
 		ts, err := ParseTimestamp(pgtype.TimestamptzOID, r[ncol], time.UTC)
 		if err != nil {
-			return fmt.Errorf("backfill %s: window column: %w", c.rel.QualifiedName(), err)
+			// Cannot happen for the values the window selects; should it,
+			// the row keeps its place after the previous one, and the
+			// mapper says what is wrong with it.
+			ts = c.last
 		}
+		c.last = ts
 		vals := r[:ncol]
 		for i, k := range c.key {
 			keyVals[i] = vals[k]

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -143,11 +144,10 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 }
 
 // mapBatch calls MapBatch until it succeeds or ctx ends, sending status
-// updates while it waits.
+// updates while it evaluates and while it waits to retry, so that a slow
+// transform never lets wal_sender_timeout drop the connection.
 func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Change) ([][]*cdc.Event, error) {
-	defer s.transformFailing.Store(false)
-	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, s.statusIvl/2+time.Millisecond, func() error {
-		s.transformFailing.Store(true)
+	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, &s.transformFailing, s.statusIvl/2+time.Millisecond, func() error {
 		if conn == nil {
 			return nil
 		}
@@ -156,21 +156,32 @@ func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Chang
 }
 
 // MapBatchRetrying calls b.MapBatch until it succeeds or ctx ends, waiting
-// with backoff (200 ms to 10 s) between attempts and logging each failure.
-// While it waits it calls idle at least every tick (nil: never); an error
-// from idle ends the wait.
-func MapBatchRetrying(ctx context.Context, b BatchMapper, chs []*Change, log *zap.Logger, tick time.Duration, idle func() error) ([][]*cdc.Event, error) {
+// with backoff (200 ms to 10 s) between attempts and logging each failure;
+// failing (may be nil) is true from the first failure to the return. While
+// it evaluates or waits it calls idle at least every tick (nil: never); an
+// error from idle ends the call (after the evaluation under way stopped).
+func MapBatchRetrying(ctx context.Context, b BatchMapper, chs []*Change, log *zap.Logger, failing *atomic.Bool,
+	tick time.Duration, idle func() error) ([][]*cdc.Event, error) {
+	if failing != nil {
+		defer failing.Store(false)
+	}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = 200 * time.Millisecond
 	bo.MaxInterval = 10 * time.Second
 	bo.MaxElapsedTime = 0
 	for {
-		results, err := b.MapBatch(ctx, chs)
+		results, err, idleErr := mapBatchIdle(ctx, b, chs, tick, idle)
+		if idleErr != nil {
+			return nil, idleErr
+		}
 		if err == nil {
 			return results, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if failing != nil {
+			failing.Store(true)
 		}
 		wait := bo.NextBackOff()
 		log.Warn("transform could not be evaluated; retrying (the rows wait, nothing is skipped)",
@@ -190,6 +201,42 @@ func MapBatchRetrying(ctx context.Context, b BatchMapper, chs []*Change, log *za
 				if err := idle(); err != nil {
 					return nil, err
 				}
+			}
+		}
+	}
+}
+
+type batchResult struct {
+	events [][]*cdc.Event
+	err    error
+}
+
+// mapBatchIdle runs one MapBatch, calling idle every tick meanwhile. When
+// idle fails, the evaluation is cancelled and awaited (the BatchMapper is
+// used by one caller at a time), and idle's error is returned as idleErr.
+func mapBatchIdle(ctx context.Context, b BatchMapper, chs []*Change, tick time.Duration, idle func() error) (evs [][]*cdc.Event, err, idleErr error) {
+	if idle == nil {
+		evs, err = b.MapBatch(ctx, chs)
+		return evs, err, nil
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan batchResult, 1)
+	go func() {
+		evs, err := b.MapBatch(actx, chs)
+		done <- batchResult{evs, err}
+	}()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.events, r.err, nil
+		case <-t.C:
+			if err := idle(); err != nil {
+				cancel()
+				<-done
+				return nil, nil, err
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,9 +47,12 @@ func SchemaDDL(schema string) []string {
   attempts        integer NOT NULL DEFAULT 0,
   first_failed_at timestamptz NOT NULL DEFAULT now(),
   last_failed_at  timestamptz NOT NULL DEFAULT now(),
-  created_at      timestamptz NOT NULL DEFAULT now(),
-  UNIQUE (slot, commit_lsn, ordinal)
+  created_at      timestamptz NOT NULL DEFAULT now()
 )`,
+		// One letter per event: a row a transform turned into several
+		// events has one position and several keys.
+		`ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_slot_commit_lsn_ordinal_key`,
+		`CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event ON ` + s + `.dead_letters (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `)`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.runs (
   id               bigserial PRIMARY KEY,
   slot             text NOT NULL,
@@ -67,6 +71,7 @@ func SchemaDDL(schema string) []string {
   tables      text[] NOT NULL,
   rows_total  bigint NOT NULL DEFAULT 0,
   rows_done   bigint NOT NULL DEFAULT 0,
+  windows     jsonb NOT NULL DEFAULT '{}',
   started_at  timestamptz NOT NULL DEFAULT now(),
   finished_at timestamptz
 )`,
@@ -149,30 +154,43 @@ const (
 	BackfillDone = "done"
 )
 
-// BackfillState returns the state of slot's backfill ("" when none ran).
-func BackfillState(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (string, error) {
+// BackfillState returns the state of slot's backfill ("" when none ran)
+// and the start of each table's window ("schema.table" → time) as first
+// recorded: a redo measures the same windows.
+func BackfillState(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (string, map[string]time.Time, error) {
 	var state string
-	err := pool.QueryRow(ctx, `SELECT state FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&state)
+	var windows map[string]time.Time
+	err := pool.QueryRow(ctx, `SELECT state, windows FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&state, &windows)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
+		return "", nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("read backfill state: %w", err)
+		return "", nil, fmt.Errorf("read backfill state: %w", err)
 	}
-	return state, nil
+	return state, windows, nil
 }
 
-// StartBackfill records that slot's backfill of tables started (or
-// restarted), and forgets the slot's checkpoint: the slot is new.
-func StartBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot string, tables []string, total int64) error {
+// StartBackfill records that slot's backfill of tables, with the windows
+// starting at windows, starts (or restarts), and forgets the slot's
+// checkpoint: the slot is about to be created anew. It is recorded before
+// the slot exists, so that a failure at any later point is redone.
+func StartBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot string, tables []string, windows map[string]time.Time) error {
 	s := quoteIdent(schema)
 	_, err := pool.Exec(ctx, `WITH forget AS (DELETE FROM `+s+`.sync_state WHERE slot = $1)
-INSERT INTO `+s+`.backfills AS b (slot, state, tables, rows_total, rows_done, started_at, finished_at)
-VALUES ($1, $2, $3, $4, 0, now(), NULL)
-ON CONFLICT (slot) DO UPDATE SET state = excluded.state, tables = excluded.tables, rows_total = excluded.rows_total,
-  rows_done = 0, started_at = excluded.started_at, finished_at = NULL`, slot, BackfillRunning, tables, total)
+INSERT INTO `+s+`.backfills AS b (slot, state, tables, windows, rows_total, rows_done, started_at, finished_at)
+VALUES ($1, $2, $3, $4, 0, 0, now(), NULL)
+ON CONFLICT (slot) DO UPDATE SET state = excluded.state, tables = excluded.tables, windows = excluded.windows,
+  rows_total = 0, rows_done = 0, started_at = excluded.started_at, finished_at = NULL`, slot, BackfillRunning, tables, windows)
 	if err != nil {
 		return fmt.Errorf("record the backfill's start: %w", err)
+	}
+	return nil
+}
+
+// SetBackfillTotal records the number of rows in slot's backfill windows.
+func SetBackfillTotal(ctx context.Context, pool *pgxpool.Pool, schema, slot string, total int64) error {
+	if _, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET rows_total = $2 WHERE slot = $1`, slot, total); err != nil {
+		return fmt.Errorf("record the backfill's size: %w", err)
 	}
 	return nil
 }

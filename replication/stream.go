@@ -680,7 +680,15 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
 // durable, sending status updates meanwhile (conn may be nil), then sends the
 // final position.
 func (s *Stream) waitDrained(ctx context.Context, conn *pgconn.PgConn) error {
-	if err := s.flush(ctx, conn); err != nil {
+	err := s.flush(ctx, conn)
+	if err == nil && s.held != nil {
+		// The event that waited for room when the stop came: deliver it,
+		// or the tracker never drains.
+		if err = s.submit(ctx, conn, s.held); err == nil {
+			s.last, s.held = s.held.Pos, nil
+		}
+	}
+	if err != nil {
 		if conn != nil {
 			_ = s.sendStatus(conn)
 		}

@@ -41,7 +41,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 	q := `INSERT INTO ` + pgx.Identifier{s.Schema, "dead_letters"}.Sanitize() + `
   (slot, commit_lsn, ordinal, table_name, idempotency_key, event, source_row, reason, attempts, first_failed_at, last_failed_at)
 VALUES ($1, $2::pg_lsn, $3, $4, $5::uuid, $6::jsonb, $7::jsonb, $8, $9, $10, $11)
-ON CONFLICT (slot, commit_lsn, ordinal) DO NOTHING`
+ON CONFLICT (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `) DO NOTHING`
 	b := &pgx.Batch{}
 	for _, l := range letters {
 		var key *string

@@ -221,6 +221,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 	if bf != nil {
 		resume, confirmed = cdc.Position{}, 0 // a new slot
+		// Closed by runBackfill, or here when the run ends before it.
+		defer bf.close(context.WithoutCancel(ctx))
 	}
 	runID := a.startRun(ctx, pool, full)
 	// A slot that is missing although a checkpoint exists, or that is

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -19,43 +20,116 @@ import (
 // backfillRows is the number of rows mapped (and transformed) at once.
 const backfillRows = 500
 
-// BackfillTables returns the backfill settings of the configured tables
-// that have one.
-func BackfillTables(cfg *config.Config) []replication.BackfillTable {
+// backfillTables returns the backfill settings of the configured tables
+// that have one, with windows starting at now less their since, or at the
+// start recorded by an interrupted backfill (windows, by "schema.table").
+func backfillTables(cfg *config.Config, now time.Time, windows map[string]time.Time) []replication.BackfillTable {
 	var out []replication.BackfillTable
 	for _, t := range cfg.Tables {
 		if t.Backfill == nil {
 			continue
 		}
+		from, ok := windows[t.QualifiedName()]
+		if !ok {
+			from = now.Add(-t.Backfill.Since)
+		}
 		out = append(out, replication.BackfillTable{
 			Table:  replication.TableRef{Schema: t.Schema, Name: t.Name},
-			Column: t.BackfillColumn(), Since: t.Backfill.Since,
+			Column: t.BackfillColumn(), From: from,
 			Zone: t.TimestampZone, Unit: t.TimestampUnit, Where: t.Where,
 		})
 	}
 	return out
 }
 
-// backfill is a backfill about to run: its snapshot is imported.
+// backfill is a backfill about to run: its snapshot is imported, and it
+// holds the backfill lock of the slot.
 type backfill struct {
 	src   *replication.Backfill
 	cp    cdc.LSN // the slot's consistent point
 	names []string
+	lock  *pgxpool.Conn
+}
+
+// close ends the backfill's transaction and releases its lock. It may be
+// called more than once.
+func (b *backfill) close(ctx context.Context) {
+	if b == nil {
+		return
+	}
+	b.src.Close(ctx)
+	releaseBackfillLock(ctx, b.lock)
+	b.lock = nil
+}
+
+// backfillLockSQL is the key of the advisory lock that lets one instance
+// at a time decide about and run a slot's backfill.
+const backfillLockSQL = `hashtextextended('pgsignal backfill ' || $1, 0)`
+
+// lockBackfill takes the slot's backfill lock, waiting while another
+// instance (high availability) holds it: that one is backfilling, and its
+// slot is inactive meanwhile.
+func (a *App) lockBackfill(ctx context.Context, pool *pgxpool.Pool, slot string) (*pgxpool.Conn, error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("backfill lock: %w", err)
+	}
+	for logged := false; ; logged = true {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+backfillLockSQL+`)`, slot).Scan(&ok); err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("backfill lock: %w", err)
+		}
+		if ok {
+			return conn, nil
+		}
+		if !logged {
+			a.log.Info("another pgsignal instance is backfilling this slot; waiting for it", zap.String("slot", slot))
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			conn.Release()
+			return nil, ctx.Err()
+		case <-a.stopCh:
+			conn.Release()
+			return nil, errors.New("stopped while waiting for another instance's backfill")
+		}
+	}
+}
+
+func releaseBackfillLock(ctx context.Context, conn *pgxpool.Conn) {
+	if conn == nil {
+		return
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
+		_ = conn.Conn().Close(ctx) // closing the session releases the lock
+	}
+	conn.Release()
 }
 
 // prepareBackfill decides whether this run backfills and, if so, creates
 // the slot with an exported snapshot and imports it. It runs before
 // anything else uses conn (which would end the snapshot). A backfill runs
 // when pgsignal creates its slot, or again (with a new slot) when the
-// previous one was interrupted.
-func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, systemID string, confirmed cdc.LSN) (*backfill, error) {
+// previous one was interrupted. The backfill is recorded as running before
+// the slot is created, so that a failure at any later point is redone.
+func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, systemID string, confirmed cdc.LSN) (bf *backfill, err error) {
 	cfg := a.opts.Config
-	tables := BackfillTables(cfg)
-	if len(tables) == 0 {
+	if len(backfillTables(cfg, time.Now(), nil)) == 0 {
 		return nil, nil
 	}
 	slot, schema := cfg.Source.Slot, cfg.Source.Schema
-	state, err := replication.BackfillState(ctx, pool, schema, slot)
+	lock, err := a.lockBackfill(ctx, pool, slot)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if bf == nil {
+			releaseBackfillLock(context.WithoutCancel(ctx), lock)
+		}
+	}()
+	state, windows, err := replication.BackfillState(ctx, pool, schema, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -63,12 +137,10 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
+	redo := state == replication.BackfillRunning
 	switch {
-	case si.Exists && state == replication.BackfillRunning:
-		a.log.Warn("the previous backfill did not finish; redoing it with a new slot and snapshot (idempotency keys make the redo send nothing twice)", zap.String("slot", slot))
-		if err := replication.DropSlot(ctx, pool, slot); err != nil {
-			return nil, err
-		}
+	case si.Exists && redo:
+		a.log.Warn("the previous backfill did not finish; redoing it with a new slot and snapshot over the same windows (idempotency keys make the redo send nothing twice)", zap.String("slot", slot))
 	case si.Exists:
 		if a.opts.ForceBackfill {
 			return nil, fmt.Errorf("slot %q exists: a backfill runs when pgsignal creates its slot, and this one has streamed since %s; to backfill again, stop pgsignal, drop the slot (SELECT pg_drop_replication_slot('%s');) and delete its checkpoint (DELETE FROM %s.sync_state WHERE slot = '%s';), knowing that events of the window already sent are sent again with other idempotency keys",
@@ -78,10 +150,32 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 			a.log.Info("backfill skipped: the slot exists (a backfill runs when pgsignal creates its slot)", zap.String("slot", slot))
 		}
 		return nil, nil
-	case confirmed > 0 && state != replication.BackfillRunning:
+	case confirmed > 0 && !redo:
 		// The slot is gone although pgsignal streamed from it: that is a
 		// lost slot (CheckSlotLost), not a first start.
 		return nil, nil
+	}
+	if !redo {
+		windows = nil
+	}
+	var now time.Time
+	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return nil, fmt.Errorf("backfill: read the database's clock: %w", err)
+	}
+	tables := backfillTables(cfg, now, windows)
+	windows = map[string]time.Time{}
+	var names []string
+	for _, t := range tables {
+		names = append(names, t.Table.String())
+		windows[t.Table.String()] = t.From
+	}
+	if err := replication.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
+		return nil, err
+	}
+	if si.Exists {
+		if err := replication.DropSlot(ctx, pool, slot); err != nil {
+			return nil, err
+		}
 	}
 	snap, err := replication.CreateSlotWithSnapshot(ctx, conn, slot)
 	if err != nil {
@@ -91,16 +185,13 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	b := &backfill{src: src, cp: snap.ConsistentPoint}
-	for _, t := range tables {
-		b.names = append(b.names, t.Table.String())
-	}
-	if err := replication.StartBackfill(ctx, pool, schema, slot, b.names, src.Total()); err != nil {
-		src.Close(ctx)
+	b := &backfill{src: src, cp: snap.ConsistentPoint, names: names, lock: lock}
+	if err := replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total()); err != nil {
+		b.close(ctx)
 		return nil, err
 	}
 	a.log.Info("created replication slot with a snapshot for the backfill", zap.String("slot", slot),
-		zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", b.names))
+		zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", names))
 	return b, nil
 }
 
@@ -109,7 +200,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 // stopped before the end (the next start redoes it).
 func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, mp *mapper.Mapper, batch replication.BatchMapper,
 	sk *sink.Sink, tracker *replication.Tracker) (finished bool, err error) {
-	defer b.src.Close(context.WithoutCancel(ctx))
+	defer b.close(context.WithoutCancel(ctx))
 	cfg := a.opts.Config
 	log := a.log.Named("backfill")
 	total := b.src.Total()
@@ -215,7 +306,7 @@ func (a *App) mapBackfill(ctx context.Context, rows []replication.BackfillRow, c
 	if len(chs) == 0 {
 		return out, nil
 	}
-	res, err := replication.MapBatchRetrying(ctx, batch, chs, a.log.Named("backfill"), 0, nil)
+	res, err := replication.MapBatchRetrying(ctx, batch, chs, a.log.Named("backfill"), nil, 0, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -377,3 +377,109 @@ func (h *harness) serverVersion() int {
 	}
 	return num
 }
+
+// A start that fails after the slot was created (here the window column
+// does not exist) leaves the backfill recorded as running: the next start
+// redoes it, over the window recorded first — a row dated inside that
+// window arrives even though, by then, it is older than `since`.
+func TestBackfillFailedStartIsRedoneOverTheSameWindow(t *testing.T) {
+	h := backfillHarness(t, 10, 40)
+	cfg := h.config()
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7*24*time.Hour + 3*time.Second, Column: "nope"}
+	err := h.runErr(cfg)
+	if !strings.Contains(err.Error(), `backfill column "nope" does not exist`) {
+		t.Fatalf("error %v, want the missing column", err)
+	}
+	// Dated 7 days and 1 second ago: inside the recorded window, outside a
+	// window measured 4 seconds later.
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp) VALUES ('edge', 'u1', now() - interval '7 days 1 second')`)
+	time.Sleep(4 * time.Second)
+	cfg.Tables[0].Backfill.Column = "event_timestamp"
+	r := h.start(cfg)
+	h.waitCount(41)
+	time.Sleep(300 * time.Millisecond)
+	r.stop(t)
+	names := map[string]int{}
+	for _, ev := range h.fake.Events() {
+		names[ev.Name]++
+	}
+	if names["past"] != 40 || names["edge"] != 1 || len(h.fake.Events()) != 41 {
+		t.Errorf("events by name %v, want 40 past and the edge row", names)
+	}
+	if h.logs.FilterMessageSnippet("redoing it with a new slot and snapshot over the same windows").Len() != 1 {
+		t.Error("no log line saying the backfill is redone")
+	}
+}
+
+// Window values without an event time (infinity, past the year 9999) are
+// left out instead of stopping the backfill.
+func TestBackfillSkipsTimelessValues(t *testing.T) {
+	h := backfillHarness(t, 0, 20)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp) VALUES ('inf', 'u1', 'infinity'), ('far', 'u1', '20000-01-01 00:00:00+00')`)
+	cfg := h.config()
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	r := h.start(cfg)
+	h.waitCount(20)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('live', 'u1')`)
+	h.waitCount(21)
+	r.stop(t)
+	for _, ev := range h.fake.Events() {
+		if ev.Name == "inf" || ev.Name == "far" {
+			t.Errorf("event %s sent", ev.Name)
+		}
+	}
+}
+
+// A start-up error after the backfill imported its snapshot (here
+// source.failover on a server before 17) returns at once: the backfill's
+// connection and lock do not keep the pool from closing.
+func TestBackfillStartErrorDoesNotHang(t *testing.T) {
+	h := backfillHarness(t, 0, 5)
+	if h.serverVersion() >= 170000 {
+		t.Skip("failover slots work on 17+; the error needs an older server")
+	}
+	cfg := h.config()
+	cfg.Source.Failover = true
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	start := time.Now()
+	err := h.runErr(cfg)
+	if !strings.Contains(err.Error(), "failover needs PostgreSQL 17") || time.Since(start) > 15*time.Second {
+		t.Errorf("after %s: %v; want the failover error at once", time.Since(start), err)
+	}
+}
+
+// A second instance (high availability) that starts while the first one
+// backfills waits for it instead of taking the backfill over, then waits
+// for the slot and takes over the stream when the first one stops.
+func TestBackfillSecondInstanceWaits(t *testing.T) {
+	h := backfillHarness(t, 0, 400)
+	cfg := h.config()
+	cfg.Sink.BatchSize, cfg.Sink.Concurrency = 20, 1
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	h.fake.SetFaults(onesignaltest.Faults{Latency: 50 * time.Millisecond})
+	a := h.start(cfg)
+	h.waitCount(40)
+	core, logs := observer.New(zap.InfoLevel)
+	b := New(Options{Config: cfg, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))})
+	bDone := make(chan error, 1)
+	go func() { _, err := b.Run(context.Background()); bDone <- err }()
+	deadline := time.Now().Add(10 * time.Second)
+	for logs.FilterMessageSnippet("another pgsignal instance is backfilling").Len() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if logs.FilterMessageSnippet("another pgsignal instance is backfilling").Len() == 0 {
+		t.Fatal("the second instance did not wait for the backfill")
+	}
+	h.waitCount(400)
+	h.fake.SetFaults(onesignaltest.Faults{})
+	a.stop(t)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('after', 'u1')`)
+	h.waitCount(401)
+	b.Stop()
+	if err := <-bDone; err != nil {
+		t.Fatal(err)
+	}
+	if h.fake.Count() != 401 || h.fake.Duplicates() != 0 || logs.FilterMessageSnippet("redoing").Len() != 0 {
+		t.Errorf("%d events, %d duplicates, redo logged %d times; want 401, 0, 0", h.fake.Count(), h.fake.Duplicates(), logs.FilterMessageSnippet("redoing").Len())
+	}
+}

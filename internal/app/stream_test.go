@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
 
 // Three transactions of 1, 10 and 1,000 rows become exactly 1,011 events,
@@ -81,5 +82,37 @@ func TestStreamThreeTransactions(t *testing.T) {
 	}
 	if len(seen) != 1011 {
 		t.Fatalf("distinct rows delivered: %d", len(seen))
+	}
+}
+
+// A graceful stop while reading waits for room in a slow sink delivers the
+// event it held and stops as soon as the sink drains, not at the shutdown
+// timeout; the rest arrives after a restart.
+func TestStreamStopWhileBlockedDrainsPromptly(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	cfg := h.config()
+	cfg.Sink.BatchSize, cfg.Sink.MaxPendingEvents, cfg.Sink.Concurrency = 5, 10, 1
+	cfg.ShutdownTimeout = 30 * time.Second
+	h.fake.SetFaults(onesignaltest.Faults{Latency: 200 * time.Millisecond})
+	r := h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) SELECT 'e', 'u' || i FROM generate_series(1, 200) i`)
+	h.waitCount(5)
+	start := time.Now()
+	r.app.Stop()
+	select {
+	case <-r.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stop waited for the shutdown timeout")
+	}
+	if r.err != nil || time.Since(start) > 10*time.Second || h.logs.FilterMessageSnippet("shutdown timeout").Len() != 0 {
+		t.Fatalf("stop took %s: %v", time.Since(start), r.err)
+	}
+	h.fake.SetFaults(onesignaltest.Faults{})
+	r = h.start(cfg)
+	h.waitCount(200)
+	r.stop(t)
+	if h.fake.Count() != 200 {
+		t.Errorf("%d events, want 200", h.fake.Count())
 	}
 }

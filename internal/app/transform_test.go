@@ -298,3 +298,32 @@ FROM changes c LEFT JOIN analytics.users u ON u.id = c.user_id`
 		t.Errorf("events %q, want %s", got, want)
 	}
 }
+
+// A row whose two events are both rejected leaves two dead letters, one per
+// event (they share the row's position).
+func TestTransformTwoRejectedOutputs(t *testing.T) {
+	h := transformHarness(t)
+	cfg := h.transformConfig()
+	cfg.Tables[0].Transform = `SELECT NULL::text AS name, c.user_id AS external_id FROM changes c
+UNION ALL SELECT '', c.user_id FROM changes c`
+	r := h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('x', 'u1')`)
+	h.exec(`INSERT INTO analytics.logins (user_id) VALUES ('u1')`)
+	h.waitCount(1)
+	sum := r.stop(t)
+	rows, err := h.db.Query(context.Background(), `SELECT reason FROM census.dead_letters ORDER BY reason`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		reasons = append(reasons, s)
+	}
+	if sum.DeadLettered != 2 || len(reasons) != 2 || !strings.Contains(reasons[0], `is NULL`) || !strings.Contains(reasons[1], `is empty`) {
+		t.Errorf("%d dead-lettered, stored %q; want the two events' letters", sum.DeadLettered, reasons)
+	}
+}

@@ -102,6 +102,12 @@ type DeadLetter struct {
 	LastFailure  time.Time
 }
 
+// DeadLetterKeySQL is the last column of the unique index of the
+// bookkeeping table dead_letters, (slot, commit_lsn, ordinal, key): one
+// letter per event, and a row a transform turned into several events has
+// one position and several keys.
+const DeadLetterKeySQL = `coalesce(idempotency_key, '00000000-0000-0000-0000-000000000000'::uuid)`
+
 // keyNamespace is the UUID namespace of pgsignal idempotency keys.
 var keyNamespace = [16]byte{0x6b, 0x1f, 0x3c, 0x52, 0x8e, 0x4d, 0x4a, 0x0b, 0x9c, 0x1e, 0x57, 0x2d, 0x0f, 0x61, 0x93, 0xa4}
 

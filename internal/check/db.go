@@ -843,6 +843,9 @@ func backfillProblems(ctx context.Context, d *db, t tableState, path string, col
 	case !found:
 		problems = append(problems, fmt.Sprintf("%s has no column %q (the backfill's window column)", t.quoted(), col))
 		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to one of the columns of %s: %s", path, t.quoted(), strings.Join(order, ", ")))
+	case c.generated:
+		problems = append(problems, fmt.Sprintf("backfill column %q is generated; pgsignal reads the columns logical replication sends, which leaves generated ones out", col))
+		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to a stored (not generated) column", path))
 	case c.typ == pgtype.TimestamptzOID || c.typ == pgtype.TimestampOID || c.typ == pgtype.DateOID:
 	case (c.typ == pgtype.Int2OID || c.typ == pgtype.Int4OID || c.typ == pgtype.Int8OID || c.typ == pgtype.NumericOID ||
 		c.typ == pgtype.Float4OID || c.typ == pgtype.Float8OID) && t.cfg.TimestampUnit != "":

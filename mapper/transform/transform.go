@@ -21,6 +21,7 @@
 package transform
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -356,6 +357,40 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 		return nil, errors.New("the transform's output columns changed since it was prepared (did a table it reads change?); it is prepared again at the next call")
 	}
 	evs := make([][]*cdc.Event, len(idx))
+	// A row's outputs arrive together (ordered by ordinal); they are
+	// mapped once all are known, since their keys depend on how many there
+	// are.
+	var group [][][]byte
+	groupOrd := 0
+	emit := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		in := &rows[idx[groupOrd-1]]
+		occ := map[string]int{}
+		for _, vals := range group {
+			name, ext := vals[c.out.Index("name")], vals[c.out.Index("external_id")]
+			id := string(name) + "\x00" + string(ext)
+			ev := c.m.Map(&replication.Change{
+				Rel:            c.out,
+				Values:         vals,
+				Pos:            in.Pos,
+				CommitTime:     in.CommitTime,
+				IdempotencyKey: outputKey(in.Key, len(group), name, ext, occ[id]),
+			})
+			occ[id]++
+			if ev == nil {
+				return errors.New("the output mapper has no rule for the table")
+			}
+			if ev.Reject != "" {
+				ev.Reject = "transform output: " + ev.Reject
+				ev.Row = mapper.RowJSON(in.Rel, in.Values)
+			}
+			evs[groupOrd-1] = append(evs[groupOrd-1], ev)
+		}
+		group = group[:0]
+		return nil
+	}
 	for rr.NextRow() {
 		v := rr.Values()
 		ord, ok := parseOrdinal(v[0])
@@ -363,26 +398,27 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 			_, _ = rr.Close()
 			return nil, fmt.Errorf("the statement returned the ordinal %q for a batch of %d rows", v[0], len(idx))
 		}
+		if ord != groupOrd {
+			if err := emit(); err != nil {
+				_, _ = rr.Close()
+				return nil, err
+			}
+			groupOrd = ord
+		}
 		if v[1] == nil {
 			continue // no output for this row
 		}
-		in := &rows[idx[ord-1]]
-		ev := c.m.Map(&replication.Change{
-			Rel:            c.out,
-			Values:         v[hiddenFields:],
-			Pos:            in.Pos,
-			CommitTime:     in.CommitTime,
-			IdempotencyKey: outputKey(in.Key, len(evs[ord-1])),
-		})
-		if ev == nil {
-			_, _ = rr.Close()
-			return nil, errors.New("the output mapper has no rule for the table")
+		vals := make([][]byte, len(v)-hiddenFields)
+		for i, b := range v[hiddenFields:] {
+			if b != nil {
+				vals[i] = bytes.Clone(b)
+			}
 		}
-		if ev.Reject != "" {
-			ev.Reject = "transform output: " + ev.Reject
-			ev.Row = mapper.RowJSON(in.Rel, in.Values)
-		}
-		evs[ord-1] = append(evs[ord-1], ev)
+		group = append(group, vals)
+	}
+	if err := emit(); err != nil {
+		_, _ = rr.Close()
+		return nil, err
 	}
 	if _, err := rr.Close(); err != nil {
 		return nil, err
@@ -435,16 +471,18 @@ func rejectEvent(in *Input, reason string) *cdc.Event {
 	}
 }
 
-// outputKeyNamespace is the UUID namespace of the keys of a row's second
-// and later events.
+// outputKeyNamespace is the UUID namespace of the keys of a row's events
+// when it has several.
 var outputKeyNamespace = [16]byte{0x2a, 0x7c, 0x91, 0x0e, 0x5d, 0x33, 0x4f, 0x86, 0xb1, 0x48, 0xc6, 0x0f, 0x7e, 0x25, 0xd9, 0x13}
 
-// outputKey returns the idempotency key of output j (0-based) of a row
-// whose key is key: key itself for the first, and a UUIDv5 of (key, j) for
-// the others, so that a replay yields the same keys.
-func outputKey(key string, j int) string {
-	if j == 0 {
+// outputKey returns the idempotency key of one of the n events a row whose
+// key is key became: key itself when n is 1; otherwise a UUIDv5 of the
+// row's key, the event's name and external_id, and occ, how many events
+// with that name and external_id came before it. A replay yields the same
+// keys even when the transform returns the row's events in another order.
+func outputKey(key string, n int, name, ext []byte, occ int) string {
+	if n == 1 {
 		return key
 	}
-	return cdc.UUIDv5(outputKeyNamespace, key, "/", strconv.Itoa(j))
+	return cdc.UUIDv5(outputKeyNamespace, key, "/", strconv.Itoa(len(name)), ":", string(name), "/", string(ext), "/", strconv.Itoa(occ))
 }
