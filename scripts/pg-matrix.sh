@@ -38,11 +38,12 @@ fi
 
 # summarize LOG prints "failed<US>skipped" (US: the unit separator \037)
 # from `go test -v` output: the failed tests, and each skipped test with its
-# last log line (the reason given to t.Skip).
+# last log line (the reason given to t.Skip; the harness's and the logger's
+# lines do not count).
 summarize() {
   awk '
     /^=== (RUN|CONT|NAME|PAUSE) / { cur = $3 }
-    /^ +[A-Za-z0-9_.-]+\.go:[0-9]+: / {
+    /^ +[A-Za-z0-9_.-]+\.go:[0-9]+: / && !/^ +(pgtest|logger)\.go:/ {
       msg = $0; sub(/^ +[A-Za-z0-9_.-]+\.go:[0-9]+: /, "", msg); last[cur] = msg
     }
     /^ *--- FAIL: / { failed = failed (failed == "" ? "" : ", ") $3 }
