@@ -79,10 +79,26 @@ func (s *Stream) buffer(ctx context.Context, conn *pgconn.PgConn, rel *Relation,
 	}
 	s.pending = append(s.pending, row)
 	s.last = pos
-	if len(s.pending) >= s.cfg.BatchRows || s.pendingBytes >= maxPendingBytes {
+	if len(s.pending) >= s.batchRows() || s.pendingBytes >= maxPendingBytes {
 		return s.flush(ctx, conn)
 	}
 	return nil
+}
+
+// batchRows is the number of rows the next batch may hold: BatchRows, or
+// fewer when the last batch's rows became several events each, so that a
+// batch's events stay about BatchRows whatever the transform's fan-out.
+func (s *Stream) batchRows() int {
+	return max(1, s.cfg.BatchRows/max(1, s.fanout))
+}
+
+// FanOut returns the events per row of an evaluated batch, rounded up.
+func FanOut(chs []*Change, results [][]*cdc.Event) int {
+	n := 0
+	for _, evs := range results {
+		n += len(evs)
+	}
+	return max(1, (n+len(chs)-1)/max(1, len(chs)))
 }
 
 // flush evaluates the pending rows (one MapBatch call) and submits their
@@ -102,6 +118,7 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 			if results, err = s.mapBatch(ctx, conn, chs); err != nil {
 				return err
 			}
+			s.fanout = FanOut(chs, results)
 		}
 		k := 0
 		for _, r := range s.pending {

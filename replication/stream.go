@@ -122,6 +122,7 @@ type Stream struct {
 	pendingSince time.Time
 	pendingBytes int
 	ready        []*cdc.Event
+	fanout       int // events per row of the last evaluated batch (see batchRows)
 }
 
 // NewStream prepares a stream. resume is the position of the last handled

@@ -208,6 +208,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 	lastLog := start
 	var rows int64
 	var ord uint32
+	fanout := 1
 	progress := func(final bool) {
 		elapsed := time.Since(start)
 		rate := float64(rows) / max(elapsed.Seconds(), 1e-3)
@@ -229,7 +230,8 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 			log.Info("stopped during the backfill; the next start redoes it", zap.Int64("rows_done", rows), zap.Int64("rows_total", total))
 			return false, a.waitHandled(ctx, tracker)
 		}
-		batchRows, err := b.src.Next(ctx, backfillRows)
+		// As many rows as make about backfillRows events.
+		batchRows, err := b.src.Next(ctx, max(1, backfillRows/fanout))
 		if err != nil {
 			return false, err
 		}
@@ -240,6 +242,11 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 		if err != nil {
 			return false, err
 		}
+		chs := make([]*replication.Change, len(batchRows))
+		for i, r := range batchRows {
+			chs[i] = r.Change
+		}
+		fanout = replication.FanOut(chs, events)
 		for i, evs := range events {
 			seq := tracker.Assign(batchRows[i].Change.Pos)
 			if len(evs) == 0 {

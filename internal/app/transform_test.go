@@ -327,3 +327,25 @@ UNION ALL SELECT '', c.user_id FROM changes c`
 		t.Errorf("%d dead-lettered, stored %q; want the two events' letters", sum.DeadLettered, reasons)
 	}
 }
+
+// A transform that turns each row into 2,000 events (a fan-out to a
+// segment): every event arrives once, with its own key, and batches shrink
+// to keep a batch's events near sink.batch_size.
+func TestTransformLargeFanOut(t *testing.T) {
+	h := transformHarness(t)
+	cfg := h.transformConfig()
+	cfg.Tables[0].Transform = `SELECT c.event_name AS name, c.user_id || '-' || g AS external_id
+FROM changes c, generate_series(1, 2000) g`
+	r := h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) SELECT 'campaign', 'seg' || i FROM generate_series(1, 5) i`)
+	h.waitCount(10000)
+	time.Sleep(300 * time.Millisecond)
+	sum := r.stop(t)
+	keys := map[string]bool{}
+	for _, ev := range h.fake.Events() {
+		keys[ev.IdempotencyKey] = true
+	}
+	if h.fake.Count() != 10000 || len(keys) != 10000 || sum.Delivered != 10000 {
+		t.Errorf("%d events, %d keys, %d delivered; want 10000 of each", h.fake.Count(), len(keys), sum.Delivered)
+	}
+}

@@ -361,8 +361,15 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 	// mapped once all are known, since their keys depend on how many there
 	// are.
 	var group [][][]byte
-	groupOrd := 0
+	groupOrd, extra := 0, 0 // extra: outputs beyond MaxEventsPerRow
 	emit := func() error {
+		if extra > 0 {
+			in := &rows[idx[groupOrd-1]]
+			evs[groupOrd-1] = []*cdc.Event{rejectEvent(in, fmt.Sprintf("the transform returned %d events for this row; at most %d are sent for one row (is a join condition missing?)",
+				len(group)+extra, MaxEventsPerRow))}
+			group, extra = group[:0], 0
+			return nil
+		}
 		if len(group) == 0 {
 			return nil
 		}
@@ -407,6 +414,10 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 		}
 		if v[1] == nil {
 			continue // no output for this row
+		}
+		if len(group) >= MaxEventsPerRow {
+			extra++
+			continue
 		}
 		vals := make([][]byte, len(v)-hiddenFields)
 		for i, b := range v[hiddenFields:] {
@@ -470,6 +481,11 @@ func rejectEvent(in *Input, reason string) *cdc.Event {
 		Reject:         reason,
 	}
 }
+
+// MaxEventsPerRow is the most events one row may become: a row whose
+// transform returns more (a missing join condition, most likely) becomes a
+// dead letter instead, so that one row cannot exhaust memory.
+const MaxEventsPerRow = 100_000
 
 // outputKeyNamespace is the UUID namespace of the keys of a row's events
 // when it has several.

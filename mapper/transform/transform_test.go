@@ -669,3 +669,20 @@ UNION ALL SELECT 'a', user_id::text FROM changes`})
 		}
 	}
 }
+
+// A row whose transform returns more than MaxEventsPerRow events becomes
+// one dead letter saying so; the batch's other rows are evaluated.
+func TestTooManyEventsForOneRow(t *testing.T) {
+	e := setup(t, ordersDDL+`
+INSERT INTO app.orders SELECT g, g, g, 'paid', '2024-01-01' FROM generate_series(1, 2) g;`)
+	tr := newT(t, e, Spec{Schema: "app", Table: "orders", SQL: fmt.Sprintf(`
+SELECT 'e' AS name, user_id::text AS external_id FROM changes, generate_series(1, CASE WHEN id = 1 THEN %d ELSE 3 END)`, MaxEventsPerRow+1)})
+	ins := inputs(e.rel(t, "app", "orders"), e.values(t, "SELECT * FROM app.orders ORDER BY id"))
+	got := evaluate(t, tr, ins)
+	if len(got[0]) != 1 || !strings.Contains(got[0][0].Reject, fmt.Sprintf("returned %d events for this row; at most %d", MaxEventsPerRow+1, MaxEventsPerRow)) {
+		t.Errorf("row 1: %d events, first %+v; want one dead letter", len(got[0]), got[0][0])
+	}
+	if len(got[1]) != 3 || got[1][0].Reject != "" {
+		t.Errorf("row 2: %d events; want 3", len(got[1]))
+	}
+}
