@@ -677,6 +677,18 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
 	return nil
 }
 
+// endCopy ends the replication stream the way the protocol does (CopyDone,
+// then the server's CopyDone and CommandComplete), so that the walsender
+// has applied the final status update before the connection closes: a
+// restart must not start before the confirmed position. Best effort, for
+// at most 5 seconds.
+func (s *Stream) endCopy(conn *pgconn.PgConn) {
+	_ = conn.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
+		s.log.Debug("ending the replication stream", zap.Error(err))
+	}
+}
+
 // waitDrained waits until every event is handled and the checkpoint is
 // durable, sending status updates meanwhile (conn may be nil), then sends the
 // final position.
@@ -704,6 +716,7 @@ func (s *Stream) waitDrained(ctx context.Context, conn *pgconn.PgConn) error {
 				if err := s.sendStatus(conn); err != nil {
 					return err
 				}
+				s.endCopy(conn)
 			}
 			return errDrained
 		}
