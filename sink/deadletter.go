@@ -18,8 +18,9 @@ import (
 // DeadLetterStore durably records dead letters. Write returns only when they
 // are durable (committed or fsynced); the sink retries a failed Write and
 // does not count the events as handled until it succeeds. Writing the same
-// position twice (a replay after a crash) must not create a second letter
-// where the store can prevent it.
+// event twice (a replay after a crash: same position and key) must not
+// create a second letter where the store can prevent it; two events of one
+// row (a transform's outputs: same position, other keys) are two letters.
 type DeadLetterStore interface {
 	Write(ctx context.Context, letters []cdc.DeadLetter) error
 }

@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
 	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
 
@@ -347,5 +350,70 @@ FROM changes c, generate_series(1, 2000) g`
 	}
 	if h.fake.Count() != 10000 || len(keys) != 10000 || sum.Delivered != 10000 {
 		t.Errorf("%d events, %d keys, %d delivered; want 10000 of each", h.fake.Count(), len(keys), sum.Delivered)
+	}
+}
+
+// A bookkeeping schema from before one-letter-per-event (its dead_letters
+// unique on the position alone) is migrated at start-up: both rejected
+// events of a row are stored.
+func TestDeadLettersMigratedToOnePerEvent(t *testing.T) {
+	h := transformHarness(t)
+	h.exec(`CREATE SCHEMA census;
+CREATE TABLE census.dead_letters (
+  id              bigserial PRIMARY KEY,
+  slot            text NOT NULL,
+  commit_lsn      pg_lsn NOT NULL,
+  ordinal         bigint NOT NULL,
+  table_name      text NOT NULL,
+  idempotency_key uuid,
+  event           jsonb,
+  source_row      jsonb,
+  reason          text NOT NULL,
+  attempts        integer NOT NULL DEFAULT 0,
+  first_failed_at timestamptz NOT NULL DEFAULT now(),
+  last_failed_at  timestamptz NOT NULL DEFAULT now(),
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (slot, commit_lsn, ordinal)
+)`)
+	cfg := h.transformConfig()
+	cfg.Tables[0].Transform = `SELECT NULL::text AS name, c.user_id AS external_id FROM changes c
+UNION ALL SELECT '', c.user_id FROM changes c`
+	r := h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('x', 'u1')`)
+	h.exec(`INSERT INTO analytics.logins (user_id) VALUES ('u1')`)
+	h.waitCount(1)
+	r.stop(t)
+	var n int
+	if err := h.db.QueryRow(context.Background(), `SELECT count(*) FROM census.dead_letters`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("%d dead letters stored (%v), want 2", n, err)
+	}
+	var constraints int
+	if err := h.db.QueryRow(context.Background(), `SELECT count(*) FROM pg_constraint WHERE conrelid = 'census.dead_letters'::regclass AND contype = 'u'`).Scan(&constraints); err != nil || constraints != 0 {
+		t.Errorf("%d unique constraints left on dead_letters (%v), want the old one dropped", constraints, err)
+	}
+}
+
+// The table store keeps one letter per event: the same event written
+// again (a resend after a crash) adds nothing, another event of the same
+// row adds one.
+func TestTableDeadLettersOnePerEvent(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	pool := h.pool()
+	if err := replication.EnsureSchema(context.Background(), pool, "census"); err != nil {
+		t.Fatal(err)
+	}
+	store := &sink.TableDeadLetters{Pool: pool, Schema: "census", Slot: "s"}
+	pos := cdc.Position{CommitLSN: 0x1000, Ordinal: 3}
+	a := cdc.DeadLetter{Pos: pos, Table: "t", IdempotencyKey: "11111111-1111-5111-8111-111111111111", Reason: "a"}
+	b := a
+	b.IdempotencyKey, b.Reason = "22222222-2222-5222-8222-222222222222", "b"
+	for _, batch := range [][]cdc.DeadLetter{{a}, {a, b}, {b}} {
+		if err := store.Write(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var reasons string
+	if err := h.db.QueryRow(context.Background(), `SELECT string_agg(reason, ',' ORDER BY id) FROM census.dead_letters`).Scan(&reasons); err != nil || reasons != "a,b" {
+		t.Errorf("letters %q (%v), want a,b", reasons, err)
 	}
 }
