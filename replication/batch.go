@@ -164,12 +164,11 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 // updates while it evaluates and while it waits to retry, so that a slow
 // transform never lets wal_sender_timeout drop the connection.
 func (s *Stream) mapBatch(ctx context.Context, conn *pgconn.PgConn, chs []*Change) ([][]*cdc.Event, error) {
-	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, &s.transformFailing, s.statusIvl/2+time.Millisecond, func() error {
-		if conn == nil {
-			return nil
-		}
-		return s.maybeSendStatus(conn)
-	})
+	var idle func() error
+	if conn != nil {
+		idle = func() error { return s.maybeSendStatus(conn) }
+	}
+	return MapBatchRetrying(ctx, s.cfg.Batch, chs, s.log, &s.transformFailing, s.statusIvl/2+time.Millisecond, idle)
 }
 
 // MapBatchRetrying calls b.MapBatch until it succeeds or ctx ends, waiting

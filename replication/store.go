@@ -50,9 +50,19 @@ func SchemaDDL(schema string) []string {
   created_at      timestamptz NOT NULL DEFAULT now()
 )`,
 		// One letter per event: a row a transform turned into several
-		// events has one position and several keys.
-		`ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_slot_commit_lsn_ordinal_key`,
-		`CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event ON ` + s + `.dead_letters (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `)`,
+		// events has one position and several keys. The index comes before
+		// the old constraint goes (ON CONFLICT always has an arbiter), and
+		// each statement runs (and locks the table) only when needed.
+		`DO $$ BEGIN
+  IF to_regclass(` + quoteLiteral(s+".dead_letters_event") + `) IS NULL THEN
+    PERFORM set_config('lock_timeout', '10s', true);
+    CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event ON ` + s + `.dead_letters (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `);
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND conname = 'dead_letters_slot_commit_lsn_ordinal_key') THEN
+    PERFORM set_config('lock_timeout', '10s', true);
+    ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT dead_letters_slot_commit_lsn_ordinal_key;
+  END IF;
+END $$`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.runs (
   id               bigserial PRIMARY KEY,
   slot             text NOT NULL,
@@ -75,6 +85,7 @@ func SchemaDDL(schema string) []string {
   started_at  timestamptz NOT NULL DEFAULT now(),
   finished_at timestamptz
 )`,
+		`ALTER TABLE ` + s + `.backfills ADD COLUMN IF NOT EXISTS windows jsonb NOT NULL DEFAULT '{}'`,
 	}
 }
 

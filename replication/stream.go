@@ -123,6 +123,7 @@ type Stream struct {
 	pendingBytes int
 	ready        []*cdc.Event
 	fanout       int // events per row of the last evaluated batch (see batchRows)
+	rd           *readDeadline // the session's, while one runs
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -328,6 +329,8 @@ func (s *Stream) session(ctx context.Context) error {
 	rd := &readDeadline{conn: conn.Conn()}
 	stopRD := context.AfterFunc(rctx, rd.cancel)
 	defer stopRD()
+	s.rd = rd
+	defer func() { s.rd = nil }()
 	// Rows evaluated or buffered before a reconnect go first: the server
 	// resends nothing at or before them.
 	if err := s.flush(rctx, conn); err != nil {
@@ -398,6 +401,16 @@ type readDeadline struct {
 	conn     net.Conn
 	at       time.Time
 	canceled bool
+	final    bool // finish was called: cancel changes nothing
+}
+
+// finish sets the deadline of the last reads (ending the stream); a later
+// cancel (the stop that led here) does not cut them short.
+func (r *readDeadline) finish(at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.final, r.at = true, at
+	_ = r.conn.SetReadDeadline(at)
 }
 
 // ensure sets a new deadline when the current one has passed; false means
@@ -428,6 +441,9 @@ func (r *readDeadline) before(t time.Time) {
 func (r *readDeadline) cancel() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.final {
+		return
+	}
 	r.canceled = true
 	_ = r.conn.SetReadDeadline(time.Now())
 }
@@ -682,8 +698,19 @@ func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
 // has applied the final status update before the connection closes: a
 // restart must not start before the confirmed position. Best effort, for
 // at most 5 seconds.
-func (s *Stream) endCopy(conn *pgconn.PgConn) {
-	_ = conn.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+func (s *Stream) endCopy(ctx context.Context, conn *pgconn.PgConn) {
+	at := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(at) {
+		at = d
+	}
+	if s.rd != nil {
+		s.rd.finish(at)
+	} else {
+		_ = conn.Conn().SetReadDeadline(at)
+	}
+	// The hard stop (shutdown timeout) cuts it short too.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Now()) })
+	defer stop()
 	if _, err := pglogrepl.SendStandbyCopyDone(context.Background(), conn); err != nil {
 		s.log.Debug("ending the replication stream", zap.Error(err))
 	}
@@ -716,7 +743,7 @@ func (s *Stream) waitDrained(ctx context.Context, conn *pgconn.PgConn) error {
 				if err := s.sendStatus(conn); err != nil {
 					return err
 				}
-				s.endCopy(conn)
+				s.endCopy(ctx, conn)
 			}
 			return errDrained
 		}

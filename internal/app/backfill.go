@@ -185,11 +185,11 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	b := &backfill{src: src, cp: snap.ConsistentPoint, names: names, lock: lock}
 	if err := replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total()); err != nil {
-		b.close(ctx)
+		src.Close(context.WithoutCancel(ctx)) // the lock goes with the deferred release
 		return nil, err
 	}
+	b := &backfill{src: src, cp: snap.ConsistentPoint, names: names, lock: lock}
 	a.log.Info("created replication slot with a snapshot for the backfill", zap.String("slot", slot),
 		zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", names))
 	return b, nil

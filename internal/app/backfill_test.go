@@ -454,11 +454,12 @@ func TestBackfillStartErrorDoesNotHang(t *testing.T) {
 func TestBackfillSecondInstanceWaits(t *testing.T) {
 	h := backfillHarness(t, 0, 400)
 	cfg := h.config()
-	cfg.Sink.BatchSize, cfg.Sink.Concurrency = 20, 1
+	// About 4 seconds of backfill: time for the second instance to start.
+	cfg.Sink.BatchSize, cfg.Sink.Concurrency = 10, 1
 	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
-	h.fake.SetFaults(onesignaltest.Faults{Latency: 50 * time.Millisecond})
+	h.fake.SetFaults(onesignaltest.Faults{Latency: 100 * time.Millisecond})
 	a := h.start(cfg)
-	h.waitCount(40)
+	h.waitCount(20)
 	core, logs := observer.New(zap.InfoLevel)
 	b := New(Options{Config: cfg, Logger: zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core))})
 	bDone := make(chan error, 1)

@@ -89,3 +89,20 @@ func TestOutputKey(t *testing.T) {
 		t.Fatal("two rows' events share a key")
 	}
 }
+
+// Events with the same name and external_id are numbered by their other
+// values, not by their place, and NULL differs from empty.
+func TestOccurrences(t *testing.T) {
+	p1 := [][]byte{[]byte("n"), []byte("u"), []byte(`{"a":1}`)}
+	p2 := [][]byte{[]byte("n"), []byte("u"), []byte(`{"a":2}`)}
+	other := [][]byte{[]byte("m"), []byte("u"), nil}
+	ab := occurrences([][][]byte{p1, other, p2}, 0, 1)
+	ba := occurrences([][][]byte{p2, p1, other}, 0, 1)
+	if ab[0] != ba[1] || ab[2] != ba[0] || ab[0] == ab[2] || ab[1] != 0 || ba[2] != 0 {
+		t.Errorf("occurrences: %v in one order, %v in the other", ab, ba)
+	}
+	const k = "123e4567-e89b-12d3-a456-426614174000"
+	if outputKey(k, 2, nil, []byte("u"), 0) == outputKey(k, 2, []byte{}, []byte("u"), 0) {
+		t.Error("a NULL name and an empty one share a key")
+	}
+}

@@ -25,7 +25,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -374,18 +376,16 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 			return nil
 		}
 		in := &rows[idx[groupOrd-1]]
-		occ := map[string]int{}
-		for _, vals := range group {
+		occ := occurrences(group, c.out.Index("name"), c.out.Index("external_id"))
+		for j, vals := range group {
 			name, ext := vals[c.out.Index("name")], vals[c.out.Index("external_id")]
-			id := string(name) + "\x00" + string(ext)
 			ev := c.m.Map(&replication.Change{
 				Rel:            c.out,
 				Values:         vals,
 				Pos:            in.Pos,
 				CommitTime:     in.CommitTime,
-				IdempotencyKey: outputKey(in.Key, len(group), name, ext, occ[id]),
+				IdempotencyKey: outputKey(in.Key, len(group), name, ext, occ[j]),
 			})
-			occ[id]++
 			if ev == nil {
 				return errors.New("the output mapper has no rule for the table")
 			}
@@ -482,6 +482,42 @@ func rejectEvent(in *Input, reason string) *cdc.Event {
 	}
 }
 
+// occurrences numbers a row's outputs among those with the same name and
+// external_id, in the order of their other values (timestamp, properties),
+// not of their place in the output: a replay that returns them in another
+// order gives each the same number, so the same key.
+func occurrences(group [][][]byte, name, ext int) []int {
+	content := func(vals [][]byte) string {
+		var b strings.Builder
+		for _, v := range vals {
+			if v == nil {
+				b.WriteString("\xff")
+				continue
+			}
+			b.WriteString(strconv.Itoa(len(v)))
+			b.WriteByte(':')
+			b.Write(v)
+		}
+		return b.String()
+	}
+	byID := map[string][]int{}
+	for j, vals := range group {
+		id := content([][]byte{vals[name], vals[ext]})
+		byID[id] = append(byID[id], j)
+	}
+	occ := make([]int, len(group))
+	for _, js := range byID {
+		if len(js) == 1 {
+			continue
+		}
+		sort.SliceStable(js, func(a, b int) bool { return content(group[js[a]]) < content(group[js[b]]) })
+		for n, j := range js {
+			occ[j] = n
+		}
+	}
+	return occ
+}
+
 // MaxEventsPerRow is the most events one row may become: a row whose
 // transform returns more (a missing join condition, most likely) becomes a
 // dead letter instead, so that one row cannot exhaust memory.
@@ -500,5 +536,14 @@ func outputKey(key string, n int, name, ext []byte, occ int) string {
 	if n == 1 {
 		return key
 	}
-	return cdc.UUIDv5(outputKeyNamespace, key, "/", strconv.Itoa(len(name)), ":", string(name), "/", string(ext), "/", strconv.Itoa(occ))
+	return cdc.UUIDv5(outputKeyNamespace, key, "/", keyPart(name), "/", keyPart(ext), "/", strconv.Itoa(occ))
+}
+
+// keyPart encodes a value for a key: its length and bytes, or "-" for NULL,
+// so that no two (name, external_id) pairs read the same.
+func keyPart(v []byte) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.Itoa(len(v)) + ":" + string(v)
 }
