@@ -122,7 +122,7 @@ type Stream struct {
 	pendingSince time.Time
 	pendingBytes int
 	ready        []*cdc.Event
-	fanout       int // events per row of the last evaluated batch (see batchRows)
+	fanout       int           // events per row of the last evaluated batch (see batchRows)
 	rd           *readDeadline // the session's, while one runs
 }
 
