@@ -484,3 +484,28 @@ func TestBackfillSecondInstanceWaits(t *testing.T) {
 		t.Errorf("%d events, %d duplicates, redo logged %d times; want 401, 0, 0", h.fake.Count(), h.fake.Duplicates(), logs.FilterMessageSnippet("redoing").Len())
 	}
 }
+
+// A bookkeeping schema whose backfills table predates the recorded windows
+// gets the column at start-up, and the backfill runs.
+func TestBackfillOlderBackfillsTable(t *testing.T) {
+	h := backfillHarness(t, 0, 10)
+	h.exec(`CREATE SCHEMA census;
+CREATE TABLE census.backfills (
+  slot        text PRIMARY KEY,
+  state       text NOT NULL,
+  tables      text[] NOT NULL,
+  rows_total  bigint NOT NULL DEFAULT 0,
+  rows_done   bigint NOT NULL DEFAULT 0,
+  started_at  timestamptz NOT NULL DEFAULT now(),
+  finished_at timestamptz
+)`)
+	cfg := h.config()
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
+	r := h.start(cfg)
+	h.waitCount(10)
+	r.stop(t)
+	var windows string
+	if err := h.db.QueryRow(context.Background(), `SELECT windows::text FROM census.backfills`).Scan(&windows); err != nil || !strings.Contains(windows, "analytics.user_events") {
+		t.Errorf("windows %q (%v), want the table's window start", windows, err)
+	}
+}
