@@ -68,6 +68,10 @@ const (
 	UnitMillis = "ms"
 )
 
+// maxPlans bounds the plans kept (one per table definition seen; a
+// reconnect brings new ones).
+const maxPlans = 256
+
 // Mapper applies rules. It is safe for use by one goroutine at a time (the
 // stream's).
 type Mapper struct {
@@ -133,6 +137,10 @@ func (m *Mapper) plan(rel *replication.Relation) *plan {
 	defer m.mu.Unlock()
 	if p, ok := m.plans[rel]; ok {
 		return p
+	}
+	if len(m.plans) >= maxPlans {
+		// Each reconnect brings new Relation values: forget the old plans.
+		clear(m.plans)
 	}
 	var p *plan
 	if r, ok := m.rules[rel.QualifiedName()]; ok {

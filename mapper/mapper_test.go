@@ -649,3 +649,19 @@ func ExampleMapper_Map() {
 	// Output:
 	// {"name":"purchase","external_id":"user_12345","timestamp":"2025-10-21T19:09:32.263Z","idempotency_key":"123e4567-e89b-12d3-a456-426614174000","properties":{"item": "T-shirt"}}
 }
+
+// Every reconnect brings new Relation values; the plans kept stay bounded
+// and mapping stays right.
+func TestPlansBounded(t *testing.T) {
+	m := mustNew(t, baseRule())
+	for i := 0; i < 3*maxPlans; i++ {
+		rel := eventsRel(col("kind", 25), col("user_id", 25))
+		ev := m.Map(change(rel, v("signup"), v("u1")))
+		if ev == nil || ev.Reject != "" || ev.Name != "signup" {
+			t.Fatalf("map %d: %+v", i, ev)
+		}
+	}
+	if n := len(m.plans); n > maxPlans {
+		t.Errorf("%d plans kept, want at most %d", n, maxPlans)
+	}
+}

@@ -275,6 +275,11 @@ func (t *Transformer) compiled(ctx context.Context, pc *pgconn.PgConn, rel *repl
 	if c, ok := t.cache[rel]; ok {
 		return c, nil
 	}
+	if len(t.cache) >= maxCached {
+		// Each reconnect brings new Relation values: forget the old ones
+		// (the last good compilation per table stays in t.good).
+		clear(t.cache)
+	}
 	s := t.byKey[rel.QualifiedName()]
 	c, err := compile(ctx, pc, s, rel)
 	if err == nil {
@@ -517,6 +522,10 @@ func occurrences(group [][][]byte, name, ext int) []int {
 	}
 	return occ
 }
+
+// maxCached bounds the compiled statements kept (one per table definition
+// seen; a reconnect brings new ones).
+const maxCached = 256
 
 // MaxEventsPerRow is the most events one row may become: a row whose
 // transform returns more (a missing join condition, most likely) becomes a
