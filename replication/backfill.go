@@ -137,44 +137,18 @@ func OpenBackfill(ctx context.Context, pool *pgxpool.Pool, systemID, snapshot st
 // its cursor.
 func openCursor(ctx context.Context, conn *pgx.Conn, i int, t BackfillTable) (*backfillCursor, int64, error) {
 	qname := quoteIdent(t.Table.Schema) + "." + quoteIdent(t.Table.Name)
-	rows, err := conn.Query(ctx, `SELECT a.attname, a.atttypid, a.atttypmod,
-  coalesce((SELECT a.attnum = ANY (x.indkey) FROM pg_index x WHERE x.indrelid = a.attrelid AND x.indisprimary), false),
-  coalesce((SELECT a.attnum = ANY (x.indkey) FROM pg_index x WHERE x.indrelid = a.attrelid AND x.indisreplident), false)
-FROM pg_attribute a
-WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-ORDER BY a.attnum`, qname)
+	tc, err := ReadTableColumns(ctx, conn.PgConn(), t.Table)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read columns: %w", err)
+		return nil, 0, err
 	}
-	var cols []Column
-	var pk, ident []int
-	for rows.Next() {
-		var c Column
-		var inPK, inIdent bool
-		if err := rows.Scan(&c.Name, &c.TypeOID, &c.TypeMod, &inPK, &inIdent); err != nil {
-			rows.Close()
-			return nil, 0, fmt.Errorf("read columns: %w", err)
-		}
-		if inPK {
-			pk = append(pk, len(cols))
-		}
-		if inIdent {
-			ident = append(ident, len(cols))
-		}
-		c.Key = inPK
-		cols = append(cols, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read columns: %w", err)
-	}
-	key := pk
+	rel, cols := tc.Rel, tc.Rel.Columns
+	key := tc.PrimaryKey
 	if len(key) == 0 {
-		key = ident
+		key = tc.ReplicaIdentity
 	}
 	if len(key) == 0 {
 		return nil, 0, permanent("the table has no primary key (nor a replica identity index): a backfill derives each event's idempotency key from it so that a repeated backfill sends nothing twice; add a primary key, or remove backfill from the table")
 	}
-	rel := NewRelation(0, t.Table.Schema, t.Table.Name, cols)
 	col := rel.Index(t.Column)
 	if col < 0 {
 		return nil, 0, permanent("backfill column %q does not exist", t.Column)

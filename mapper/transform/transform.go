@@ -179,12 +179,12 @@ func (t *Transformer) Check(ctx context.Context) error {
 	pc := conn.Conn().PgConn()
 	var errs []error
 	for _, s := range t.specs {
-		rel, err := catalogRelation(ctx, pc, s.Schema, s.Table)
+		tc, err := replication.ReadTableColumns(ctx, pc, replication.TableRef{Schema: s.Schema, Name: s.Table})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("table %s: tables[].transform: %w", s.key, err))
 			continue
 		}
-		c, err := compile(ctx, pc, s, rel)
+		c, err := compile(ctx, pc, s, tc.Rel)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("table %s: tables[].transform cannot be used: %w", s.key, err))
 			continue
