@@ -47,25 +47,13 @@ func (s *Stream) buffer(ctx context.Context, conn *pgconn.PgConn, rel *Relation,
 	s.received.Add(1)
 	row := pendingRow{missing: -1}
 	if s.cfg.Batch.Batched(rel, update) {
-		size := 0
-		for _, v := range vals {
-			size += len(v)
-		}
-		buf := make([]byte, 0, size)
-		cp := make([][]byte, len(vals))
-		for i, v := range vals {
-			if v != nil {
-				start := len(buf)
-				buf = append(buf, v...)
-				cp[i] = buf[start:len(buf):len(buf)]
-			}
-		}
-		row.ch = &Change{Rel: rel, Values: cp, Pos: pos, CommitTime: s.commitTime,
-			IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+		row.ch = s.change(rel, CloneValues(vals), pos)
 		if update {
 			row.missing = missing
 		}
-		s.pendingBytes += size + 64*len(vals)
+		for _, v := range vals {
+			s.pendingBytes += len(v) + 64
+		}
 	} else {
 		row.ev = s.mapChange(rel, vals, pos, update, missing)
 		if row.ev != nil {
@@ -92,13 +80,33 @@ func (s *Stream) batchRows() int {
 	return max(1, s.cfg.BatchRows/max(1, s.fanout))
 }
 
-// FanOut returns the events per row of an evaluated batch, rounded up.
-func FanOut(chs []*Change, results [][]*cdc.Event) int {
+// FanOut returns the events per row of an evaluated batch (results holds
+// each row's events), rounded up; at least 1.
+func FanOut(results [][]*cdc.Event) int {
 	n := 0
 	for _, evs := range results {
 		n += len(evs)
 	}
-	return max(1, (n+len(chs)-1)/max(1, len(chs)))
+	return max(1, (n+len(results)-1)/max(1, len(results)))
+}
+
+// CloneValues copies a row's values (nil stays NULL, empty stays empty)
+// into one allocation, for rows kept beyond the receive buffer's life.
+func CloneValues(vals [][]byte) [][]byte {
+	size := 0
+	for _, v := range vals {
+		size += len(v)
+	}
+	buf := make([]byte, 0, size)
+	cp := make([][]byte, len(vals))
+	for i, v := range vals {
+		if v != nil {
+			start := len(buf)
+			buf = append(buf, v...)
+			cp[i] = buf[start:len(buf):len(buf)]
+		}
+	}
+	return cp
 }
 
 // flush evaluates the pending rows (one MapBatch call) and submits their
@@ -118,7 +126,7 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 			if results, err = s.mapBatch(ctx, conn, chs); err != nil {
 				return err
 			}
-			s.fanout = FanOut(chs, results)
+			s.fanout = FanOut(results)
 		}
 		k := 0
 		for _, r := range s.pending {
@@ -135,15 +143,8 @@ func (s *Stream) flush(ctx context.Context, conn *pgconn.PgConn) error {
 			case r.ev != nil:
 				evs = []*cdc.Event{r.ev}
 			}
-			if len(evs) == 0 {
-				s.tracker.Done(r.seq)
-				continue
-			}
-			s.tracker.Expect(r.seq, len(evs))
-			for _, ev := range evs {
-				ev.Seq = r.seq
-				s.ready = append(s.ready, ev)
-			}
+			s.tracker.Attach(r.seq, evs)
+			s.ready = append(s.ready, evs...)
 		}
 		clear(s.pending)
 		s.pending = s.pending[:0]

@@ -628,16 +628,21 @@ func (s *Stream) submit(ctx context.Context, conn *pgconn.PgConn, ev *cdc.Event)
 	return nil
 }
 
+// change is the Change of the row at pos of the current transaction.
+func (s *Stream) change(rel *Relation, vals [][]byte, pos cdc.Position) *Change {
+	return &Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
+		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+}
+
 // mapChange maps one row with the Mapper (an update with MapUpdate).
 func (s *Stream) mapChange(rel *Relation, vals [][]byte, pos cdc.Position, update bool, missing int) *cdc.Event {
-	ch := Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
-		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+	ch := s.change(rel, vals, pos)
 	if !update {
-		return s.mapper.Map(&ch)
+		return s.mapper.Map(ch)
 	}
 	var ev *cdc.Event
 	if um, ok := s.mapper.(UpdateMapper); ok {
-		ev = um.MapUpdate(&ch)
+		ev = um.MapUpdate(ch)
 	}
 	if ev != nil && ev.Reject == "" && missing >= 0 {
 		rejectMissingTOAST(ev, rel, missing)

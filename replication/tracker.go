@@ -108,6 +108,20 @@ func (t *Tracker) Expect(seq uint64, n int) {
 	t.mu.Unlock()
 }
 
+// Attach gives evs, the events one row became, the row's seq: the row is
+// handled at once when there are none, else once all are (Expect). Call it
+// before any of them is submitted.
+func (t *Tracker) Attach(seq uint64, evs []*cdc.Event) {
+	if len(evs) == 0 {
+		t.Done(seq)
+		return
+	}
+	t.Expect(seq, len(evs))
+	for _, ev := range evs {
+		ev.Seq = seq
+	}
+}
+
 // Done marks events handled. It may be called from any goroutine.
 func (t *Tracker) Done(seqs ...uint64) {
 	t.mu.Lock()

@@ -557,3 +557,21 @@ func TestTrackerExpectSeveralEvents(t *testing.T) {
 	tr.Done(b)
 	checkpoint(t, tr, pos(0x10, 1), 0x20)
 }
+
+// Attach: a row with no events is handled at once; one with several is
+// handled after all, and each carries the row's seq.
+func TestTrackerAttach(t *testing.T) {
+	tr := NewTracker(cdc.Position{}, 0)
+	a, b := tr.Assign(pos(0x10, 0)), tr.Assign(pos(0x10, 1))
+	tr.Attach(a, nil)
+	checkpoint(t, tr, pos(0x10, 0), 0)
+	evs := []*cdc.Event{{}, {}}
+	tr.Attach(b, evs)
+	if evs[0].Seq != b || evs[1].Seq != b {
+		t.Fatalf("seqs %d, %d; want %d", evs[0].Seq, evs[1].Seq, b)
+	}
+	tr.Done(b)
+	checkpoint(t, tr, pos(0x10, 0), 0)
+	tr.Done(b)
+	checkpoint(t, tr, pos(0x10, 1), 0)
+}

@@ -242,20 +242,10 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 		if err != nil {
 			return false, err
 		}
-		chs := make([]*replication.Change, len(batchRows))
-		for i, r := range batchRows {
-			chs[i] = r.Change
-		}
-		fanout = replication.FanOut(chs, events)
+		fanout = replication.FanOut(events)
 		for i, evs := range events {
-			seq := tracker.Assign(batchRows[i].Change.Pos)
-			if len(evs) == 0 {
-				tracker.Done(seq)
-				continue
-			}
-			tracker.Expect(seq, len(evs))
+			tracker.Attach(tracker.Assign(batchRows[i].Change.Pos), evs)
 			for _, ev := range evs {
-				ev.Seq = seq
 				// Latency is measured from now: the row's time is its past.
 				ev.CommitTime = time.Now()
 				if err := a.submitBackfill(ctx, sk, ev); err != nil {

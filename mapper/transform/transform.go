@@ -21,7 +21,6 @@
 package transform
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -424,13 +423,7 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 			extra++
 			continue
 		}
-		vals := make([][]byte, len(v)-hiddenFields)
-		for i, b := range v[hiddenFields:] {
-			if b != nil {
-				vals[i] = bytes.Clone(b)
-			}
-		}
-		group = append(group, vals)
+		group = append(group, replication.CloneValues(v[hiddenFields:]))
 	}
 	if err := emit(); err != nil {
 		_, _ = rr.Close()
