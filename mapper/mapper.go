@@ -176,7 +176,7 @@ func compile(r *Rule, rel *replication.Relation) *plan {
 			p.tsType = rel.Columns[p.ts].TypeOID
 			switch {
 			case p.tsUnit != "":
-				if !isEpochType(p.tsType) {
+				if !IsEpochType(p.tsType) {
 					p.err = fmt.Sprintf("timestamp column %q of %s is not an integer or numeric column, which timestamp_unit %q needs", r.Timestamp, rel.QualifiedName(), p.tsUnit)
 				}
 			case p.tsType == pgtype.TimestamptzOID, p.tsType == pgtype.TimestampOID, p.tsType == pgtype.DateOID:

@@ -146,8 +146,9 @@ func appendCompact(b, v []byte) []byte {
 	return append(b, out.Bytes()...)
 }
 
-// isEpochType reports whether a column of type oid can hold epoch time.
-func isEpochType(oid uint32) bool {
+// IsEpochType reports whether a column of type oid can hold epoch time for
+// timestamp_unit: an integer or numeric.
+func IsEpochType(oid uint32) bool {
 	switch oid {
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.NumericOID:
 		return true

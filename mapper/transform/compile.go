@@ -227,8 +227,7 @@ func (c *compiled) setOutput(fields []pgconn.FieldDescription) error {
 // checkTimestamp checks the type of the timestamp output column.
 func checkTimestamp(oid uint32, unit string) error {
 	if unit != "" {
-		switch oid {
-		case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.NumericOID:
+		if mapper.IsEpochType(oid) {
 			return nil
 		}
 		return &outputError{fmt.Sprintf("the transform's \"timestamp\" column is of type %s; with timestamp_unit %q it must be an integer or numeric (epoch time)", typeName(oid), unit)}
