@@ -160,16 +160,12 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
-	batch, tpool, err := newTransforms(ctx, cfg, src)
+	batchMapper, tpool, err := newTransforms(ctx, cfg, src)
 	if err != nil {
 		return sum, err
 	}
 	if tpool != nil {
 		defer tpool.Close()
-	}
-	var batchMapper replication.BatchMapper
-	if batch != nil {
-		batchMapper = batch
 	}
 	// One replication connection serves start-up: IDENTIFY_SYSTEM and the
 	// slot. The stream opens its own.

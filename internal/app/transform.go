@@ -27,8 +27,7 @@ func TransformSpecs(cfg *config.Config) []transform.Spec {
 		if t.Transform == "" {
 			continue
 		}
-		specs = append(specs, transform.Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
-			NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit})
+		specs = append(specs, transform.ForTable(t))
 	}
 	return specs
 }
@@ -36,7 +35,7 @@ func TransformSpecs(cfg *config.Config) []transform.Spec {
 // newTransforms prepares the configured transforms on their own read-only
 // pool (nil when there are none; close the pool when done). A transform
 // PostgreSQL cannot prepare is a configuration error.
-func newTransforms(ctx context.Context, cfg *config.Config, src replication.Source) (*transforms, *pgxpool.Pool, error) {
+func newTransforms(ctx context.Context, cfg *config.Config, src replication.Source) (replication.BatchMapper, *pgxpool.Pool, error) {
 	specs := TransformSpecs(cfg)
 	if len(specs) == 0 {
 		return nil, nil, nil

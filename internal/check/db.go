@@ -817,8 +817,7 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 // transform checks a table's SQL transform: PostgreSQL prepares it against
 // the table's columns and it returns the event's columns.
 func (r *runner) transform(ctx context.Context, d *db, t tableState, name, path string, problems, fixes []string) {
-	tr, err := transform.New(d.pool, []transform.Spec{{Schema: t.cfg.Schema, Table: t.cfg.Name, SQL: t.cfg.Transform,
-		NamePrefix: t.cfg.NamePrefix, TimestampZone: t.cfg.TimestampZone, TimestampUnit: t.cfg.TimestampUnit}})
+	tr, err := transform.New(d.pool, []transform.Spec{transform.ForTable(t.cfg)})
 	if err == nil {
 		err = tr.Check(ctx)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -50,6 +51,13 @@ type Spec struct {
 	// NamePrefix, TimestampZone and TimestampUnit apply to the outputs as
 	// the fields of the same names of mapper.Rule do.
 	NamePrefix, TimestampZone, TimestampUnit string
+}
+
+// ForTable returns the transform of a configured table (one with
+// Transform set).
+func ForTable(t config.Table) Spec {
+	return Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
+		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit}
 }
 
 // Input is one row to transform.
