@@ -20,8 +20,12 @@ type TableColumns struct {
 	PrimaryKey, ReplicaIdentity []int
 }
 
-// ReadTableColumns reads t's current definition. The error says so when
-// the table does not exist.
+// ErrTableNotFound is returned (wrapped) by ReadTableColumns when the table
+// does not exist or the user cannot see it.
+var ErrTableNotFound = errors.New("table not found")
+
+// ReadTableColumns reads t's current definition. The error wraps
+// ErrTableNotFound when the table does not exist.
 func ReadTableColumns(ctx context.Context, conn *pgconn.PgConn, t TableRef) (*TableColumns, error) {
 	generated := ""
 	if serverMajor(conn.ParameterStatus("server_version")) >= 12 {
@@ -40,7 +44,7 @@ ORDER BY a.attnum`
 		return nil, fmt.Errorf("read the columns of %s: %w", t, res.Err)
 	}
 	if len(res.Rows) == 0 {
-		return nil, fmt.Errorf("the table %s does not exist", t)
+		return nil, fmt.Errorf("the table %s does not exist: %w", t, ErrTableNotFound)
 	}
 	var id uint64
 	tc := &TableColumns{}

@@ -160,6 +160,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
+	if err := checkMappedColumns(ctx, pool, cfg); err != nil {
+		return sum, err
+	}
 	batchMapper, tpool, err := newTransforms(ctx, cfg, src)
 	if err != nil {
 		return sum, err

@@ -677,10 +677,13 @@ FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, pubName)
 			continue
 		}
 		if got.columns != nil {
+			// From PostgreSQL 15 every table has attnames, with or without
+			// a column list: a mapped column missing from the table itself
+			// is the columns item's to report, not the list's.
 			var absent []string
-			for _, c := range mappedColumns(t.cfg) {
-				if !slices.Contains(got.columns, c.column) {
-					absent = append(absent, strconv.Quote(c.column))
+			for _, c := range t.cfg.MappedColumns() {
+				if !slices.Contains(got.columns, c.Column) && columnExists(ctx, d, t.oid, c.Column) {
+					absent = append(absent, strconv.Quote(c.Column))
 				}
 			}
 			if len(absent) > 0 {
@@ -710,35 +713,13 @@ FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, pubName)
 	}
 }
 
-// mapped is a column the configuration maps to an event field.
-type mapped struct {
-	key    string // the configuration key, e.g. "external_id" or "properties[1]"
-	field  string // the event field
-	column string
-}
-
-// mappedColumns lists the columns a table's rule reads (none for a
-// transform, which PostgreSQL checks).
-func mappedColumns(t config.Table) []mapped {
-	if t.Transform != "" {
-		return nil
-	}
-	var out []mapped
-	if t.EventName != "" {
-		out = append(out, mapped{"name", "name", t.EventName})
-	}
-	out = append(out, mapped{"external_id", "external_id", t.ExternalID})
-	if t.Timestamp != "" {
-		out = append(out, mapped{"timestamp", "timestamp", t.Timestamp})
-	}
-	for i, p := range t.Properties {
-		key := "properties"
-		if t.PropertiesIsList {
-			key = fmt.Sprintf("properties[%d]", i)
-		}
-		out = append(out, mapped{key, "properties", p})
-	}
-	return out
+// columnExists reports whether the table with OID rel has the column (true
+// when the catalog cannot say, so that a problem is not hidden).
+func columnExists(ctx context.Context, d *db, rel uint32, column string) bool {
+	var ok bool
+	err := d.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)`,
+		rel, column).Scan(&ok)
+	return err != nil || ok
 }
 
 // column is a row of pg_attribute.
@@ -787,24 +768,27 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 		r.transform(ctx, d, t, name, path, problems, fixes)
 		return
 	}
-	for _, m := range mappedColumns(t.cfg) {
-		c, found := cols[m.column]
+	for _, m := range t.cfg.MappedColumns() {
+		if m.Field == "backfill" {
+			continue // backfillProblems
+		}
+		c, found := cols[m.Column]
 		switch {
 		case !found:
-			problems = append(problems, fmt.Sprintf("%s has no column %q (%s%s)", t.quoted(), m.column, path, m.key))
-			fixes = append(fixes, fmt.Sprintf("set %s%s to one of the columns of %s: %s", path, m.key, t.quoted(), strings.Join(order, ", ")))
+			problems = append(problems, fmt.Sprintf("%s has no column %q (%s%s)", t.quoted(), m.Column, path, m.Key))
+			fixes = append(fixes, fmt.Sprintf("set %s%s to one of the columns of %s: %s", path, m.Key, t.quoted(), strings.Join(order, ", ")))
 		case c.generated && d.version < 180000:
-			problems = append(problems, fmt.Sprintf("column %q is generated; logical replication sends generated columns only from PostgreSQL 18", m.column))
-			fixes = append(fixes, fmt.Sprintf("map %s%s to a stored (not generated) column", path, m.key))
-		case m.key == "timestamp" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
-			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.column, c.typName))
+			problems = append(problems, fmt.Sprintf("column %q is generated; logical replication sends generated columns only from PostgreSQL 18", m.Column))
+			fixes = append(fixes, fmt.Sprintf("map %s%s to a stored (not generated) column", path, m.Key))
+		case m.Key == "timestamp" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
+			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
 			fixes = append(fixes, fmt.Sprintf("map %stimestamp to a timestamptz, timestamp or date column, remove it to use the commit time, or:\nALTER TABLE %s ALTER COLUMN %s TYPE timestamptz USING %s::timestamptz;",
-				path, t.quoted(), setupsql.QuoteIdent(m.column), setupsql.QuoteIdent(m.column)))
-		case m.key == "properties" && c.typ != pgtype.JSONOID && c.typ != pgtype.JSONBOID:
-			problems = append(problems, fmt.Sprintf("properties column %q is %s, not json or jsonb", m.column, c.typName))
-			fixes = append(fixes, fmt.Sprintf("write %sproperties as a list, [%s], to send the column as one property, or map it to a json/jsonb column", path, m.column))
+				path, t.quoted(), setupsql.QuoteIdent(m.Column), setupsql.QuoteIdent(m.Column)))
+		case m.Key == "properties" && c.typ != pgtype.JSONOID && c.typ != pgtype.JSONBOID:
+			problems = append(problems, fmt.Sprintf("properties column %q is %s, not json or jsonb", m.Column, c.typName))
+			fixes = append(fixes, fmt.Sprintf("write %sproperties as a list, [%s], to send the column as one property, or map it to a json/jsonb column", path, m.Column))
 		default:
-			ok = append(ok, fmt.Sprintf("%s ← %s (%s)", m.field, m.column, c.typName))
+			ok = append(ok, fmt.Sprintf("%s ← %s (%s)", m.Field, m.Column, c.typName))
 		}
 	}
 	if len(problems) > 0 {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"time"
@@ -118,6 +119,19 @@ type Config struct {
 	// Warnings are non-fatal remarks found while loading (e.g. a literal
 	// secret), to be logged by the caller. They never contain a secret.
 	Warnings []string
+	// lines maps a key's dotted path (e.g. "tables[0].external_id") to its
+	// 1-based line in the file it was loaded from.
+	lines map[string]int
+}
+
+// Line returns the 1-based line of the key at path (e.g.
+// "tables[0].external_id") in the file the configuration was loaded from,
+// or 0 when unknown (a missing key, or a Config built in Go).
+func (c *Config) Line(path string) int { return c.lines[path] }
+
+// Problem returns a Problem at path, with the key's line when known.
+func (c *Config) Problem(path, format string, args ...any) Problem {
+	return Problem{Path: path, Line: c.Line(path), Msg: fmt.Sprintf(format, args...)}
 }
 
 // Source is the `source` section: the PostgreSQL database and its
@@ -321,6 +335,52 @@ func (t Table) BackfillColumn() string {
 		return t.Backfill.Column
 	}
 	return t.Timestamp
+}
+
+// MappedColumn is a column a table's rule reads.
+type MappedColumn struct {
+	// Key is the configuration key relative to the table, e.g.
+	// "external_id", "properties[1]" or "backfill.column".
+	Key string
+	// Field is the event field the column feeds ("name", "external_id",
+	// "timestamp", "properties"), or "backfill" for the window column.
+	Field string
+	// Column is the column's name.
+	Column string
+}
+
+// MappedColumns lists the columns the table's rule and backfill read, each
+// with the key that names it. A transform's columns are PostgreSQL's to
+// check, so only the backfill column is listed for a transform table.
+func (t Table) MappedColumns() []MappedColumn {
+	var out []MappedColumn
+	if t.Transform == "" {
+		if t.EventName != "" {
+			out = append(out, MappedColumn{"name", "name", t.EventName})
+		}
+		out = append(out, MappedColumn{"external_id", "external_id", t.ExternalID})
+		if t.Timestamp != "" {
+			out = append(out, MappedColumn{"timestamp", "timestamp", t.Timestamp})
+		}
+		for i, p := range t.Properties {
+			key := "properties"
+			if t.PropertiesIsList {
+				key = fmt.Sprintf("properties[%d]", i)
+			}
+			out = append(out, MappedColumn{key, "properties", p})
+		}
+		for i, p := range t.PropertiesColumns {
+			out = append(out, MappedColumn{fmt.Sprintf("properties_columns[%d]", i), "properties", p})
+		}
+	}
+	if t.Backfill != nil {
+		key := "backfill.column"
+		if t.Backfill.Column == "" {
+			key = "timestamp"
+		}
+		out = append(out, MappedColumn{key, "backfill", t.BackfillColumn()})
+	}
+	return out
 }
 
 // EmitsUpdates reports whether the table's updates become events.

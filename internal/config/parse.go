@@ -93,6 +93,7 @@ func parse(data []byte, lookup func(string) (string, bool), baseDir string) (*Co
 		return nil, d.probs.err()
 	}
 	c.Warnings = d.warnings
+	c.lines = d.lines
 	return &c, nil
 }
 

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink/onesignaltest"
+)
+
+// A typo in a mapped column stops `run` before the slot exists, naming the
+// key, its line and the table's columns: no row is turned into a dead
+// letter and skipped. check reports the same typos (properties_columns
+// too) and no false column-list problem.
+func TestRunRefusesUnknownMappedColumns(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	path := e.writeConfig("full", "")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(data), "external_id: user_id", "external_id: userid", 1)
+	cfg = strings.Replace(cfg, "properties: event_data", "properties: event_data\n    properties_columns: [sesion_id]", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lineOf := func(s string) int {
+		for i, l := range strings.Split(cfg, "\n") {
+			if strings.Contains(l, s) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no %q in the config", s)
+		return 0
+	}
+	p := e.startProc(path)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("pgsignal run did not exit")
+	}
+	out := readFile(t, p.log)
+	if p.err == nil || p.cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1:\n%s", p.err, out)
+	}
+	assertLines(t, out,
+		"tables[0].external_id (line "+strconv.Itoa(lineOf("external_id: userid"))+"): analytics.user_events has no column \"userid\"",
+		"tables[0].properties_columns[0] (line "+strconv.Itoa(lineOf("properties_columns"))+"): analytics.user_events has no column \"sesion_id\"",
+		`its columns are "id", "event_name", "user_id", "event_timestamp", "event_data"`)
+	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
+		t.Fatalf("%d slots created, want none", n)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_publication`); n != 0 {
+		t.Fatalf("%d publications created, want none", n)
+	}
+
+	// check: the columns item names both typos; the publication item (the
+	// publication does not exist yet) makes no column-list claim.
+	stdout, _, code := runCheckCLI(t, []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}, "check", "--config", path)
+	if code != 1 {
+		t.Fatalf("check exit %d, want 1:\n%s", code, stdout)
+	}
+	assertLines(t, stdout, `has no column "userid" (tables[0].external_id)`, `has no column "sesion_id" (tables[0].properties_columns[0])`)
+
+	// With the publication in place (PostgreSQL 15+ lists every column in
+	// attnames) the publication item still blames no column list.
+	e.exec(`CREATE PUBLICATION pgsignal FOR TABLE analytics.user_events WITH (publish = 'insert')`)
+	stdout, _, _ = runCheckCLI(t, []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}, "check", "--config", path)
+	if strings.Contains(stdout, "column list") {
+		t.Fatalf("check blames a column list the publication does not have:\n%s", stdout)
+	}
+}
