@@ -57,7 +57,12 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "pgsignal dead-letters %s: say which letters: --id, --reason or --all\n", action)
 		return errUsage
 	}
-	cfg, err := config.Load(*path)
+	// Only replay calls OneSignal; list and discard need no API key.
+	load := config.LoadForDatabase
+	if action == "replay" {
+		load = config.Load
+	}
+	cfg, err := load(*path)
 	if err != nil {
 		return err
 	}

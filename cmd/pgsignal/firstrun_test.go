@@ -73,3 +73,43 @@ func TestRunRefusesUnknownMappedColumns(t *testing.T) {
 		t.Fatalf("check blames a column list the publication does not have:\n%s", stdout)
 	}
 }
+
+// status and dead-letters list/discard call only the database: they run
+// without the OneSignal key; replay, which sends, still needs it.
+func TestDatabaseCommandsNeedNoAPIKey(t *testing.T) {
+	for _, mode := range []string{"full", "read-only"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+			if mode == "read-only" {
+				e.exec(`CREATE PUBLICATION pgsignal FOR TABLE analytics.user_events WITH (publish = 'insert')`)
+			}
+			cfg := e.writeConfig(mode, "")
+			p := e.startProc(cfg)
+			e.waitStreaming(p)
+			e.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('signup', NULL)`)
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				out, errOut, code := runCheckCLI(t, nil, "dead-letters", "list", "--config", cfg)
+				if code != 0 {
+					t.Fatalf("dead-letters list without the key: exit %d\n%s%s", code, out, errOut)
+				}
+				if strings.Contains(out, "external_id") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no dead letter listed:\n%s", out)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			p.term(t)
+			out, errOut, code := runCheckCLI(t, nil, "status", "--config", cfg)
+			if code != 0 || !strings.Contains(out, "pgsignal") {
+				t.Fatalf("status without the key: exit %d\n%s%s", code, out, errOut)
+			}
+			_, errOut, code = runCheckCLI(t, nil, "dead-letters", "replay", "--all", "--config", cfg)
+			if code != 1 || !strings.Contains(errOut, "TEST_ONESIGNAL_KEY is not set") {
+				t.Fatalf("replay without the key: exit %d, want 1 naming the variable\n%s", code, errOut)
+			}
+		})
+	}
+}

@@ -68,7 +68,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.LoadForDatabase(*path) // status needs no OneSignal key
 	if err != nil {
 		return err
 	}

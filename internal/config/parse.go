@@ -36,6 +36,22 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// LoadForDatabase is Load for the commands that talk only to the database
+// (status, dead-letters list and discard, setup): onesignal.api_key and
+// onesignal.api_key_file are neither read nor required, so the OneSignal
+// secret need not be present; OneSignal.APIKey is empty.
+func LoadForDatabase(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	c, err := parseWith(data, os.LookupEnv, filepath.Dir(path), true)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return c, nil
+}
+
 // Parse parses a YAML configuration, expands ${VAR} references with getenv,
 // applies the defaults and validates the result. With getenv nil the process
 // environment is used (os.LookupEnv); otherwise, since getenv cannot tell an
@@ -71,7 +87,14 @@ func ParseLookup(data []byte, lookup func(string) (string, bool)) (*Config, erro
 // directory relative files are resolved against ("" for the working
 // directory).
 func parse(data []byte, lookup func(string) (string, bool), baseDir string) (*Config, error) {
+	return parseWith(data, lookup, baseDir, false)
+}
+
+// parseWith is parse; noKey leaves the OneSignal API key out (see
+// LoadForDatabase).
+func parseWith(data []byte, lookup func(string) (string, bool), baseDir string, noKey bool) (*Config, error) {
 	d := &decoder{
+		noKey:   noKey,
 		lookup:  lookup,
 		baseDir: baseDir,
 		lines:   map[string]int{},
@@ -84,6 +107,9 @@ func parse(data []byte, lookup func(string) (string, bool), baseDir string) (*Co
 	}
 	d.root(root, &c)
 	for _, p := range validate(&c) {
+		if noKey && p.Path == "onesignal.api_key" {
+			continue
+		}
 		if !d.hasFailed(p.Path) {
 			d.probs.list = append(d.probs.list, p)
 		}
@@ -173,6 +199,8 @@ func lineText(data []byte, n int) string {
 
 // decoder walks a YAML node tree against the configuration schema.
 type decoder struct {
+	// noKey leaves onesignal.api_key and api_key_file unread.
+	noKey   bool
 	lookup  func(string) (string, bool)
 	baseDir string
 	probs   problems
@@ -674,6 +702,14 @@ func (d *decoder) onesignal(o *OneSignal) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
 		var keyFile string
 		keySet, fileSet := false, false
+		if d.noKey {
+			ignore := func(*yaml.Node, string) {}
+			d.mapping(n, path, []field{
+				{"app_id", d.str(&o.AppID, false)}, {"api_key", ignore}, {"api_key_file", ignore},
+				{"url", d.str(&o.URL, false)}, {"timeout", d.duration(&o.Timeout)},
+			})
+			return
+		}
 		d.mapping(n, path, []field{
 			{"app_id", d.str(&o.AppID, false)},
 			{"api_key", func(n *yaml.Node, path string) {
