@@ -113,3 +113,31 @@ func TestDatabaseCommandsNeedNoAPIKey(t *testing.T) {
 		})
 	}
 }
+
+// One help style and documented exit codes: a requested help text exits 0
+// and writes the flags as --name; a wrong command line exits 2.
+func TestHelpAndExitCodes(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, 0, "Exit codes: 0 success"},
+		{[]string{"run", "-h"}, 0, "--config STRING"},
+		{[]string{"run", "--help"}, 0, "Usage: pgsignal run [flags]"},
+		{[]string{"status", "--help"}, 0, "--json"},
+		{[]string{"dead-letters", "list", "--help"}, 0, "Usage: pgsignal dead-letters list [flags]"},
+		{[]string{"run", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{[]string{"run", "--config", "/nonexistent/pgsignal.yaml"}, 1, "load config"},
+	}
+	for _, c := range cases {
+		out, errOut, code := runCheckCLI(t, nil, c.args...)
+		if code != c.code || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("pgsignal %v: exit %d, want %d with %q:\n%s%s", c.args, code, c.code, c.want, out, errOut)
+		}
+		if strings.Contains(out+errOut, "  -config") {
+			t.Errorf("pgsignal %v prints -config, not --config:\n%s", c.args, errOut)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -35,7 +36,7 @@ func main() {
 		debug.SetGCPercent(200)
 	}
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errUsage) && !errors.Is(err, errReported) {
+		if !errors.Is(err, errUsage) && !errors.Is(err, errReported) && !errors.Is(err, errHelp) {
 			fmt.Fprintln(os.Stderr, "pgsignal:", err)
 		}
 		os.Exit(exitCode(err))
@@ -45,10 +46,18 @@ func main() {
 var (
 	errUsage    = errors.New("usage")
 	errReported = errors.New("already reported")
+	// errHelp is a requested help text (-h, --help): printed, exit 0.
+	errHelp = errors.New("help")
 )
 
+// Exit codes: 0 success (and a requested help text), 1 an error of the
+// run, the database, OneSignal or the configuration, 2 a wrong command
+// line.
 func exitCode(err error) int {
-	if errors.Is(err, errUsage) {
+	switch {
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, errUsage):
 		return 2
 	}
 	return 1
@@ -69,7 +78,8 @@ Usage:
   pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
   pgsignal version               print the version
 
-Run "pgsignal COMMAND -h" for a command's flags.
+Run "pgsignal COMMAND --help" for a command's flags.
+Exit codes: 0 success, 1 an error (configuration, database, OneSignal), 2 a wrong command line.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -107,17 +117,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// newFlagSet returns a flag set that reports errors as usage errors.
+// newFlagSet returns a flag set that reports errors as usage errors and
+// prints its flags the way the documentation writes them (--config FILE).
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("pgsignal "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { printFlags(fs) }
 	return fs
+}
+
+// printFlags writes "Usage: pgsignal NAME [flags]" and each flag as
+// "--name VALUE  usage (default ...)".
+func printFlags(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintf(out, "Usage: %s [flags]\n\nFlags:\n", fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if kind != "" {
+			line += " " + strings.ToUpper(kind)
+		}
+		fmt.Fprintf(out, "%s\n      %s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(out, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(out)
+	})
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+			return errHelp
 		}
 		return errUsage
 	}
