@@ -27,7 +27,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("check", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, checkUsage)
-		fs.PrintDefaults()
+		printFlagList(fs)
 	}
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	asJSON := fs.Bool("json", false, `print {"ok":bool,"items":[{"name","status","detail","fix"}]}`)

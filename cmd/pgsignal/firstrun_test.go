@@ -141,3 +141,57 @@ func TestHelpAndExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// teardown prints the SQL that removes the slot, the publication and the
+// bookkeeping schema; it refuses while pgsignal streams, and --apply leaves
+// nothing behind. A publication shared with another table only loses the
+// configured table.
+func TestTeardown(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeConfig("full", "")
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	env := []string{"TEST_ONESIGNAL_KEY=unused"}
+	out, errOut, code := runCheckCLI(t, env, "teardown", "--config", cfg, "--apply")
+	if code != 1 || !strings.Contains(errOut, "the slot pgsignal is in use by process") || !strings.Contains(errOut, "stop pgsignal") {
+		t.Fatalf("teardown while streaming: exit %d\n%s%s", code, out, errOut)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 1 {
+		t.Fatalf("%d slots after a refused teardown", n)
+	}
+	p.term(t)
+
+	e.exec(`CREATE TABLE public.other (id int PRIMARY KEY)`)
+	e.exec(`ALTER PUBLICATION pgsignal ADD TABLE public.other`)
+	out, errOut, code = runCheckCLI(t, nil, "teardown", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("teardown: exit %d\n%s%s", code, out, errOut)
+	}
+	assertLines(t, out, "SELECT pg_catalog.pg_drop_replication_slot('pgsignal');",
+		`ALTER PUBLICATION "pgsignal" DROP TABLE "analytics"."user_events";`, `DROP SCHEMA "census" CASCADE;`)
+	if strings.Contains(out, "DROP PUBLICATION") {
+		t.Fatalf("teardown drops a shared publication:\n%s", out)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 1 {
+		t.Fatalf("printing dropped something: %d slots", n)
+	}
+	out, errOut, code = runCheckCLI(t, nil, "teardown", "--config", cfg, "--apply")
+	if code != 0 || !strings.Contains(out, "teardown done") {
+		t.Fatalf("teardown --apply: exit %d\n%s%s", code, out, errOut)
+	}
+	for q, want := range map[string]int64{
+		`SELECT count(*) FROM pg_replication_slots`:                                  0,
+		`SELECT count(*) FROM pg_namespace WHERE nspname = 'census'`:                 0,
+		`SELECT count(*) FROM pg_publication_tables WHERE tablename = 'user_events'`: 0,
+		`SELECT count(*) FROM pg_publication_tables WHERE tablename = 'other'`:       1,
+	} {
+		if n := e.queryInt(q); n != want {
+			t.Errorf("%s = %d, want %d", q, n, want)
+		}
+	}
+	e.exec(`ALTER PUBLICATION pgsignal DROP TABLE public.other`)
+	out, _, code = runCheckCLI(t, nil, "teardown", "--config", cfg, "--apply")
+	if code != 0 || !strings.Contains(out, `done: DROP PUBLICATION "pgsignal"`) {
+		t.Fatalf("teardown of an unshared publication: exit %d\n%s", code, out)
+	}
+}

@@ -3,9 +3,15 @@
 //
 // Usage:
 //
-//	pgsignal run --config pgsignal.yaml   stream until SIGINT/SIGTERM
-//	pgsignal demo                         run a self-contained demo
-//	pgsignal fake-onesignal               serve the fake OneSignal API locally
+//	pgsignal run --config pgsignal.yaml       stream until SIGINT/SIGTERM
+//	pgsignal backfill --config F --since 7d   send recent history, then stream
+//	pgsignal status [--json]                  slot, watermark, dead letters, runs
+//	pgsignal dead-letters list|replay|discard inspect and resend dead letters
+//	pgsignal setup --config F [--apply]       the SQL that prepares the database
+//	pgsignal check --config F [--json]        every prerequisite, with fixes
+//	pgsignal teardown --config F [--apply]    the SQL that removes slot, publication, schema
+//	pgsignal demo                             run a self-contained demo
+//	pgsignal fake-onesignal                   serve the fake OneSignal API locally
 //	pgsignal version
 package main
 
@@ -74,6 +80,9 @@ Usage:
   pgsignal dead-letters list|replay|discard   inspect and resend dead letters
   pgsignal setup --config FILE   print (or --apply --admin-dsn DSN) the SQL that prepares the database
   pgsignal check --config FILE   check the database and OneSignal item by item, with fixes (--json)
+  pgsignal teardown --config FILE
+                                 print (or --apply) the SQL that drops the slot, the publication
+                                 and the bookkeeping schema (refused while the slot is in use)
   pgsignal demo                  start a throwaway PostgreSQL and a fake OneSignal, stream, report
   pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
   pgsignal version               print the version
@@ -103,6 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdSetup(ctx, rest, stdout, stderr)
 	case "check":
 		return cmdCheck(ctx, rest, stdout, stderr)
+	case "teardown":
+		return cmdTeardown(ctx, rest, stdout, stderr)
 	case "fake-onesignal":
 		return cmdFake(ctx, rest, stdout, stderr)
 	case "version", "--version":
@@ -129,8 +140,13 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 // printFlags writes "Usage: pgsignal NAME [flags]" and each flag as
 // "--name VALUE  usage (default ...)".
 func printFlags(fs *flag.FlagSet) {
+	fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nFlags:\n", fs.Name())
+	printFlagList(fs)
+}
+
+// printFlagList writes each flag as "--name VALUE  usage (default ...)".
+func printFlagList(fs *flag.FlagSet) {
 	out := fs.Output()
-	fmt.Fprintf(out, "Usage: %s [flags]\n\nFlags:\n", fs.Name())
 	fs.VisitAll(func(f *flag.Flag) {
 		kind, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name

@@ -41,7 +41,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("setup", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, setupUsage)
-		fs.PrintDefaults()
+		printFlagList(fs)
 	}
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	user := fs.String("user", "census", "the user pgsignal logs in as")
