@@ -541,6 +541,7 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 	}
 	delivered := 0
 	defer func() { s.stats.delivered.Add(uint64(delivered)) }()
+	debug := s.log.Core().Enabled(zap.DebugLevel)
 	for _, ev := range evs {
 		if f, ok := failed[ev.ExternalID]; ok {
 			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
@@ -556,6 +557,10 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 			continue
 		}
 		delivered++
+		if debug {
+			s.log.Debug("event accepted", zap.String("table", ev.Table), zap.String("name", ev.Name), zap.String("external_id", ev.ExternalID),
+				zap.String("idempotency_key", ev.IdempotencyKey), zap.Stringer("position", ev.Pos))
+		}
 		if !ev.CommitTime.IsZero() {
 			s.Latency.Observe(now.Sub(ev.CommitTime))
 			s.cfg.Metrics.Accepted(now.Sub(ev.CommitTime))

@@ -195,3 +195,28 @@ func TestTeardown(t *testing.T) {
 		t.Fatalf("teardown of an unshared publication: exit %d\n%s", code, out)
 	}
 }
+
+// --log-level debug shows each event as OneSignal accepted it: name,
+// external_id, idempotency key and position.
+func TestDebugLogShowsEachEvent(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	p := e.startProc(e.writeConfig("full", ""), "--log-level", "debug")
+	e.waitStreaming(p)
+	e.insertRows(0, 3)
+	e.waitCount(3, 30*time.Second, p)
+	p.term(t)
+	logText := readFile(t, p.log)
+	for _, ev := range e.fake.Events() {
+		var found bool
+		for _, line := range strings.Split(logText, "\n") {
+			if strings.Contains(line, `"msg":"event accepted"`) && strings.Contains(line, `"idempotency_key":"`+ev.IdempotencyKey+`"`) &&
+				strings.Contains(line, `"external_id":"`+ev.ExternalID+`"`) && strings.Contains(line, `"name":"`+ev.Name+`"`) &&
+				strings.Contains(line, `"position":"`) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no debug line for %s/%s key %s:\n%s", ev.Name, ev.ExternalID, ev.IdempotencyKey, logText)
+		}
+	}
+}

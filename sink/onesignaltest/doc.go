@@ -7,7 +7,10 @@
 // address (Start). It serves POST /apps/{app_id}/custom_events and the older
 // POST /apps/{app_id}/integrations/custom_events, and answers:
 //
-//   - 404 for any other path, 405 for a method other than POST;
+//   - 404 for any other path, 405 for a method other than POST and GET;
+//   - for GET (the fake's own addition, not OneSignal's API): 200 with
+//     {"count","duplicates","events":[...]}, the last ?limit (at most
+//     10,000) accepted events, so a person can see what was sent;
 //   - 403 with AccessDeniedBody when the "Authorization: Key <key>" header is
 //     missing or wrong (the scheme is case-insensitive);
 //   - 400 when the app id is not the configured one;

@@ -49,9 +49,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusNotFound, "not found: "+r.URL.Path)
 		return
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeErrors(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
+	if r.Method != http.MethodPost && r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, POST")
+		writeErrors(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST (GET lists what the fake accepted)")
 		return
 	}
 	if !s.authorized(r.Header.Get("Authorization")) {
@@ -62,6 +62,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if appID != s.opts.AppID {
 		s.count(func(st *Stats) { st.BadRequests++ })
 		writeErrors(w, http.StatusBadRequest, "app_id not found: "+appID)
+		return
+	}
+
+	if r.Method == http.MethodGet {
+		s.serveAccepted(w, r)
 		return
 	}
 
@@ -408,4 +413,53 @@ func writeErrors(w http.ResponseWriter, status int, msgs ...string) {
 		body = []byte(`{"errors":["internal error"]}`)
 	}
 	writeJSON(w, status, body)
+}
+
+// listedEvent is an accepted event as GET lists it.
+type listedEvent struct {
+	Name           string          `json:"name"`
+	ExternalID     string          `json:"external_id,omitempty"`
+	OnesignalID    string          `json:"onesignal_id,omitempty"`
+	Timestamp      string          `json:"timestamp,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	Properties     json.RawMessage `json:"properties,omitempty"`
+	ReceivedAt     time.Time       `json:"received_at"`
+}
+
+// maxListed bounds what one GET returns.
+const maxListed = 10000
+
+// serveAccepted answers GET on the events path, which OneSignal does not
+// serve: the fake's own view of what it accepted, for a person checking what
+// pgsignal sent. ?limit=N (default and at most 10,000) returns the last N
+// events in arrival order, with the total count and the duplicates dropped.
+func (s *Server) serveAccepted(w http.ResponseWriter, r *http.Request) {
+	limit := maxListed
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeErrors(w, http.StatusBadRequest, "limit must be a whole number")
+			return
+		}
+		limit = min(n, maxListed)
+	}
+	events := s.Events()
+	if len(events) > limit {
+		events = events[len(events)-limit:]
+	}
+	out := struct {
+		Count      int           `json:"count"`
+		Duplicates int           `json:"duplicates"`
+		Events     []listedEvent `json:"events"`
+	}{Count: s.Count(), Duplicates: s.Duplicates(), Events: make([]listedEvent, len(events))}
+	for i, e := range events {
+		out.Events[i] = listedEvent{Name: e.Name, ExternalID: e.ExternalID, OnesignalID: e.OnesignalID, Timestamp: e.Timestamp,
+			IdempotencyKey: e.IdempotencyKey, Properties: e.Properties, ReceivedAt: e.ReceivedAt}
+	}
+	body, err := json.Marshal(out)
+	if err != nil {
+		writeErrors(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
 }

@@ -67,8 +67,7 @@ func TestRouting(t *testing.T) {
 		{"beta path", http.MethodPost, "/apps/" + DefaultAppID + "/integrations/custom_events", http.StatusAccepted, ""},
 		{"wrong app id", http.MethodPost, "/apps/00000000-0000-4000-8000-000000000000/custom_events",
 			http.StatusBadRequest, "app_id not found: 00000000-0000-4000-8000-000000000000"},
-		{"GET", http.MethodGet, testPath, http.StatusMethodNotAllowed, "method GET not allowed; use POST"},
-		{"PUT", http.MethodPut, testPath, http.StatusMethodNotAllowed, "method PUT not allowed; use POST"},
+		{"PUT", http.MethodPut, testPath, http.StatusMethodNotAllowed, "method PUT not allowed; use POST (GET lists what the fake accepted)"},
 		{"root", http.MethodPost, "/", http.StatusNotFound, "not found: /"},
 		{"notifications", http.MethodPost, "/notifications", http.StatusNotFound, "not found: /notifications"},
 		{"no app id", http.MethodPost, "/apps//custom_events", http.StatusNotFound, "not found: /apps//custom_events"},
@@ -100,9 +99,39 @@ func TestRouting(t *testing.T) {
 }
 
 func TestMethodNotAllowedSetsAllow(t *testing.T) {
-	w := serve(t, New(Options{}), http.MethodGet, testPath, testAuth, "")
-	if got := w.Header().Get("Allow"); got != http.MethodPost {
-		t.Fatalf("Allow = %q, want POST", got)
+	w := serve(t, New(Options{}), http.MethodDelete, testPath, testAuth, "")
+	if got := w.Header().Get("Allow"); got != "GET, POST" {
+		t.Fatalf("Allow = %q, want GET, POST", got)
+	}
+}
+
+// GET lists the accepted events (the fake's own view, not OneSignal's API):
+// authenticated like POST, the last ?limit events, with the counters.
+func TestGetListsAccepted(t *testing.T) {
+	s := New(Options{})
+	post(t, s, batch(ev("a", "u1"), ev("b", "u2")))
+	if w := serve(t, s, http.MethodGet, testPath, "Key wrong", ""); w.Code != http.StatusForbidden {
+		t.Fatalf("GET with a wrong key: %d", w.Code)
+	}
+	w := serve(t, s, http.MethodGet, testPath+"?limit=1", testAuth, "")
+	if w.Code != http.StatusOK {
+		t.Fatalf("GET: %d %s", w.Code, w.Body)
+	}
+	var got struct {
+		Count, Duplicates int
+		Events            []struct {
+			Name       string `json:"name"`
+			ExternalID string `json:"external_id"`
+		}
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Count != 2 || got.Duplicates != 0 || len(got.Events) != 1 || got.Events[0].Name != "b" || got.Events[0].ExternalID != "u2" {
+		t.Fatalf("GET ?limit=1 = %s", w.Body)
+	}
+	if w := serve(t, s, http.MethodGet, testPath+"?limit=x", testAuth, ""); w.Code != http.StatusBadRequest {
+		t.Fatalf("GET ?limit=x: %d", w.Code)
 	}
 }
 
