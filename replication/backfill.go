@@ -34,7 +34,7 @@ func CreateSlotWithSnapshot(ctx context.Context, conn *pgconn.PgConn, slot strin
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
-		return SnapshotSlot{}, permanent("create replication slot %q with an exported snapshot for the backfill (the user needs the REPLICATION attribute and a free slot in max_replication_slots): %w", slot, err)
+		return SnapshotSlot{}, slotCreateError(fmt.Sprintf("create replication slot %q with an exported snapshot for the backfill", slot), err)
 	}
 	lsn, err := cdc.ParseLSN(res.ConsistentPoint)
 	if err != nil {

@@ -106,3 +106,24 @@ func certNames(cert *x509.Certificate) string {
 	}
 	return "it is valid for " + strings.Join(names, ", ")
 }
+
+// slotCreateError explains why CREATE_REPLICATION_SLOT failed, with the
+// fix for the common causes (SQLSTATE): wal_level not logical (55000), no
+// free slot (53400), no REPLICATION attribute (42501). what names the
+// attempt, e.g. `create replication slot "pgsignal"`.
+func slotCreateError(what string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "55000":
+			if strings.Contains(pgErr.Message, "wal_level") {
+				return permanent("%s: logical decoding needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical; as a superuser, then restart PostgreSQL (RDS: rds.logical_replication = 1 in the parameter group; Cloud SQL: the flag cloudsql.logical_decoding = on; pgsignal check names the fix for the platform): %w", what, err)
+			}
+		case "53400":
+			return permanent("%s: every replication slot is in use: raise max_replication_slots (then restart PostgreSQL) or drop an unused slot (SELECT slot_name, active FROM pg_replication_slots): %w", what, err)
+		case "42501":
+			return permanent("%s: the user lacks the REPLICATION attribute: ALTER ROLE ... WITH REPLICATION; as a superuser (rds_replication on RDS), or pgsignal setup --apply: %w", what, err)
+		}
+	}
+	return permanent("%s (the user needs the REPLICATION attribute and a free slot in max_replication_slots): %w", what, err)
+}

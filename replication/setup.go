@@ -464,7 +464,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, sl
 			if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created concurrently
 				return false, nil
 			}
-			return false, permanent("create replication slot %q (the user needs the REPLICATION attribute and a free slot in max_replication_slots): %w", slot, err)
+			return false, slotCreateError(fmt.Sprintf("create replication slot %q", slot), err)
 		}
 		return true, nil
 	}

@@ -220,3 +220,35 @@ func TestDebugLogShowsEachEvent(t *testing.T) {
 		}
 	}
 }
+
+// On a server with wal_level = replica: setup --apply warns that a restart
+// is needed, and run names wal_level and its fix instead of REPLICATION or
+// max_replication_slots. setup writes SQL for source.dsn's user.
+func TestFirstRunOnWalLevelReplica(t *testing.T) {
+	e := newEnv(t, pgtest.Options{Conf: map[string]string{"wal_level": "replica"}}, onesignaltest.Options{})
+	dsn := strings.Replace(e.pg.DSN(""), "postgres@", "app_events@", 1)
+	cfg := e.writeCheckConfig("user", dsn, "full", defaultTables)
+	sql, errOut, code := runCheckCLI(t, nil, "setup", "--config", cfg)
+	if code != 0 || !strings.Contains(sql, `CREATE ROLE "app_events" LOGIN PASSWORD '`) || strings.Contains(sql, `"census" LOGIN`) {
+		t.Fatalf("setup for the dsn's user: exit %d\n%s%s", code, sql, errOut)
+	}
+	if strings.Contains(errOut, "note: source.dsn logs in as") {
+		t.Fatalf("setup notes a mismatch it no longer has:\n%s", errOut)
+	}
+	out, errOut, code := runCheckCLI(t, nil, "setup", "--config", cfg, "--apply", "--admin-dsn", e.pg.DSN(""))
+	if code != 0 || !strings.Contains(out, "warning: wal_level is replica; logical decoding needs wal_level = logical, which takes a restart") {
+		t.Fatalf("setup --apply on wal_level = replica: exit %d\n%s%s", code, out, errOut)
+	}
+
+	p := e.startProc(e.writeConfig("full", ""))
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not exit")
+	}
+	log := readFile(t, p.log)
+	assertLines(t, log, "logical decoding needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical;")
+	if strings.Contains(log, "max_replication_slots") {
+		t.Fatalf("run blames max_replication_slots:\n%s", log)
+	}
+}

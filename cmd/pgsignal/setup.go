@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -44,7 +46,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printFlagList(fs)
 	}
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
-	user := fs.String("user", "census", "the user pgsignal logs in as")
+	user := fs.String("user", "", "the user pgsignal logs in as (default: source.dsn's user, else census)")
 	passwordEnv := fs.String("password-env", "", "environment variable holding the user's password (default: generate one)")
 	platformFlag := fs.String("platform", "", "rds, azure, cloudsql or postgres")
 	apply := fs.Bool("apply", false, "run the SQL with --admin-dsn instead of printing it")
@@ -59,7 +61,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case !*apply && *adminDSN != "":
 		fmt.Fprintln(stderr, "pgsignal setup: --admin-dsn is used only with --apply")
 		return errUsage
-	case *user == "" || len(*user) > config.MaxIdentifierLen:
+	case len(*user) > config.MaxIdentifierLen:
 		fmt.Fprintf(stderr, "pgsignal setup: --user must be 1 to %d bytes long\n", config.MaxIdentifierLen)
 		return errUsage
 	}
@@ -83,6 +85,11 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg, err := loadSetupConfig(*path, stderr)
 	if err != nil {
 		return err
+	}
+	if *user == "" {
+		if *user = dsnNamedUser(cfg.Source.DSN); *user == "" {
+			*user = "census"
+		}
 	}
 	opts := setupsql.Options{
 		User:          *user,
@@ -195,6 +202,10 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 	if err != nil {
 		return err
 	}
+	var walLevel string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('wal_level')`).Scan(&walLevel); err == nil && walLevel != "logical" {
+		fmt.Fprintf(stdout, "warning: wal_level is %s; logical decoding needs wal_level = logical, which takes a restart: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (pgsignal check names the platform's way)\n", walLevel)
+	}
 	fmt.Fprintln(stdout, "setup done; check it with: pgsignal check --config FILE")
 	return nil
 }
@@ -268,4 +279,31 @@ func generatePassword() (string, error) {
 		return "", fmt.Errorf("generate a password: %w", err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// kvUserRE finds user=... in a key=value connection string.
+var kvUserRE = regexp.MustCompile(`(?:^|\s)user\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)`)
+
+// dsnNamedUser returns the user a connection string names itself (URL user
+// info, ?user= or user=...), "" when it leaves it to the environment.
+func dsnNamedUser(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return ""
+		}
+		if u.User != nil && u.User.Username() != "" {
+			return u.User.Username()
+		}
+		return u.Query().Get("user")
+	}
+	m := kvUserRE.FindStringSubmatch(dsn)
+	if m == nil {
+		return ""
+	}
+	v := m[1]
+	if strings.HasPrefix(v, "'") {
+		v = strings.NewReplacer(`\'`, "'", `\\`, `\`).Replace(v[1 : len(v)-1])
+	}
+	return v
 }
