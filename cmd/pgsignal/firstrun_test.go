@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
@@ -251,4 +253,58 @@ func TestFirstRunOnWalLevelReplica(t *testing.T) {
 	if strings.Contains(log, "max_replication_slots") {
 		t.Fatalf("run blames max_replication_slots:\n%s", log)
 	}
+}
+
+// census.runs: a start that fails is recorded as failed, not left running;
+// a running run's counters reach status while it runs.
+func TestRunsRecordFailedStartsAndCurrentCounters(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeConfig("full", "")
+	e.exec(`SELECT pg_create_physical_replication_slot('pgsignal')`)
+	p := e.startProc(cfg)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not exit")
+	}
+	var reason string
+	if err := e.pool.QueryRow(context.Background(), `SELECT stop_reason FROM census.runs WHERE stopped_at IS NOT NULL ORDER BY id DESC LIMIT 1`).Scan(&reason); err != nil {
+		t.Fatalf("the failed start left no finished run: %v\n%s", err, readFile(t, p.log))
+	}
+	if !strings.HasPrefix(reason, "start failed: ") || !strings.Contains(reason, "physical") {
+		t.Fatalf("stop_reason = %q", reason)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM census.runs WHERE stopped_at IS NULL`); n != 0 {
+		t.Fatalf("%d runs left running", n)
+	}
+	e.exec(`SELECT pg_drop_replication_slot('pgsignal')`)
+
+	p = e.startProc(cfg)
+	e.waitStreaming(p)
+	e.insertRows(0, 10)
+	e.waitCount(10, 30*time.Second, p)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, errOut, code := runCheckCLI(t, nil, "status", "--config", cfg, "--json")
+		if code != 0 {
+			t.Fatalf("status: %d %s", code, errOut)
+		}
+		var rep struct {
+			Runs []struct {
+				StoppedAt       *time.Time `json:"stopped_at"`
+				EventsDelivered int64      `json:"events_delivered"`
+			} `json:"runs"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Runs) > 0 && rep.Runs[0].StoppedAt == nil && rep.Runs[0].EventsDelivered == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed the running run's 10 deliveries:\n%s", out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	p.term(t)
 }

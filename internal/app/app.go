@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -64,6 +65,9 @@ type App struct {
 	log      *zap.Logger
 	stopOnce sync.Once
 	stopCh   chan struct{}
+
+	// runFinished is set once the run's row has its end recorded.
+	runFinished atomic.Bool
 
 	mu     sync.Mutex
 	stream *replication.Stream
@@ -224,6 +228,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		defer bf.close(context.WithoutCancel(ctx))
 	}
 	runID := a.startRun(ctx, pool, full)
+	// A start that fails from here on is recorded as failed, not left
+	// "running"; the normal end records itself first.
+	defer func() { a.finishRun(ctx, pool, runID, sum, startFailure(err)) }()
 	// A slot that is missing although a checkpoint exists, or that is
 	// invalidated, was lost: events are gone, and that must not pass
 	// silently.
@@ -282,6 +289,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	watchCtx, cancelWatch := context.WithCancel(hard)
 	defer cancelWatch()
 	go a.obs.watch(watchCtx, pool, cfg.Source.Slot, a.opts.StallTimeout, log)
+	go a.keepRunCurrent(watchCtx, pool, runID, sk, tracker)
 
 	streamErr := make(chan error, 1)
 	go func() {

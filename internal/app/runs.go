@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
 )
 
 // startRun records the start of a run in <schema>.runs (full mode) and
@@ -28,9 +29,50 @@ func (a *App) startRun(ctx context.Context, pool *pgxpool.Pool, full bool) int64
 	return id
 }
 
-// finishRun records how the run ended.
-func (a *App) finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, sum Summary, reason string) {
+// runCounterInterval is how often a running run's counters are written to
+// its row, so that status shows them while it runs.
+const runCounterInterval = 5 * time.Second
+
+// keepRunCurrent writes the run's counters and checkpoint to its row every
+// runCounterInterval until ctx ends.
+func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, sk *sink.Sink, tracker *replication.Tracker) {
 	if id == 0 {
+		return
+	}
+	table := pgx.Identifier{a.opts.Config.Source.Schema, "runs"}.Sanitize()
+	t := time.NewTicker(runCounterInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := sk.Stats()
+		pos, _ := tracker.Checkpoint()
+		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := pool.Exec(uctx, `UPDATE `+table+` SET events_delivered = $2, dead_lettered = $3, last_position = $4 WHERE id = $1 AND stopped_at IS NULL`,
+			id, int64(st.Delivered), int64(st.DeadLettered), pos.String())
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.log.Debug("could not update the run's counters", zap.Error(err))
+		}
+	}
+}
+
+// startFailure is the stop reason of a run that ended with err before its
+// own finishRun: "start failed: ..." (or "stopped" for nil).
+func startFailure(err error) string {
+	if err == nil {
+		return "stopped"
+	}
+	return "start failed: " + err.Error()
+}
+
+// finishRun records how the run ended; only its first call for a run
+// writes.
+func (a *App) finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, sum Summary, reason string) {
+	if id == 0 || !a.runFinished.CompareAndSwap(false, true) {
 		return
 	}
 	cfg := a.opts.Config
