@@ -72,11 +72,19 @@ func newMonitor() *monitor {
 	o.bfTotal = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pgsignal_backfill_rows_total", Help: "Rows in the running backfill's window.",
 	})
+	// Every retry reason exists from the start (at 0), so that rate() and
+	// increase() alerts see the first retry.
+	for _, r := range retryReasons {
+		o.retries.WithLabelValues(r)
+	}
 	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
 }
+
+// retryReasons are the reason labels of pgsignal_retries_total.
+var retryReasons = []string{"network", "429", "5xx", "other"}
 
 // Request implements sink.Metrics.
 func (o *monitor) Request(d time.Duration, outcome string, events int) {
@@ -111,19 +119,19 @@ var (
 	descQueueEvents  = prometheus.NewDesc("pgsignal_queue_events", "Events queued or in flight in the sink.", nil, nil)
 	descQueueBytes   = prometheus.NewDesc("pgsignal_queue_bytes", "Bytes queued or in flight in the sink.", nil, nil)
 	descLag          = prometheus.NewDesc("pgsignal_replication_lag_bytes", "Server WAL end minus the confirmed position.", nil, nil)
-	descSinceConfirm = prometheus.NewDesc("pgsignal_seconds_since_last_progress", "Seconds since the checkpoint last advanced.", nil, nil)
+	descLastProgress = prometheus.NewDesc("pgsignal_last_progress_timestamp_seconds", "Unix time at which the checkpoint last advanced (or nothing was pending).", nil, nil)
 	descConnected    = prometheus.NewDesc("pgsignal_replication_connected", "1 while the replication connection streams.", nil, nil)
 	descReconnects   = prometheus.NewDesc("pgsignal_replication_reconnects_total", "Replication reconnects.", nil, nil)
 	descBlocked      = prometheus.NewDesc("pgsignal_replication_blocked", "1 while reading waits for room in the sink (backpressure).", nil, nil)
 	descSlotStatus   = prometheus.NewDesc("pgsignal_slot_wal_status", "The slot's wal_status (1 for the current value).", []string{"status"}, nil)
-	descSafeWAL      = prometheus.NewDesc("pgsignal_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost (-1: unlimited).", nil, nil)
+	descSafeWAL      = prometheus.NewDesc("pgsignal_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost; absent while max_slot_wal_keep_size is unlimited.", nil, nil)
 	descStalled      = prometheus.NewDesc("pgsignal_stalled", "1 while pending work makes no progress for stall_timeout.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (o *monitor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descDeadLettered, descDropped, descBatches,
-		descQueueEvents, descQueueBytes, descLag, descSinceConfirm, descConnected, descReconnects, descBlocked,
+		descQueueEvents, descQueueBytes, descLag, descLastProgress, descConnected, descReconnects, descBlocked,
 		descSlotStatus, descSafeWAL, descStalled} {
 		ch <- d
 	}
@@ -161,13 +169,15 @@ func (o *monitor) Collect(ch chan<- prometheus.Metric) {
 		gauge(descQueueEvents, float64(s.PendingEvents))
 		gauge(descQueueBytes, float64(s.PendingBytes))
 	}
-	gauge(descSinceConfirm, time.Since(time.Unix(0, o.lastProgress.Load())).Seconds())
+	gauge(descLastProgress, float64(o.lastProgress.Load())/1e9)
 	gauge(descStalled, b2f(o.stalled.Load()))
 	if slot.known {
 		for _, s := range []string{"reserved", "extended", "unreserved", "lost"} {
 			gauge(descSlotStatus, b2f(slot.walStatus == s), s)
 		}
-		gauge(descSafeWAL, slot.safeWALSize)
+		if slot.safeWALSize >= 0 {
+			gauge(descSafeWAL, slot.safeWALSize)
+		}
 	}
 }
 
