@@ -160,8 +160,14 @@ func syntaxProblem(data []byte, err error) *Problem {
 	line, _ := strconv.Atoi(m[1])
 	switch {
 	case strings.HasPrefix(msg, "did not find expected"):
-		// Parser errors report the 0-based line of the enclosing block.
+		// Parser errors report the 0-based line of the enclosing block,
+		// not the line that is wrong: find an over-indented line below
+		// it, or say where to look.
 		line++
+		if bad, why := misIndented(data, line); bad > 0 {
+			return &Problem{Line: bad, Msg: "YAML syntax error: " + msg + "; " + why}
+		}
+		return &Problem{Line: line, Msg: "YAML syntax error: " + msg + fmt.Sprintf("; check the indentation of the lines after line %d", line)}
 	case strings.HasPrefix(msg, "unknown anchor"):
 		if name, ok := strings.CutPrefix(msg, "unknown anchor '"); ok {
 			name = strings.TrimSuffix(name, "' referenced")
@@ -177,6 +183,55 @@ func syntaxProblem(data []byte, err error) *Problem {
 		hint = "; YAML does not allow tabs: indent with spaces"
 	}
 	return &Problem{Line: line, Msg: "YAML syntax error: " + msg + hint}
+}
+
+// misIndented returns the first line at or after the line before the
+// 1-based line from whose indentation fits no block: deeper than the line
+// before it although that line opens none, or shallower but aligned with
+// no enclosing block. It returns 0 when every line fits, and what is wrong
+// with the line. The lines above are read only to know the open blocks.
+func misIndented(data []byte, from int) (int, string) {
+	lines := strings.Split(string(data), "\n")
+	var levels []int // indentation of the open blocks, innermost last
+	prevOpens := false
+	for i := 0; i < len(lines); i++ {
+		// Before the error every indentation is taken as given.
+		lenient := i+1 < from-1
+		text := lines[i]
+		if j := strings.Index(text, " #"); j >= 0 {
+			text = text[:j]
+		}
+		trimmed := strings.TrimSpace(text)
+		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		indent := len(text) - len(strings.TrimLeft(text, " "))
+		switch top := len(levels) - 1; {
+		case top < 0:
+			levels = append(levels, indent)
+		case indent > levels[top]:
+			if !prevOpens && !lenient {
+				return i + 1, "this line is indented deeper than the line before it, which opens no block: align it with the keys above"
+			}
+			levels = append(levels, indent)
+		case indent < levels[top]:
+			for len(levels) > 0 && levels[len(levels)-1] > indent {
+				levels = levels[:len(levels)-1]
+			}
+			if len(levels) == 0 || levels[len(levels)-1] != indent {
+				if !lenient {
+					return i + 1, "this line's indentation matches no enclosing block: align it with the keys it belongs with"
+				}
+				levels = append(levels, indent)
+			}
+		}
+		prevOpens = strings.HasSuffix(trimmed, ":") || strings.HasSuffix(trimmed, "|") || strings.HasSuffix(trimmed, ">")
+		if strings.HasPrefix(trimmed, "- ") {
+			// The keys of a list item line up after its "- ".
+			levels = append(levels, indent+2)
+		}
+	}
+	return 0, ""
 }
 
 // lineOf returns the 1-based line where s first occurs in data, or 0.
