@@ -20,13 +20,13 @@ import (
 )
 
 const setupUsage = `Usage:
-  pgsignal setup [--config FILE] [--user NAME] [--password-env VAR] [--platform P]
-  pgsignal setup --apply --admin-dsn DSN [--config FILE] [--user NAME] [--password-env VAR] [--platform P]
+  pgsignal setup [--config FILE] [--user NAME] [--password-env VAR] [--platform P] [--schema-grants]
+  pgsignal setup --apply --admin-dsn DSN [--config FILE] [--user NAME] [--password-env VAR] [--platform P] [--schema-grants]
 
 Prints (or, with --apply, runs as the admin user of --admin-dsn, one statement at a
 time) the idempotent SQL that prepares the database for pgsignal: the user, its
-REPLICATION right, the bookkeeping schema (full mode), read access to the schemas of
-the configured tables and the publication. Without --password-env a password is
+REPLICATION right, the bookkeeping schema (full mode), SELECT on the configured tables
+(with --schema-grants: on everything in their schemas, now and later) and the publication. Without --password-env a password is
 generated and shown once. --platform is rds, azure, cloudsql or postgres (default
 postgres; detected from the server with --apply). The admin DSN may leave its
 password to PGPASSWORD or ~/.pgpass.
@@ -51,6 +51,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	platformFlag := fs.String("platform", "", "rds, azure, cloudsql or postgres")
 	apply := fs.Bool("apply", false, "run the SQL with --admin-dsn instead of printing it")
 	adminDSN := fs.String("admin-dsn", "", "connection string of an admin user (with --apply)")
+	schemaGrants := fs.Bool("schema-grants", false, "grant SELECT on every table and EXECUTE on every function of the tables' schemas, now and later (default: SELECT on the configured tables)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -100,9 +101,10 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Schema:        cfg.Source.Schema,
 		Publication:   cfg.Source.Publication,
 		Slot:          cfg.Source.Slot,
+		SchemaGrants:  *schemaGrants,
 	}
 	for _, t := range cfg.Tables {
-		opts.Tables = append(opts.Tables, setupsql.Table{Schema: t.Schema, Name: t.Name, Where: t.Where, Updates: t.EmitsUpdates()})
+		opts.Tables = append(opts.Tables, setupsql.Table{Schema: t.Schema, Name: t.Name, Where: t.Where, Updates: t.EmitsUpdates(), Transform: t.Transform != ""})
 	}
 	if dsnUser, _ := dsnUserDB(cfg.Source.DSN); dsnUser != "" && dsnUser != *user {
 		fmt.Fprintf(stderr, "pgsignal setup: note: source.dsn logs in as %s, not %s: pass --user %s or change source.dsn\n",

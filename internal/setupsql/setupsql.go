@@ -40,6 +40,9 @@ type Table struct {
 	Where string
 	// Updates is true when the table emits updates (tables[].emit).
 	Updates bool
+	// Transform is true when the table has a SQL transform, which may read
+	// other tables.
+	Transform bool
 }
 
 // published is the table as replication publishes it.
@@ -76,6 +79,10 @@ type Options struct {
 	Slot string
 	// Tables are the configured tables, in configuration order.
 	Tables []Table
+	// SchemaGrants grants SELECT on every table and EXECUTE on every
+	// function of the tables' schemas, now and later, instead of SELECT on
+	// the configured tables only (for transforms that read other tables).
+	SchemaGrants bool
 }
 
 // Kind tells what a statement is for.
@@ -319,14 +326,31 @@ func (s *Script) schemaStatements() {
 		SQL: "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA " + schema + " TO " + user + ";"})
 }
 
-// grantStatements give read access to every schema holding a configured
-// table.
+// grantStatements give read access to the configured tables (USAGE on
+// their schemas, SELECT on each), or with SchemaGrants to everything in
+// their schemas, now and later.
 func (s *Script) grantStatements() {
 	o := s.Options
 	user := QuoteIdent(o.User)
 	for i, schema := range s.tableSchemas() {
 		q := QuoteIdent(schema)
-		comment := []string{"Schema " + q + ": read its tables and call its functions, now and later."}
+		if !o.SchemaGrants {
+			s.add(Statement{Kind: KindGrants, Title: "USAGE on schema " + q, Comment: []string{"Schema " + q + ": read the configured tables."},
+				SQL: "GRANT USAGE ON SCHEMA " + q + " TO " + user + ";"})
+			for _, t := range o.Tables {
+				if t.Schema != schema {
+					continue
+				}
+				st := Statement{Kind: KindGrants, Title: "SELECT on " + t.Quoted(), SQL: "GRANT SELECT ON " + t.Quoted() + " TO " + user + ";"}
+				if t.Transform {
+					st.Comment = []string{t.Quoted() + " has a transform: grant SELECT on the tables it reads as well",
+						"(GRANT SELECT ON <table> TO " + user + ";), or run setup with --schema-grants."}
+				}
+				s.add(st)
+			}
+			continue
+		}
+		comment := []string{"Schema " + q + ": read its tables and call its functions, now and later (--schema-grants)."}
 		if i == 0 {
 			comment = append(comment,
 				"ALTER DEFAULT PRIVILEGES covers what the user running this script creates later; for",

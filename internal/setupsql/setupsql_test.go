@@ -16,13 +16,14 @@ func goldenOptions(readOnly bool) Options {
 		Password:          "s3cr'et",
 		PasswordGenerated: true,
 		ReadOnly:          readOnly,
+		SchemaGrants:      readOnly, // one golden file for each way of granting
 		Schema:            "census",
 		Publication:       "pgsignal",
 		Slot:              "pgsignal",
 		Tables: []Table{
 			{Schema: "analytics", Name: "user_events"},
 			{Schema: "Billing", Name: "odd; name"},
-			{Schema: "analytics", Name: "page_views"},
+			{Schema: "analytics", Name: "page_views", Transform: true},
 		},
 	}
 }

@@ -20,7 +20,7 @@ $pgsignal$;
 --   GRANT "rds_replication" TO "census";  (pgsignal setup --platform rds).
 ALTER ROLE "census" WITH REPLICATION;
 
--- Schema "analytics": read its tables and call its functions, now and later.
+-- Schema "analytics": read its tables and call its functions, now and later (--schema-grants).
 -- ALTER DEFAULT PRIVILEGES covers what the user running this script creates later; for
 -- objects other users create, repeat it with FOR ROLE <creator> after ALTER DEFAULT PRIVILEGES.
 GRANT USAGE ON SCHEMA "analytics" TO "census";
@@ -29,7 +29,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA "analytics" GRANT SELECT ON TABLES TO "census
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "analytics" TO "census";
 ALTER DEFAULT PRIVILEGES IN SCHEMA "analytics" GRANT EXECUTE ON FUNCTIONS TO "census";
 
--- Schema "Billing": read its tables and call its functions, now and later.
+-- Schema "Billing": read its tables and call its functions, now and later (--schema-grants).
 GRANT USAGE ON SCHEMA "Billing" TO "census";
 GRANT SELECT ON ALL TABLES IN SCHEMA "Billing" TO "census";
 ALTER DEFAULT PRIVILEGES IN SCHEMA "Billing" GRANT SELECT ON TABLES TO "census";
