@@ -309,6 +309,12 @@ type UnexpectedAnswerError struct {
 }
 
 func (e *UnexpectedAnswerError) Error() string {
+	return e.Answer() + ", which is not OneSignal's JSON answer; onesignal.url must be OneSignal's API (https://api.onesignal.com) or a proxy that forwards to it unchanged"
+}
+
+// Answer says what came back, e.g. `https://x/apps/a/custom_events answered
+// 200 (text/html, body "<html>…")`.
+func (e *UnexpectedAnswerError) Answer() string {
 	ct := e.ContentType
 	if ct == "" {
 		ct = "no content type"
@@ -317,8 +323,7 @@ func (e *UnexpectedAnswerError) Error() string {
 	if e.Body != "" {
 		body = fmt.Sprintf("body %q", e.Body)
 	}
-	return fmt.Sprintf("%s answered %d (%s, %s), which is not OneSignal's JSON answer; onesignal.url must be OneSignal's API (https://api.onesignal.com) or a proxy that forwards to it unchanged",
-		e.URL, e.Status, ct, body)
+	return fmt.Sprintf("%s answered %d (%s, %s)", e.URL, e.Status, ct, body)
 }
 
 // unexpected builds the error for an answer that is not OneSignal's.

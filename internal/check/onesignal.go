@@ -30,7 +30,7 @@ func (r *runner) oneSignal(ctx context.Context) {
 	case err == nil:
 		r.pass(itemOneSignal, fmt.Sprintf("OneSignal accepted the API key for app %s (an empty batch: no event created)", o.AppID))
 	case errors.As(err, &ue):
-		r.fail(itemOneSignal, fmt.Sprintf("not OneSignal: %v", err),
+		r.fail(itemOneSignal, "not OneSignal's JSON answer: "+ue.Answer(),
 			"set onesignal.url to OneSignal's API, https://api.onesignal.com (or to a proxy that forwards to it unchanged); nothing would be delivered to this URL")
 	case errors.As(err, &se) && (se.Status == 401 || se.Status == 403):
 		r.fail(itemOneSignal, fmt.Sprintf("API key refused: OneSignal answered %d for app %s", se.Status, o.AppID),

@@ -50,11 +50,11 @@ func TestOneSignalProbeAnswers(t *testing.T) {
 		{"strict server, wrong key", strict.URL(), func(c *config.Config) { c.OneSignal.APIKey = "os_v2_app_wrong-key" }, Fail,
 			[]string{"API key refused: OneSignal answered 403"}, "onesignal.api_key"},
 		{"200 text/html", html, func(*config.Config) {}, Fail,
-			[]string{"not OneSignal: " + html + "/apps/" + onesignaltest.DefaultAppID + "/custom_events answered 200 (text/html; charset=utf-8, body \"<!DOCTYPE html><html><body>Welcome"}, "set onesignal.url to OneSignal's API"},
+			[]string{"not OneSignal's JSON answer: " + html + "/apps/" + onesignaltest.DefaultAppID + "/custom_events answered 200 (text/html; charset=utf-8, body \"<!DOCTYPE html><html><body>Welcome"}, "set onesignal.url to OneSignal's API"},
 		{"202 truncated JSON", truncated, func(*config.Config) {}, Fail,
-			[]string{"not OneSignal: " + truncated + "/apps/", "answered 202 (application/json, body \"{\\\"errors\\\":[{\\\"event_user_id\\\":\")"}, "set onesignal.url"},
+			[]string{"not OneSignal's JSON answer: " + truncated + "/apps/", "answered 202 (application/json, body \"{\\\"errors\\\":[{\\\"event_user_id\\\":\")"}, "set onesignal.url"},
 		{"400 text/html", html400, func(*config.Config) {}, Fail,
-			[]string{"not OneSignal: ", "answered 400 (text/html"}, "set onesignal.url"},
+			[]string{"not OneSignal's JSON answer: ", "answered 400 (text/html"}, "set onesignal.url"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
