@@ -223,6 +223,9 @@ func scrubURLError(err error) error {
 // Anything else (an HTML page, a truncated body, another API's JSON) proves
 // nothing about the events.
 func parseAccepted(data []byte) (Result, bool) {
+	if string(bytes.TrimSpace(data)) == "{}" {
+		return Result{}, true // the common answer, without decoding
+	}
 	var top map[string]json.RawMessage
 	if !isObject(data) || json.Unmarshal(data, &top) != nil {
 		return Result{}, false
