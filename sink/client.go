@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,8 @@ type Client struct {
 	url  string
 	auth string
 	http *http.Client
+	// shownURL is url as shown in errors: a password in it is masked.
+	shownURL string
 }
 
 // NewClient returns a client.
@@ -59,12 +62,17 @@ func NewClient(cfg ClientConfig) *Client {
 		tr.ResponseHeaderTimeout = cfg.Timeout
 		hc = &http.Client{Transport: tr}
 	}
-	return &Client{
+	c := &Client{
 		cfg:  cfg,
 		url:  strings.TrimRight(cfg.BaseURL, "/") + "/apps/" + cfg.AppID + "/custom_events",
 		auth: "Key " + cfg.APIKey,
 		http: hc,
 	}
+	c.shownURL = c.url
+	if u, err := url.Parse(c.url); err == nil {
+		c.shownURL = u.Redacted()
+	}
+	return c
 }
 
 // EventError is a per-event failure reported in a 202 response.
@@ -101,7 +109,8 @@ type Kind int
 
 // Kinds of failure.
 const (
-	// Retry: network errors, time-outs, 5xx and 429; retry the whole batch.
+	// Retry: network errors, time-outs, 5xx, 429 and answers that are not
+	// OneSignal's (UnexpectedAnswerError); retry the whole batch.
 	Retry Kind = iota
 	// BadRequest: 400 (or 413): the batch holds an event OneSignal refuses.
 	BadRequest
@@ -115,6 +124,7 @@ const (
 func Classify(err error) Kind {
 	var se *StatusError
 	if !errors.As(err, &se) {
+		// Network errors, time-outs and *UnexpectedAnswerError.
 		return Retry
 	}
 	switch {
@@ -142,7 +152,10 @@ func RetryAfter(err error) time.Duration {
 }
 
 // Send posts one request body (built with AppendBody). It blocks until the
-// answer arrives, ctx ends or the time-out passes.
+// answer arrives, ctx ends or the time-out passes. It returns a nil error
+// only for a 2xx answer whose body is OneSignal's JSON ({} or per-event
+// errors); a 2xx or 400 with any other body is an *UnexpectedAnswerError,
+// another non-2xx a *StatusError.
 func (c *Client) Send(ctx context.Context, body []byte) (Result, error) {
 	if len(body) > MaxBodyBytes {
 		// Not sent: classified like OneSignal's 413, so the batch is split
@@ -168,9 +181,21 @@ func (c *Client) Send(ctx context.Context, body []byte) (Result, error) {
 		return Result{}, fmt.Errorf("read response (%d): %w", resp.StatusCode, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return parseAccepted(data), nil
+		res, ok := parseAccepted(data)
+		if !ok {
+			return Result{}, c.unexpected(resp, data)
+		}
+		return res, nil
+	}
+	if resp.StatusCode == http.StatusBadRequest && !isErrorsBody(data) {
+		// Not OneSignal refusing the events (a proxy, a web server): the
+		// batch must neither be split nor dead-lettered.
+		return Result{}, c.unexpected(resp, data)
 	}
 	se := &StatusError{Status: resp.StatusCode, Errors: parseErrors(data)}
+	for i := range se.Errors {
+		se.Errors[i] = c.scrubKey(se.Errors[i])
+	}
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		if secs, err := strconv.Atoi(strings.TrimSpace(ra)); err == nil && secs >= 0 {
 			se.RetryAfter = time.Duration(secs) * time.Second
@@ -191,29 +216,146 @@ func scrubURLError(err error) error {
 	return err
 }
 
-func parseAccepted(data []byte) Result {
-	var body struct {
-		Errors []json.RawMessage `json:"errors"`
+// parseAccepted reads the body of a 2xx answer. It reports false unless the
+// body is one of OneSignal's documented answers: {} or {"errors":[...]} whose
+// items each name an event's user and its error, e.g.
+// {"event_user_id":"u","event_id":"e","error":{"code":"not found","title":"..."}}.
+// Anything else (an HTML page, a truncated body, another API's JSON) proves
+// nothing about the events.
+func parseAccepted(data []byte) (Result, bool) {
+	if string(bytes.TrimSpace(data)) == "{}" {
+		return Result{}, true // the common answer, without decoding
 	}
-	if len(bytes.TrimSpace(data)) == 0 || json.Unmarshal(data, &body) != nil {
-		return Result{}
+	var top map[string]json.RawMessage
+	if !isObject(data) || json.Unmarshal(data, &top) != nil {
+		return Result{}, false
+	}
+	for k := range top {
+		if k != "errors" {
+			return Result{}, false
+		}
+	}
+	raw, ok := top["errors"]
+	if !ok {
+		return Result{}, true
+	}
+	var items []json.RawMessage
+	if !isArray(raw) || json.Unmarshal(raw, &items) != nil {
+		return Result{}, false
 	}
 	var r Result
-	for _, raw := range body.Errors {
+	for _, item := range items {
 		var e struct {
-			EventUserID string `json:"event_user_id"`
-			EventID     string `json:"event_id"`
-			Error       struct {
-				Code  string `json:"code"`
-				Title string `json:"title"`
+			EventUserID *string `json:"event_user_id"`
+			EventID     *string `json:"event_id"`
+			Error       *struct {
+				Code  *string `json:"code"`
+				Title *string `json:"title"`
 			} `json:"error"`
 		}
-		if json.Unmarshal(raw, &e) != nil {
-			continue
+		if !isObject(item) || json.Unmarshal(item, &e) != nil || e.EventUserID == nil || e.Error == nil ||
+			e.Error.Code == nil && e.Error.Title == nil {
+			return Result{}, false
 		}
-		r.Failed = append(r.Failed, EventError{ExternalID: e.EventUserID, EventID: e.EventID, Code: e.Error.Code, Title: e.Error.Title})
+		ee := EventError{ExternalID: *e.EventUserID}
+		if e.EventID != nil {
+			ee.EventID = *e.EventID
+		}
+		if e.Error.Code != nil {
+			ee.Code = *e.Error.Code
+		}
+		if e.Error.Title != nil {
+			ee.Title = *e.Error.Title
+		}
+		r.Failed = append(r.Failed, ee)
 	}
-	return r
+	return r, true
+}
+
+// isObject reports whether data is a JSON object (whitespace aside); it
+// does not validate it.
+func isObject(data []byte) bool {
+	d := bytes.TrimSpace(data)
+	return len(d) >= 2 && d[0] == '{' && d[len(d)-1] == '}'
+}
+
+// isArray reports whether data is a JSON array (whitespace aside); it does
+// not validate it.
+func isArray(data []byte) bool {
+	d := bytes.TrimSpace(data)
+	return len(d) >= 2 && d[0] == '[' && d[len(d)-1] == ']'
+}
+
+// isErrorsBody reports whether data is OneSignal's error body: a JSON object
+// with an "errors" array.
+func isErrorsBody(data []byte) bool {
+	var body struct {
+		Errors json.RawMessage `json:"errors"`
+	}
+	return isObject(data) && json.Unmarshal(data, &body) == nil && isArray(body.Errors)
+}
+
+// UnexpectedAnswerError is an answer that is not OneSignal's: a 2xx or a 400
+// whose body is not OneSignal's JSON, as a web site, a proxy or a captive
+// portal at onesignal.url would give. It proves nothing about the events:
+// the request failed and is retried (Classify returns Retry), since it can
+// succeed once onesignal.url or the proxy is fixed.
+type UnexpectedAnswerError struct {
+	// URL is the request's URL, any password in it masked.
+	URL string
+	// Status is the HTTP status code.
+	Status int
+	// ContentType is the Content-Type header, "" when absent.
+	ContentType string
+	// Body is the start of the body, valid UTF-8, with the API key masked.
+	Body string
+}
+
+func (e *UnexpectedAnswerError) Error() string {
+	return e.Answer() + ", which is not OneSignal's JSON answer; onesignal.url must be OneSignal's API (https://api.onesignal.com) or a proxy that forwards to it unchanged"
+}
+
+// Answer says what came back, e.g. `https://x/apps/a/custom_events answered
+// 200 (text/html, body "<html>…")`.
+func (e *UnexpectedAnswerError) Answer() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "no content type"
+	}
+	body := "an empty body"
+	if e.Body != "" {
+		body = fmt.Sprintf("body %q", e.Body)
+	}
+	return fmt.Sprintf("%s answered %d (%s, %s)", e.URL, e.Status, ct, body)
+}
+
+// unexpected builds the error for an answer that is not OneSignal's.
+func (c *Client) unexpected(resp *http.Response, data []byte) error {
+	return &UnexpectedAnswerError{URL: c.shownURL, Status: resp.StatusCode,
+		ContentType: c.scrubKey(strings.ToValidUTF8(resp.Header.Get("Content-Type"), "\uFFFD")),
+		Body:        c.scrubKey(snippet(string(data), 200))}
+}
+
+// scrubKey masks the API key in s: a server may echo the request's headers.
+func (c *Client) scrubKey(s string) string {
+	if len(c.cfg.APIKey) >= 4 {
+		s = strings.ReplaceAll(s, c.cfg.APIKey, "REDACTED")
+	}
+	return s
+}
+
+// snippet returns the start of s, at most max bytes cut at a rune start,
+// trimmed and made valid UTF-8, with "…" when cut.
+func snippet(s string, max int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // parseErrors reads {"errors":[...]} where items are strings or {code,title}.
@@ -222,19 +364,10 @@ func parseErrors(data []byte) []string {
 		Errors []json.RawMessage `json:"errors"`
 	}
 	if json.Unmarshal(data, &body) != nil {
-		s := strings.TrimSpace(string(data))
-		if len(s) > 200 {
-			cut := 200
-			for cut > 0 && !utf8.RuneStart(s[cut]) {
-				cut--
-			}
-			s = s[:cut] + "…"
+		if s := snippet(string(data), 200); s != "" {
+			return []string{s}
 		}
-		s = strings.ToValidUTF8(s, "\uFFFD")
-		if s == "" {
-			return nil
-		}
-		return []string{s}
+		return nil
 	}
 	var out []string
 	for _, raw := range body.Errors {

@@ -41,9 +41,11 @@ type Config struct {
 // must be cheap and never block.
 type Metrics interface {
 	// Request reports one OneSignal request: its duration, its outcome
-	// ("2xx", "400", "401/403", "429", "5xx", "other", "error") and size.
+	// ("2xx", "400", "401/403", "429", "5xx", "other", "unexpected" for an
+	// answer that is not OneSignal's JSON, "error") and size.
 	Request(d time.Duration, outcome string, events int)
-	// Retry reports a retried request and why ("5xx", "429", "network").
+	// Retry reports a retried request and why ("5xx", "429", "network",
+	// "unexpected").
 	Retry(reason string)
 	// Accepted reports an event OneSignal accepted, with its
 	// commit-to-accepted latency.
@@ -63,6 +65,9 @@ func Outcome(err error) string {
 	}
 	var se *StatusError
 	if !errors.As(err, &se) {
+		if ue := (*UnexpectedAnswerError)(nil); errors.As(err, &ue) {
+			return "unexpected"
+		}
 		return "error"
 	}
 	switch {
@@ -499,8 +504,18 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 				reason = "network"
 			}
 			s.cfg.Metrics.Retry(reason)
-			s.log.Info("OneSignal request failed; retrying", zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
-				zap.Int("attempt", attempts), zap.Duration("in", wait), zap.Error(err))
+			if ue := (*UnexpectedAnswerError)(nil); errors.As(err, &ue) {
+				// Not OneSignal: nothing is known of these events, so none is
+				// handled and the checkpoint waits.
+				s.log.Error("onesignal.url did not answer as OneSignal: these events are not confirmed; retrying",
+					zap.String("url", ue.URL), zap.Int("status", ue.Status), zap.String("content_type", ue.ContentType),
+					zap.String("body", ue.Body), zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
+					zap.Int("attempt", attempts), zap.Duration("in", wait),
+					zap.String("fix", "set onesignal.url to https://api.onesignal.com (or a proxy that forwards to it unchanged)"))
+			} else {
+				s.log.Info("OneSignal request failed; retrying", zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
+					zap.Int("attempt", attempts), zap.Duration("in", wait), zap.Error(err))
+			}
 			if err := sleep(ctx, wait); err != nil {
 				return err
 			}

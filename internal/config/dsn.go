@@ -21,6 +21,11 @@ type span struct{ start, end int }
 // without quoting it.
 func checkDSN(dsn string) error {
 	if isURLDSN(dsn) {
+		if why := urlDSNProblem(dsn); why != "" {
+			return fmt.Errorf("the postgres:// URL would not be read as written: %s. "+
+				`Percent-encode the user name and the password in a URL ("@" is %%40, "/" is %%2F, "#" is %%23, ":" is %%3A, "%%" is %%25), `+
+				`or leave the password out of the URL and set PGPASSWORD (or use a .pgpass file), or write a key=value dsn: host=... user=... password='...'`, why)
+		}
 		return nil
 	}
 	if i := strings.Index(dsn, "://"); i > 0 && isScheme(dsn[:i]) {
@@ -28,6 +33,97 @@ func checkDSN(dsn string) error {
 	}
 	_, err := kvPasswordSpans(dsn)
 	return err
+}
+
+// urlDSNProblem reports why libpq (and pgx, which follows it) would not read
+// a postgres:// URL as its author meant, typically because a password holds
+// an unescaped "@", "/" or "#"; "" when nothing is wrong. It walks the URL as
+// libpq's conninfo_uri_parse_options does: the user information ends at the
+// first "@" before any "/", so an "@" or "/" in a password moves the rest of
+// it into the host, the port, the database name or the parameters (and from
+// there to the DNS resolver and into error messages). The reasons quote
+// nothing of the URL.
+func urlDSNProblem(dsn string) string {
+	p := dsn[strings.Index(dsn, "://")+3:]
+	if i := strings.IndexAny(p, "@/"); i >= 0 && p[i] == '@' {
+		ui := p[:i]
+		if strings.IndexByte(ui, '#') >= 0 {
+			return `the user information holds a "#", which URL parsers read as the start of a fragment`
+		}
+		if !validEscapes(ui) {
+			return `the user information holds a "%" that does not start a %XX escape`
+		}
+		p = p[i+1:]
+	}
+	const atInHost = `an "@" ends up in the host name, which happens when the user name or the password holds an "@"`
+	for {
+		var host string
+		if strings.HasPrefix(p, "[") {
+			end := strings.IndexByte(p, ']')
+			if end < 0 {
+				return "" // pgx reports the unclosed IPv6 address
+			}
+			host, p = p[1:end], p[end+1:]
+		} else {
+			i := strings.IndexAny(p, ":/?,")
+			if i < 0 {
+				i = len(p)
+			}
+			host, p = p[:i], p[i:]
+		}
+		if strings.IndexByte(host, '@') >= 0 {
+			return atInHost
+		}
+		if strings.HasPrefix(p, ":") {
+			p = p[1:]
+			i := strings.IndexAny(p, "/?,")
+			if i < 0 {
+				i = len(p)
+			}
+			port := p[:i]
+			p = p[i:]
+			if strings.IndexByte(port, '@') >= 0 {
+				return atInHost
+			}
+			if strings.Trim(port, "0123456789") != "" {
+				return `a port is not a number, which happens when the password holds a "/" or "#" (or when the port is mistyped)`
+			}
+		}
+		if !strings.HasPrefix(p, ",") {
+			break
+		}
+		p = p[1:]
+	}
+	if strings.HasPrefix(p, "/") {
+		db := p[1:]
+		p = ""
+		if q := strings.IndexByte(db, '?'); q >= 0 {
+			db, p = db[:q], db[q:]
+		}
+		if strings.IndexByte(db, '@') >= 0 {
+			return `an "@" ends up in the database name, which happens when the password holds a "/"`
+		}
+	}
+	if strings.HasPrefix(p, "?") {
+		for _, kv := range strings.Split(p[1:], "&") {
+			key, _, _ := strings.Cut(kv, "=")
+			if strings.ContainsAny(key, "@/#") {
+				return `an "@" or "/" ends up in a parameter name, which happens when the password holds a "/" or "?"`
+			}
+		}
+	}
+	return ""
+}
+
+// validEscapes reports whether every "%" in s starts a %XX escape.
+func validEscapes(s string) bool {
+	isHex := func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && (i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2])) {
+			return false
+		}
+	}
+	return true
 }
 
 // isScheme reports whether s looks like a URL scheme.
@@ -61,6 +157,19 @@ func isPasswordKey(key string) bool { return key == "password" || key == "sslpas
 func urlPasswordSpans(dsn string) []span {
 	var spans []span
 	start := strings.Index(dsn, "://") + 3
+	if urlDSNProblem(dsn) != "" {
+		// libpq would not read it as written: the password may run up to
+		// any "@", so everything up to the last one counts as secret.
+		if last := strings.LastIndexByte(dsn, '@'); last > start {
+			spans = append(spans, span{start, last})
+			for _, prm := range urlParams(dsn) {
+				if isPasswordKey(prm.key) && prm.val.start > last {
+					spans = append(spans, prm.val)
+				}
+			}
+			return spans
+		}
+	}
 	p := start
 	for p < len(dsn) && dsn[p] != '@' && dsn[p] != '/' {
 		p++

@@ -643,7 +643,9 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 				}
 				s.DSN = v
 				d.secrets = append(d.secrets, dsnPasswords(v)...)
-				d.secrets = append(d.secrets, dsnPasswords(n.Value)...)
+				for _, pw := range dsnPasswords(n.Value) {
+					d.secrets = append(d.secrets, literalParts(pw)...)
+				}
 				if dsnHasLiteralPassword(n.Value) {
 					d.warnings = append(d.warnings, "source.dsn contains a password written literally in the config file; prefer PGPASSWORD, a ${VAR} reference or a .pgpass file")
 				}
@@ -776,7 +778,7 @@ func (d *decoder) onesignal(o *OneSignal) func(*yaml.Node, string) {
 				o.APIKey = v
 				d.secrets = append(d.secrets, v)
 				if !isNull(n) && n.Kind == yaml.ScalarNode {
-					d.secrets = append(d.secrets, n.Value)
+					d.secrets = append(d.secrets, literalParts(n.Value)...)
 				}
 				if v != "" && !strings.Contains(n.Value, "${") {
 					d.warnings = append(d.warnings, `onesignal.api_key is written literally in the config file; prefer "${ONESIGNAL_API_KEY}" or api_key_file`)

@@ -143,3 +143,33 @@ func (c *Config) Redacted() string {
 	}
 	return out
 }
+
+// literalParts returns the text of a secret as written in the file with
+// its ${NAME} references taken out: the literal pieces, and the defaults of
+// ${NAME:-default}. They are the secrets to scrub from messages; the names
+// of the variables are not secret, and messages cite them ("the value comes
+// from ${NAME}").
+func literalParts(raw string) []string {
+	var parts []string
+	for {
+		i := strings.Index(raw, "${")
+		if i < 0 {
+			break
+		}
+		end := strings.IndexByte(raw[i:], '}')
+		if end < 0 {
+			break // an unterminated reference: keep it all
+		}
+		if raw[:i] != "" {
+			parts = append(parts, raw[:i])
+		}
+		if _, def, ok := strings.Cut(raw[i+2:i+end], ":-"); ok && def != "" {
+			parts = append(parts, def)
+		}
+		raw = raw[i+end+1:]
+	}
+	if raw != "" {
+		parts = append(parts, raw)
+	}
+	return parts
+}

@@ -20,6 +20,8 @@
 //     any event fails validation (name, ids, timestamp, properties/payload,
 //     MaxEventBytes, idempotency_key) or the Options.Reject hook; no event of
 //     such a request is recorded;
+//   - 400 with EmptyBatchBody for a request without events when
+//     Options.RejectEmptyBatch is set (OneSignal documents no answer for it);
 //   - 202 with {} when every event was accepted, or 202 with per-event
 //     "not found" errors for events whose external_id is in the unknown-user
 //     set (SetUnknownUsers); those events are not recorded.

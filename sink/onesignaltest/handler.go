@@ -134,6 +134,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, reqNo int)
 		return
 	}
 
+	if len(evs) == 0 && s.opts.RejectEmptyBatch {
+		s.count(func(st *Stats) { st.BadRequests++ })
+		writeJSON(w, http.StatusBadRequest, []byte(EmptyBatchBody))
+		return
+	}
 	now := s.opts.Now()
 	if s.opts.Reject != nil {
 		var rejected []string

@@ -42,6 +42,9 @@ const (
 	AccessDeniedBody = `{"errors":["Access denied.  Please include an 'Authorization: ...' header with a valid API key (https://documentation.onesignal.com/docs/en/keys-and-ids#api-keys)."]}`
 	// RateLimitBody is the exact body of a 429 answer.
 	RateLimitBody = `{"errors":["API rate limit exceeded."]}`
+	// EmptyBatchBody is the exact body of the 400 answering an empty batch
+	// when Options.RejectEmptyBatch is set.
+	EmptyBatchBody = `{"errors":["events must contain at least one event"]}`
 )
 
 // closeGrace bounds how long Close lets connections finish before it closes
@@ -80,6 +83,10 @@ type Options struct {
 	// Now is the clock used for ReceivedAt and the dedup window; default
 	// time.Now.
 	Now func() time.Time
+	// RejectEmptyBatch makes a request with no events a 400 with
+	// EmptyBatchBody, as a strict server may answer: OneSignal documents no
+	// answer for an empty batch. By default it is a 202 with {}.
+	RejectEmptyBatch bool
 }
 
 // Accepted is one event the fake accepted.
