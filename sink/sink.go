@@ -44,13 +44,17 @@ type Metrics interface {
 	// ("2xx", "400", "401/403", "429", "5xx", "other", "unexpected" for an
 	// answer that is not OneSignal's JSON, "error") and size.
 	Request(d time.Duration, outcome string, events int)
-	// Retry reports a retried request and why ("5xx", "429", "network",
-	// "unexpected").
+	// Retry reports a retried request and why: one of RetryReasons.
 	Retry(reason string)
 	// Accepted reports an event OneSignal accepted, with its
 	// commit-to-accepted latency.
 	Accepted(latency time.Duration)
 }
+
+// RetryReasons are the reasons Metrics.Retry reports: a network error or
+// time-out, 429, 5xx, an answer that is not OneSignal's JSON, and any other
+// retried status.
+var RetryReasons = []string{"network", "429", "5xx", "unexpected", "other"}
 
 type nopMetrics struct{}
 
@@ -152,6 +156,7 @@ type Sink struct {
 	stopped atomic.Bool
 
 	stats   counters
+	outage  outage
 	Latency Histogram // commit -> accepted
 }
 
@@ -173,6 +178,7 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 		cfg: cfg, client: client, dl: dl, handled: handled, log: cfg.Logger,
 		ready: make(chan struct{}, 1), fatal: make(chan error, 1), seed: maphash.MakeSeed(),
 	}
+	s.outage.log = cfg.Logger
 	for i := 0; i < cfg.Concurrency; i++ {
 		s.lanes = append(s.lanes, &lane{s: s, id: i, notify: make(chan struct{}, 1)})
 	}
@@ -483,6 +489,7 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 		res, err := s.client.Send(ctx, d.body)
 		s.cfg.Metrics.Request(time.Since(sent), Outcome(err), len(evs))
 		if err == nil {
+			s.outage.succeeded(time.Now())
 			d.accepted(evs, res, attempts, first)
 			return nil
 		}
@@ -507,14 +514,14 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 			if ue := (*UnexpectedAnswerError)(nil); errors.As(err, &ue) {
 				// Not OneSignal: nothing is known of these events, so none is
 				// handled and the checkpoint waits.
-				s.log.Error("onesignal.url did not answer as OneSignal: these events are not confirmed; retrying",
+				s.outage.failed(time.Now(), wait, true,
 					zap.String("url", ue.URL), zap.Int("status", ue.Status), zap.String("content_type", ue.ContentType),
 					zap.String("body", ue.Body), zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
-					zap.Int("attempt", attempts), zap.Duration("in", wait),
+					zap.Int("attempt", attempts),
 					zap.String("fix", "set onesignal.url to https://api.onesignal.com (or a proxy that forwards to it unchanged)"))
 			} else {
-				s.log.Info("OneSignal request failed; retrying", zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
-					zap.Int("attempt", attempts), zap.Duration("in", wait), zap.Error(err))
+				s.outage.failed(time.Now(), wait, false, zap.Int("lane", d.l.id), zap.Int("events", len(evs)),
+					zap.Int("attempt", attempts), zap.Error(err))
 			}
 			if err := sleep(ctx, wait); err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink"
 )
 
 // Metrics an alert can use as they are: every retry reason exists at 0
@@ -35,7 +36,7 @@ func TestMetricsForAlerts(t *testing.T) {
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			for _, reason := range retryReasons {
+			for _, reason := range sink.RetryReasons {
 				if want := `pgsignal_retries_total{reason="` + reason + `"} 0`; !strings.Contains(metrics, want) {
 					t.Errorf("metrics lack %q", want)
 				}

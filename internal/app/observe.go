@@ -74,7 +74,7 @@ func newMonitor() *monitor {
 	})
 	// Every retry reason exists from the start (at 0), so that rate() and
 	// increase() alerts see the first retry.
-	for _, r := range retryReasons {
+	for _, r := range sink.RetryReasons {
 		o.retries.WithLabelValues(r)
 	}
 	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o,
@@ -82,9 +82,6 @@ func newMonitor() *monitor {
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
 }
-
-// retryReasons are the reason labels of pgsignal_retries_total.
-var retryReasons = []string{"network", "429", "5xx", "other"}
 
 // Request implements sink.Metrics.
 func (o *monitor) Request(d time.Duration, outcome string, events int) {
