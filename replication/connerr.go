@@ -33,7 +33,22 @@ func ExplainConnectError(err error) error {
 	if msg := explainTLS(err); msg != "" {
 		return &explainedError{msg: msg, err: err}
 	}
+	if msg := explainNoPassword(err); msg != "" {
+		return &explainedError{msg: msg, err: err}
+	}
 	return err
+}
+
+// explainNoPassword explains a refused password when none was supplied:
+// the dsn had none, PGPASSWORD was unset and no .pgpass line matched.
+func explainNoPassword(err error) string {
+	var ce *pgconn.ConnectError
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password != "" || !errors.As(err, &pgErr) || pgErr.Code != "28P01" {
+		return ""
+	}
+	return "no password was supplied (source.dsn has none, PGPASSWORD is not set and no ~/.pgpass or PGPASSFILE line matches): " +
+		"set PGPASSWORD, add a .pgpass line, or write the password in the dsn (percent-encoded in a URL)"
 }
 
 // explainedError is a connection error with its explanation in front.

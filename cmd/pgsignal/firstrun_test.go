@@ -308,3 +308,21 @@ func TestRunsRecordFailedStartsAndCurrentCounters(t *testing.T) {
 	}
 	p.term(t)
 }
+
+// A dsn without a password against a server that wants one: run and check
+// say that no password was supplied and where one can come from.
+func TestNoPasswordSupplied(t *testing.T) {
+	e := newEnv(t, pgtest.Options{HBA: []string{"host all census 127.0.0.1/32 scram-sha-256"}}, onesignaltest.Options{})
+	e.exec(`CREATE ROLE census LOGIN REPLICATION PASSWORD 'right-one'`)
+	dsn := strings.Replace(e.pg.DSN(""), "postgres@", "census@", 1)
+	cfg := e.writeCheckConfig("nopw", dsn, "full", defaultTables)
+	env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey(), "PGPASSWORD=", "PGPASSFILE=/nonexistent/pgpass"}
+	out, _, code := runCheckCLI(t, env, "check", "--config", cfg)
+	if code != 1 || !strings.Contains(out, "no password was supplied: source.dsn has none, PGPASSWORD is not set") {
+		t.Fatalf("check: exit %d\n%s", code, out)
+	}
+	_, errOut, code := runCheckCLI(t, env, "run", "--config", cfg)
+	if code != 1 || !strings.Contains(errOut, "no password was supplied (source.dsn has none, PGPASSWORD is not set") {
+		t.Fatalf("run: exit %d\n%s", code, errOut)
+	}
+}

@@ -177,6 +177,10 @@ func (r *runner) connect(ctx context.Context) (*db, string) {
 	case "28P01":
 		fix = "check the password: the one in source.dsn (better through ${VAR}) or PGPASSWORD. To set a new one, as an admin:\n" +
 			"ALTER ROLE " + user + " WITH PASSWORD '...';  (or: pgsignal setup --apply --password-env VAR)"
+		if ccfg.Password == "" {
+			fix = "no password was supplied: source.dsn has none, PGPASSWORD is not set and no ~/.pgpass (or PGPASSFILE) line matches; " +
+				"set PGPASSWORD, add a .pgpass line, or write it in the dsn (through ${VAR}, percent-encoded in a URL)"
+		}
 	case "28000":
 		fix = "the user is unknown, or pg_hba.conf has no line for this user, database and client address; " +
 			"create the user with pgsignal setup, or add a line like\n" +
