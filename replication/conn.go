@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -14,8 +15,11 @@ import (
 )
 
 // sessionParams are set on every replication connection so that pgoutput's
-// text values have one well-known form (see AppendJSON).
+// text values have one well-known form (see AppendJSON), and on every
+// ordinary one. client_encoding UTF8 makes the server convert text from
+// its encoding (LATIN1, ...) to UTF-8.
 var sessionParams = map[string]string{
+	"client_encoding":    "UTF8",
 	"DateStyle":          "ISO, YMD",
 	"TimeZone":           "UTC",
 	"bytea_output":       "hex",
@@ -29,6 +33,10 @@ type Source struct {
 	DSN string
 	// Dial, when set, replaces the network dialer (an SSH tunnel).
 	Dial pgconn.DialFunc
+	// ReceiveTimeout, when set, is source.receive_timeout: the stream's
+	// silence limit, and the TCP_USER_TIMEOUT of direct connections
+	// (default DefaultTCPUserTimeout).
+	ReceiveTimeout time.Duration
 }
 
 // ReplicationConfig parses dsn (a libpq URL or key=value string; PG*
@@ -60,10 +68,7 @@ func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error)
 	if err != nil {
 		return nil, err
 	}
-	if src.Dial != nil {
-		cfg.DialFunc = src.Dial
-		cfg.LookupFunc = lookupThroughDialer
-	}
+	applyNetwork(cfg, src)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect for replication: %w", ExplainConnectError(err))
@@ -113,10 +118,7 @@ func poolConfig(src Source, maxConns int32) (*pgxpool.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse source.dsn: %w", redactParseError(err))
 	}
-	if src.Dial != nil {
-		cfg.ConnConfig.DialFunc = src.Dial
-		cfg.ConnConfig.LookupFunc = lookupThroughDialer
-	}
+	applyNetwork(&cfg.ConnConfig.Config, src)
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
 	}

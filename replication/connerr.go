@@ -36,6 +36,9 @@ func ExplainConnectError(err error) error {
 	if msg := explainNoPassword(err); msg != "" {
 		return &explainedError{msg: msg, err: err}
 	}
+	if pgconn.Timeout(err) {
+		return &explainedError{msg: "the database did not answer within the connect timeout (connect_timeout in source.dsn, in seconds; default 10): check the dsn's host and port, and that no firewall or proxy swallows the connection", err: err}
+	}
 	return err
 }
 

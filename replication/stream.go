@@ -124,6 +124,9 @@ type Stream struct {
 	ready        []*cdc.Event
 	fanout       int           // events per row of the last evaluated batch (see batchRows)
 	rd           *readDeadline // the session's, while one runs
+	// recvTimeout is the silence after which the connection is presumed
+	// dead (Source.ReceiveTimeout, or derived from wal_sender_timeout).
+	recvTimeout time.Duration
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -155,6 +158,10 @@ func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, s
 	}
 	s.flushed.Store(uint64(confirmed))
 	s.statusIvl = cfg.StatusInterval
+	s.recvTimeout = cfg.Source.ReceiveTimeout
+	if s.recvTimeout <= 0 {
+		s.recvTimeout = DefaultTCPUserTimeout
+	}
 	return s
 }
 
@@ -277,15 +284,19 @@ func (s *Stream) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
-	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	defer closeConn(conn)
+	// A server that accepted the connection and then fell silent must not
+	// hold the set-up: it has the receive timeout to answer.
+	setupCtx, cancelSetup := context.WithTimeout(ctx, s.recvTimeout)
+	defer cancelSetup()
+	sys, err := pglogrepl.IdentifySystem(setupCtx, conn)
 	if err != nil {
 		return fmt.Errorf("identify system: %w", err)
 	}
 	if s.systemID != "" && sys.SystemID != s.systemID {
 		return permanent("the database system changed (system identifier %s, expected %s): the slot's positions do not apply to it", sys.SystemID, s.systemID)
 	}
-	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+	err = pglogrepl.StartReplication(setupCtx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
 	})
 	if err != nil {
@@ -305,9 +316,11 @@ func (s *Stream) session(ctx context.Context) error {
 	s.backendPID.Store(conn.PID())
 	s.connected.Store(true)
 	defer s.connected.Store(false)
-	s.statusIvl = s.statusInterval(ctx)
+	s.statusIvl = s.statusInterval(setupCtx)
+	cancelSetup()
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
-		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()))
+		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()),
+		zap.Duration("receive_timeout", s.recvTimeout))
 	s.lastStatus = time.Time{}
 	s.sentFlush = 0
 	if err := s.sendStatus(conn); err != nil {
@@ -336,9 +349,19 @@ func (s *Stream) session(ctx context.Context) error {
 	if err := s.flush(rctx, conn); err != nil {
 		return s.sessionError(ctx, conn, err)
 	}
+	live := newLiveness(s.recvTimeout)
 	for {
 		if s.stopping() {
 			return s.waitDrained(ctx, conn)
+		}
+		if live.pingDue() {
+			// Silent for a while: ask the server for a keepalive, which it
+			// sends at once; an idle healthy server sends nothing otherwise
+			// (it pings only a client silent for wal_sender_timeout/2).
+			if err := s.sendStatusReply(conn, true); err != nil {
+				return err
+			}
+			live.pinged()
 		}
 		if err := s.maybeSendStatus(conn); err != nil {
 			return err
@@ -349,6 +372,7 @@ func (s *Stream) session(ctx context.Context) error {
 				if err := s.flush(rctx, conn); err != nil {
 					return s.sessionError(ctx, conn, err)
 				}
+				live.resumed()
 			} else {
 				rd.before(due)
 			}
@@ -376,15 +400,22 @@ func (s *Stream) session(ctx context.Context) error {
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				if live.dead() {
+					return fmt.Errorf("the server sent nothing for %s, not even a keepalive when asked for one (source.receive_timeout): the connection is presumed dead (a network failure?)", s.recvTimeout)
+				}
 				continue
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		live.heard()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(rctx, conn, msg.Data); err != nil {
 				return s.sessionError(ctx, conn, err)
 			}
+			// Handling may have waited (for room in the sink): silence
+			// counts only while reading.
+			live.resumed()
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:
@@ -669,6 +700,7 @@ func (s *Stream) statusInterval(ctx context.Context) time.Duration {
 		s.log.Debug("cannot read wal_sender_timeout; keeping the status interval", zap.Error(err))
 		return ivl
 	}
+	s.recvTimeout = receiveTimeout(s.cfg.Source.ReceiveTimeout, time.Duration(ms)*time.Millisecond)
 	if t := time.Duration(ms) * time.Millisecond / 3; ms > 0 && t < ivl {
 		ivl = max(t, 100*time.Millisecond)
 	}
@@ -685,10 +717,15 @@ func (s *Stream) maybeSendStatus(conn *pgconn.PgConn) error {
 	return nil
 }
 
-func (s *Stream) sendStatus(conn *pgconn.PgConn) error {
+func (s *Stream) sendStatus(conn *pgconn.PgConn) error { return s.sendStatusReply(conn, false) }
+
+// sendStatusReply sends a standby status update; reply asks the server to
+// answer with a keepalive at once (a ping).
+func (s *Stream) sendStatusReply(conn *pgconn.PgConn, reply bool) error {
 	f := s.Flushed()
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pglogrepl.LSN(f), WALFlushPosition: pglogrepl.LSN(f), WALApplyPosition: pglogrepl.LSN(f),
+		ReplyRequested: reply,
 	})
 	if err != nil {
 		return fmt.Errorf("send standby status: %w", err)

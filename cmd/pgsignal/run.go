@@ -79,6 +79,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 	}
 	sigs, stop := signals()
 	defer stop()
+	defer ignoreHangups(log)()
 	go func() {
 		n := 0
 		for sig := range sigs {

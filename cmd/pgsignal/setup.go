@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
+	"github.com/pgsignal/pgsignal/replication"
 )
 
 const setupUsage = `Usage:
@@ -147,6 +148,7 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 		}
 		return errors.New("parse --admin-dsn: " + msg)
 	}
+	replication.PrepareAdminConfig(&pcfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connect with --admin-dsn: %w", err)

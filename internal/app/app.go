@@ -70,6 +70,7 @@ type App struct {
 	runFinished atomic.Bool
 
 	mu     sync.Mutex
+	stopAt time.Time // when Stop was called
 	stream *replication.Stream
 	sink   *sink.Sink
 	obs    *monitor
@@ -99,7 +100,14 @@ func (a *App) Handler() http.Handler { return a.obs.handler() }
 // Stop asks a running App to stop gracefully: stop reading, deliver what is
 // in flight for up to shutdown_timeout, write the checkpoint. Safe to call
 // more than once and before Run.
-func (a *App) Stop() { a.stopOnce.Do(func() { close(a.stopCh) }) }
+func (a *App) Stop() {
+	a.stopOnce.Do(func() {
+		a.mu.Lock()
+		a.stopAt = time.Now()
+		a.mu.Unlock()
+		close(a.stopCh)
+	})
+}
 
 // BackendPID returns the walsender's pid of the current replication
 // connection (0 before streaming).
@@ -150,12 +158,22 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	cfg := a.opts.Config
 	log := a.log
 	full := cfg.Source.Mode != config.ModeReadOnly
+	// Start-up runs under sctx, which a Stop ends after shutdown_timeout.
+	runCtx := ctx
+	ctx, started, cancelStartup := a.startup(runCtx)
+	defer cancelStartup()
+	sctx := ctx
+	defer func() {
+		if sctx != nil {
+			err = a.startupStopped(sctx, err)
+		}
+	}()
 
 	mp, err := mapper.New(Rules(cfg))
 	if err != nil {
 		return sum, fmt.Errorf("mapping: %w", err)
 	}
-	src := replication.Source{DSN: cfg.Source.DSN, Dial: a.opts.Dial}
+	src := replication.Source{DSN: cfg.Source.DSN, Dial: a.opts.Dial, ReceiveTimeout: cfg.Source.ReceiveTimeout}
 	pool, err := replication.NewPool(ctx, src, int32(cfg.Sink.Concurrency)+4)
 	if err != nil {
 		return sum, err
@@ -252,6 +270,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		return sum, err
 	}
 	rconn.Close(context.Background())
+	// Start-up is over: from here a Stop drains the stream.
+	started()
+	sctx, ctx = nil, runCtx
 	tracker := replication.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
@@ -316,7 +337,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	case <-a.stopCh:
 		log.Info("stopping: draining in-flight events", zap.Duration("timeout", cfg.ShutdownTimeout))
 		stream.Stop()
-		timer := time.AfterFunc(cfg.ShutdownTimeout, func() {
+		timer := time.AfterFunc(a.shutdownLeft(), func() {
 			cancelHard(errors.New("shutdown timeout"))
 		})
 		select {

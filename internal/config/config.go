@@ -171,6 +171,11 @@ type Source struct {
 	// tunnel; the DSN's host and port are then resolved and reached from
 	// the bastion.
 	SSH *SSH
+	// ReceiveTimeout is how long the replication connection may stay
+	// silent (not even a keepalive answering pgsignal's ping) before it is
+	// presumed dead and rebuilt. 0: twice the server's wal_sender_timeout,
+	// at least 10 seconds.
+	ReceiveTimeout time.Duration
 }
 
 // SSH is the `source.ssh` section: the bastion every database connection is

@@ -661,6 +661,7 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"sslcert", d.file(&s.SSLCert, "")},
 			{"sslkey", d.file(&s.SSLKey, "")},
 			{"ssh", d.ssh(&s.SSH)},
+			{"receive_timeout", d.duration(&s.ReceiveTimeout)},
 		})
 	}
 }

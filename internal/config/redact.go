@@ -45,6 +45,8 @@ func (c *Config) Redacted() string {
 			SSLCert     string `yaml:"sslcert,omitempty"`
 			SSLKey      string `yaml:"sslkey,omitempty"`
 			SSH         *ssh   `yaml:"ssh,omitempty"`
+			// ReceiveTimeout is "" when derived from the server.
+			ReceiveTimeout string `yaml:"receive_timeout,omitempty"`
 		} `yaml:"source"`
 		OneSignal struct {
 			AppID   string `yaml:"app_id"`
@@ -85,6 +87,9 @@ func (c *Config) Redacted() string {
 	d.Source.SSLRootCert = c.Source.SSLRootCert
 	d.Source.SSLCert = c.Source.SSLCert
 	d.Source.SSLKey = c.Source.SSLKey
+	if c.Source.ReceiveTimeout > 0 {
+		d.Source.ReceiveTimeout = c.Source.ReceiveTimeout.String()
+	}
 	if s := c.Source.SSH; s != nil {
 		d.Source.SSH = &ssh{
 			Host: s.Host, Port: s.Port, User: s.User,

@@ -124,6 +124,9 @@ func validateSource(ps *problems, s *Source) {
 	identifier(ps, "source.publication", s.Publication, DefaultPublication)
 	identifier(ps, "source.schema", s.Schema, DefaultSchema)
 	validateTLS(ps, s)
+	if s.ReceiveTimeout != 0 && s.ReceiveTimeout < time.Second {
+		ps.add("source.receive_timeout", 0, "%s is too short: use at least 1s, or remove the key to derive it from the server's wal_sender_timeout", s.ReceiveTimeout)
+	}
 	if s.SSH != nil {
 		validateSSH(ps, s.SSH)
 	}
