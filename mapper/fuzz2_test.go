@@ -224,21 +224,22 @@ func mustMarshal(t *testing.T, v any) []byte {
 // the latest of all when none does (a time skipped by spring forward).
 func pgLocal(wall time.Time, loc *time.Location) time.Time {
 	local := time.Date(wall.Year(), wall.Month(), wall.Day(), wall.Hour(), wall.Minute(), wall.Second(), wall.Nanosecond(), time.UTC)
-	var valid, any time.Time
-	for _, d := range []time.Duration{-24 * time.Hour, 24 * time.Hour} {
+	var valid, latest time.Time
+	var found bool
+	for i, d := range []time.Duration{-24 * time.Hour, 24 * time.Hour} {
 		_, off := local.Add(d).In(loc).Zone()
 		c := local.Add(-time.Duration(off) * time.Second)
-		if c.After(any) {
-			any = c
+		if i == 0 || c.After(latest) {
+			latest = c
 		}
 		y, mo, dd := c.In(loc).Date()
 		h, mi, sec := c.In(loc).Clock()
-		if time.Date(y, mo, dd, h, mi, sec, c.Nanosecond(), time.UTC).Equal(local) && c.After(valid) {
-			valid = c
+		if time.Date(y, mo, dd, h, mi, sec, c.Nanosecond(), time.UTC).Equal(local) && (!found || c.After(valid)) {
+			valid, found = c, true
 		}
 	}
-	if !valid.IsZero() {
+	if found {
 		return valid
 	}
-	return any
+	return latest
 }
