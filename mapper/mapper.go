@@ -450,9 +450,12 @@ func notUTF8(what string, v []byte) string {
 	if from > 0 || to < len(v) {
 		hexText = fmt.Sprintf("%s (bytes %d to %d of %d)", hexText, from, to, len(v))
 	}
-	return fmt.Sprintf("%s holds text that is not valid UTF-8 (byte %d): %s, %s; it is not sent, since OneSignal would read those bytes as U+FFFD "+
-		"(for an external_id, different users would become one). The database encoding is probably SQL_ASCII: see pgsignal check",
-		what, bad, show, hexText)
+	consequence := "it is not sent, since OneSignal would read those bytes as U+FFFD and change it"
+	if strings.HasPrefix(what, "external_id") {
+		consequence = "it is not sent, since OneSignal would read those bytes as U+FFFD: different users would become one"
+	}
+	return fmt.Sprintf("%s holds text that is not valid UTF-8 (byte %d): %s, %s; %s. The database encoding is probably SQL_ASCII: see pgsignal check",
+		what, bad, show, hexText, consequence)
 }
 
 // escapeNotUTF8 returns s with each byte that is not part of valid UTF-8

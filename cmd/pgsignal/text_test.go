@@ -18,12 +18,13 @@ import (
 	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
 
-// writeTextConfig writes a full-mode config for database dsn with the given
+// writeTextConfig writes a config for database dsn in mode with the given
 // tables section.
-func (e *env) writeTextConfig(name, dsn, tables string) string {
+func (e *env) writeTextConfig(name, dsn, mode, tables string) string {
 	e.t.Helper()
 	cfg := fmt.Sprintf(`source:
   dsn: %q
+  mode: %s
 onesignal:
   app_id: %q
   api_key: "${TEST_ONESIGNAL_KEY}"
@@ -40,7 +41,7 @@ log:
   level: info
   format: json
 tables:
-%s`, dsn, e.fake.AppID(), e.fake.URL(), filepath.Join(e.dir, "dead.jsonl"), tables)
+%s`, dsn, mode, e.fake.AppID(), e.fake.URL(), filepath.Join(e.dir, "dead.jsonl"), tables)
 	path := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -77,7 +78,7 @@ func (e *env) newASCIIDatabase() *pgxpool.Pool {
 func TestNotUTF8TextInSQLASCII(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
 	ascii := e.newASCIIDatabase()
-	cfg := e.writeTextConfig("ascii", e.pg.DSN("ascii"), defaultTables)
+	cfg := e.writeTextConfig("ascii", e.pg.DSN("ascii"), "full", defaultTables)
 
 	env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}
 	out, errOut, code := runCheckCLI(t, env, "check", "--config", cfg)
@@ -213,7 +214,7 @@ CREATE TABLE analytics.epoch_ms (id bigint PRIMARY KEY, user_id text, at bigint)
     properties: [id]
 %s`, name, name, extra)
 	}
-	cfg := e.writeTextConfig("zones", e.pg.DSN(""), table("local_ny", "    timestamp_zone: America/New_York\n")+
+	cfg := e.writeTextConfig("zones", e.pg.DSN(""), "full", table("local_ny", "    timestamp_zone: America/New_York\n")+
 		table("local_london", "    timestamp_zone: Europe/London\n")+table("epoch_ms", "    timestamp_unit: ms\n"))
 
 	env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}
@@ -271,4 +272,84 @@ SELECT 'epoch_ms/' || id, to_char(to_timestamp(at / 1000.0) AT TIME ZONE 'UTC', 
 		t.Fatalf("%d timestamps differ, %d events missing: %v", bad, len(want), want)
 	}
 	p.term(t)
+}
+
+// Read-only mode: the same rows become lines of the dead-letter file, each
+// valid UTF-8 JSON with the bytes shown distinctly, and `pgsignal
+// dead-letters list` reads them.
+func TestNotUTF8TextReadOnly(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	ascii := e.newASCIIDatabase()
+	ctx := context.Background()
+	if _, err := ascii.Exec(ctx, `CREATE PUBLICATION pgsignal FOR TABLE analytics.user_events WITH (publish = 'insert')`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.writeTextConfig("ascii-ro", e.pg.DSN("ascii"), "read-only", defaultTables)
+	p := e.startProc(cfg)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var active bool
+		_ = ascii.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+  WHERE s.slot_name = 'pgsignal' AND r.state IN ('streaming', 'catchup'))`).Scan(&active)
+		if active {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgsignal did not start streaming\n%s", p.tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := ascii.Exec(ctx, `INSERT INTO analytics.user_events (event_name, user_id, event_data) VALUES
+  ('ev', E'caf\xe9', '{"n": 1}'), ('ev', E'caf\xe8', '{"n": 2}'), ('ev', E'caf\xef\xbf\xbd', '{"n": 3}'), ('ev', 'ok', '{"n": 4}')`); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCount(2, 60*time.Second, p)
+	path := filepath.Join(e.dir, "dead.jsonl")
+	var lines []string
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(path)
+		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) >= 2 && lines[0] != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.term(t)
+	if len(lines) != 2 {
+		t.Fatalf("%d dead-letter lines, want 2: %q\n%s", len(lines), lines, p.tail())
+	}
+	seen := map[string]bool{}
+	for _, line := range lines {
+		var rec struct {
+			Reason string
+			Row    struct {
+				UserID struct {
+					NotUTF8 string `json:"not_utf8"`
+				} `json:"user_id"`
+			}
+		}
+		if !utf8.ValidString(line) || json.Unmarshal([]byte(line), &rec) != nil {
+			t.Fatalf("line %q is not valid UTF-8 JSON", line)
+		}
+		if !strings.Contains(rec.Reason, `holds text that is not valid UTF-8 (byte 3): "caf\x`) || !strings.Contains(rec.Reason, rec.Row.UserID.NotUTF8) {
+			t.Fatalf("reason %q, row bytes %q", rec.Reason, rec.Row.UserID.NotUTF8)
+		}
+		seen[rec.Row.UserID.NotUTF8] = true
+	}
+	if !seen[`\x636166e9`] || !seen[`\x636166e8`] {
+		t.Fatalf("dead letters keep %v, want \\x636166e9 and \\x636166e8", seen)
+	}
+	var users []string
+	for _, ev := range e.fake.Events() {
+		users = append(users, ev.ExternalID)
+	}
+	slices.Sort(users)
+	if want := []string{"caf\uFFFD", "ok"}; !slices.Equal(users, want) || e.fake.Stats().BadRequests != 0 {
+		t.Fatalf("events for users %q, want %q; fake %+v", users, want, e.fake.Stats())
+	}
+	out, errOut, code := runCheckCLI(t, []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}, "dead-letters", "list", "--config", cfg)
+	t.Logf("dead-letters list:\n%s", out)
+	if code != 0 || !utf8.ValidString(out) || !strings.Contains(out, `"caf\xe9"`) || !strings.Contains(out, `"caf\xe8"`) {
+		t.Fatalf("dead-letters list exit %d:\n%s%s", code, out, errOut)
+	}
 }
