@@ -51,7 +51,12 @@ func TestInZoneMatchesPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A few ordinary times, so that zones without changes are tested too.
-		for _, w := range []string{"2026-01-15 12:00:00", "2026-07-15 12:00:00", "2026-03-08 02:30:00", "2026-11-01 01:30:00"} {
+		// Before the zone's first rule (local mean time), the switch to
+		// standard time in 1883, and beyond the transitions the zone file
+		// lists (from its POSIX rule).
+		for _, w := range []string{"2026-01-15 12:00:00", "2026-07-15 12:00:00", "2026-03-08 02:30:00", "2026-11-01 01:30:00",
+			"1800-06-01 12:00:00", "1883-11-18 11:58:00", "1883-11-18 12:01:00", "1883-11-18 12:05:00",
+			"2040-03-11 02:30:00", "2040-11-04 01:30:00", "2100-03-14 02:30:00", "2100-03-28 01:30:00", "2100-10-31 01:30:00"} {
 			samples = append(samples, sample{zone, w, pgtype.TimestampOID})
 		}
 		for at := from; at.Before(to); {
