@@ -192,6 +192,9 @@ FROM census.dead_letters ORDER BY ordinal, commit_lsn`)
 		t.Fatalf("the fake answered %d requests 400 (a body that is not UTF-8?)", st.BadRequests)
 	}
 	p.term(t)
+	if b, _ := os.ReadFile(p.log); !strings.Contains(string(b), `"level":"warn"`) || !strings.Contains(string(b), "the database is SQL_ASCII") {
+		t.Fatalf("no start-up warning about SQL_ASCII in the log:\n%s", b)
+	}
 }
 
 // timestamp_zone and timestamp_unit through the binary: `pgsignal check`

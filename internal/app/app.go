@@ -160,6 +160,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := pool.Ping(ctx); err != nil {
 		return sum, fmt.Errorf("connect to source.dsn: %w", replication.ExplainConnectError(err))
 	}
+	warnEncoding(ctx, pool, log)
 	batchMapper, tpool, err := newTransforms(ctx, cfg, src)
 	if err != nil {
 		return sum, err
