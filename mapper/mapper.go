@@ -41,7 +41,8 @@ type Rule struct {
 	// or NULL.
 	Timestamp string
 	// TimestampZone is the IANA zone timestamp (without time zone) and date
-	// values are read in; "" is UTC.
+	// values are read in, as PostgreSQL's AT TIME ZONE reads them across
+	// DST changes (see replication.InZone); "" is UTC.
 	TimestampZone string
 	// TimestampUnit is UnitSeconds or UnitMillis when Timestamp is an
 	// integer or numeric column holding epoch time; "" otherwise.
