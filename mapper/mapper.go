@@ -2,8 +2,11 @@ package mapper
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -38,7 +41,8 @@ type Rule struct {
 	// or NULL.
 	Timestamp string
 	// TimestampZone is the IANA zone timestamp (without time zone) and date
-	// values are read in; "" is UTC.
+	// values are read in, as PostgreSQL's AT TIME ZONE reads them across
+	// DST changes (see replication.InZone); "" is UTC.
 	TimestampZone string
 	// TimestampUnit is UnitSeconds or UnitMillis when Timestamp is an
 	// integer or numeric column holding epoch time; "" otherwise.
@@ -244,6 +248,9 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 		if len(v) == 0 {
 			return fmt.Sprintf("event name column %q is %s", r.NameColumn, nullOrEmpty(v))
 		}
+		if !utf8.Valid(v) {
+			return notUTF8(fmt.Sprintf("event name column %q", r.NameColumn), v)
+		}
 		name = string(v)
 	}
 	name = r.NamePrefix + name
@@ -253,6 +260,14 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 	ext := ch.Values[p.extID]
 	if len(ext) == 0 {
 		return fmt.Sprintf("external_id column %q is %s", r.ExternalID, nullOrEmpty(ext))
+	}
+	if !utf8.Valid(ext) {
+		// As text, every invalid byte would become U+FFFD: different users
+		// would become one.
+		return notUTF8(fmt.Sprintf("external_id column %q", r.ExternalID), ext)
+	}
+	if reason := propertiesNotUTF8(p, ch); reason != "" {
+		return reason
 	}
 	ts := ch.CommitTime
 	if p.ts >= 0 && ch.Values[p.ts] != nil {
@@ -362,7 +377,10 @@ func jsonKind(v []byte) string {
 }
 
 // RowJSON renders a whole row as a JSON object of its columns (for dead
-// letters).
+// letters). It is always valid UTF-8 and loses no byte: a value whose text
+// is not valid UTF-8 (a SQL_ASCII database) becomes {"not_utf8":"\\x…"},
+// its bytes in PostgreSQL's bytea hex form, and such bytes in a column
+// name are written as the text \xNN.
 func RowJSON(rel *replication.Relation, vals [][]byte) []byte {
 	b := make([]byte, 0, 256)
 	b = append(b, '{')
@@ -370,13 +388,92 @@ func RowJSON(rel *replication.Relation, vals [][]byte) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = replication.AppendString(b, c.Name)
+		b = replication.AppendString(b, escapeNotUTF8(c.Name))
 		b = append(b, ':')
 		var v []byte
 		if i < len(vals) {
 			v = vals[i]
 		}
+		if !utf8.Valid(v) {
+			b = append(b, `{"not_utf8":"\\x`...)
+			b = hex.AppendEncode(b, v)
+			b = append(b, `"}`...)
+			continue
+		}
 		b = replication.AppendJSON(b, c.TypeOID, v)
 	}
 	return append(b, '}')
+}
+
+// propertiesNotUTF8 returns why the row cannot be sent when a column that
+// goes into its properties holds text that is not valid UTF-8, or "".
+// Such bytes cannot be sent as they are (the request would not be valid
+// UTF-8) nor replaced (the property would change), so the row becomes a
+// dead letter.
+func propertiesNotUTF8(p *plan, ch *replication.Change) string {
+	for _, cols := range [][]int{p.props, p.extra} {
+		for _, idx := range cols {
+			if idx >= 0 && idx < len(ch.Values) && !utf8.Valid(ch.Values[idx]) {
+				return notUTF8(fmt.Sprintf("properties column %q", p.rel.Columns[idx].Name), ch.Values[idx])
+			}
+		}
+	}
+	return ""
+}
+
+// maxShownBytes bounds the bytes of a value quoted in a reason.
+const maxShownBytes = 48
+
+// notUTF8 is the rejection of value v of what, whose text is not valid
+// UTF-8. The reason itself is valid UTF-8: it quotes the bytes around the
+// first invalid one with Go's escapes (\xe9) and gives them in hex, as
+// PostgreSQL writes a bytea, to find the row with
+// convert_to(column, 'SQL_ASCII') = '\x…'.
+func notUTF8(what string, v []byte) string {
+	bad := 0
+	for bad < len(v) {
+		r, size := utf8.DecodeRune(v[bad:])
+		if r == utf8.RuneError && size == 1 {
+			break
+		}
+		bad += size
+	}
+	from := max(0, bad-maxShownBytes/2)
+	to := min(len(v), from+maxShownBytes)
+	show := strconv.Quote(string(v[from:to]))
+	if from > 0 {
+		show = "…" + show
+	}
+	if to < len(v) {
+		show += "…"
+	}
+	hexText := "\\x" + hex.EncodeToString(v[from:to])
+	if from > 0 || to < len(v) {
+		hexText = fmt.Sprintf("%s (bytes %d to %d of %d)", hexText, from, to, len(v))
+	}
+	consequence := "it is not sent, since OneSignal would read those bytes as U+FFFD and change it"
+	if strings.HasPrefix(what, "external_id") {
+		consequence = "it is not sent, since OneSignal would read those bytes as U+FFFD: different users would become one"
+	}
+	return fmt.Sprintf("%s holds text that is not valid UTF-8 (byte %d): %s, %s; %s. The database encoding is probably SQL_ASCII: see pgsignal check",
+		what, bad, show, hexText, consequence)
+}
+
+// escapeNotUTF8 returns s with each byte that is not part of valid UTF-8
+// written as the text \xNN.
+func escapeNotUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -259,7 +259,9 @@ func isJSONNumber(b []byte) bool {
 
 // ParseTimestamp parses a timestamp column value in PostgreSQL's ISO text
 // form. timestamptz values carry their offset; timestamp values (without
-// zone) and dates are read in loc.
+// zone) and dates (at midnight) are read in loc as PostgreSQL's AT TIME
+// ZONE reads them, including the local times a change of offset skips or
+// repeats (see InZone).
 func ParseTimestamp(typeOID uint32, text []byte, loc *time.Location) (time.Time, error) {
 	s := string(text)
 	switch typeOID {
@@ -268,12 +270,12 @@ func ParseTimestamp(typeOID uint32, text []byte, loc *time.Location) (time.Time,
 			return t, nil
 		}
 	case pgtype.TimestampOID:
-		if t, err := time.ParseInLocation("2006-01-02 15:04:05.999999999", s, loc); err == nil {
-			return t, nil
+		if t, err := time.Parse("2006-01-02 15:04:05.999999999", s); err == nil {
+			return InZone(t, loc), nil
 		}
 	case pgtype.DateOID:
-		if t, err := time.ParseInLocation("2006-01-02", s, loc); err == nil {
-			return t, nil
+		if t, err := time.Parse("2006-01-02", s); err == nil {
+			return InZone(t, loc), nil
 		}
 	default:
 		return time.Time{}, fmt.Errorf("type OID %d is not a timestamp, timestamptz or date", typeOID)

@@ -185,6 +185,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := checkMappedColumns(ctx, pool, cfg); err != nil {
 		return sum, err
 	}
+	warnEncoding(ctx, pool, log)
 	batchMapper, tpool, err := newTransforms(ctx, cfg, src)
 	if err != nil {
 		return sum, err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
+	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/mapper/transform"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -30,6 +31,7 @@ const (
 	itemTLS        = "tls"
 	itemLogin      = "login"
 	itemVersion    = "server version"
+	itemEncoding   = "server encoding"
 	itemRole       = "primary or standby"
 	itemWALLevel   = "wal_level"
 	itemSlots      = "replication slots"
@@ -91,7 +93,7 @@ func displayIdent(id string) string {
 
 // dbNames lists the database items in check order.
 func (r *runner) dbNames() []string {
-	names := []string{itemReach, itemTLS, itemLogin, itemVersion, itemRole, itemWALLevel, itemSlots,
+	names := []string{itemReach, itemTLS, itemLogin, itemVersion, itemEncoding, itemRole, itemWALLevel, itemSlots,
 		itemSenders, itemReplPriv, itemReplConn}
 	for _, t := range r.cfg.Tables {
 		names = append(names, selectPrefix+displayName(t))
@@ -125,6 +127,7 @@ func (r *runner) database(ctx context.Context) {
 		r.skipRest(names, reason)
 		return
 	}
+	r.encoding(ctx, d)
 	r.standby(ctx, d)
 	r.walLevel(ctx, d)
 	r.slotCapacity(ctx, d)
@@ -267,6 +270,34 @@ func (r *runner) session(ctx context.Context, d *db) string {
 	}
 	r.pass(itemVersion, detail)
 	return ""
+}
+
+// encoding warns about a SQL_ASCII database: PostgreSQL neither checks nor
+// converts its text, so bytes that are not UTF-8 reach pgsignal as they
+// are, and the rows holding them in a name, external_id or property become
+// dead letters (sending them would merge users: OneSignal reads such bytes
+// as U+FFFD). Every other server encoding is converted to UTF-8 by
+// PostgreSQL (pgsignal's connections use client_encoding UTF8).
+func (r *runner) encoding(ctx context.Context, d *db) {
+	var enc string
+	if err := d.conn.QueryRow(ctx, `SELECT current_setting('server_encoding')`).Scan(&enc); err != nil {
+		r.queryFailed(itemEncoding, err)
+		return
+	}
+	switch enc {
+	case "UTF8":
+		r.pass(itemEncoding, "UTF8")
+	case "SQL_ASCII":
+		r.warn(itemEncoding, fmt.Sprintf("SQL_ASCII: database %s stores text bytes as they were given, without checking or converting them; "+
+			"a row whose name, external_id or properties hold bytes that are not valid UTF-8 (such as Latin-1 \"caf\\xe9\") becomes a dead letter "+
+			"instead of an event, since sending it would make different users one (OneSignal reads such bytes as U+FFFD)",
+			setupsql.QuoteIdent(d.database)),
+			"the database should use UTF8: create one with CREATE DATABASE ... TEMPLATE template0 ENCODING 'UTF8', "+
+				"and move the data into it converting the text from the encoding the application really wrote (pg_dump, then restore with that client_encoding); "+
+				"until then keep the mapped columns valid UTF-8")
+	default:
+		r.pass(itemEncoding, enc+": PostgreSQL converts text to UTF-8 for pgsignal (client_encoding UTF8)")
+	}
 }
 
 // tls reports whether the session is encrypted, and how the certificate
@@ -784,7 +815,14 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 		case c.generated && d.version < 180000:
 			problems = append(problems, fmt.Sprintf("column %q is generated; logical replication sends generated columns only from PostgreSQL 18", m.Column))
 			fixes = append(fixes, fmt.Sprintf("map %s%s to a stored (not generated) column", path, m.Key))
-		case m.Key == "timestamp" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
+		case m.Key == "timestamp" && t.cfg.TimestampUnit != "" && !mapper.IsEpochType(c.typ):
+			// The mapper reads epoch time from integer and numeric columns only.
+			problems = append(problems, fmt.Sprintf("timestamp column %q is %s; timestamp_unit %q needs an integer or numeric column holding epoch time", m.Column, c.typName, t.cfg.TimestampUnit))
+			fixes = append(fixes, fmt.Sprintf("map %stimestamp to an integer or numeric column holding epoch time, or remove %stimestamp_unit to read a timestamptz, timestamp or date column", path, path))
+		case m.Key == "timestamp" && t.cfg.TimestampUnit == "" && mapper.IsEpochType(c.typ):
+			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
+			fixes = append(fixes, fmt.Sprintf("if %q holds epoch time, set %stimestamp_unit to s (seconds) or ms (milliseconds); otherwise map %stimestamp to a timestamptz, timestamp or date column, or remove it to use the commit time", m.Column, path, path))
+		case m.Key == "timestamp" && t.cfg.TimestampUnit == "" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
 			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
 			fixes = append(fixes, fmt.Sprintf("map %stimestamp to a timestamptz, timestamp or date column, remove it to use the commit time, or:\nALTER TABLE %s ALTER COLUMN %s TYPE timestamptz USING %s::timestamptz;",
 				path, t.quoted(), setupsql.QuoteIdent(m.Column), setupsql.QuoteIdent(m.Column)))

@@ -70,6 +70,11 @@ func parseBody(body []byte) ([]event, []string) {
 		err := json.Unmarshal(body, new(json.RawMessage))
 		return nil, []string{fmt.Sprintf("request body is not valid JSON: %v", err)}
 	}
+	if !utf8.Valid(body) {
+		// json.Valid does not check the bytes inside strings; a body that is
+		// not UTF-8 is not JSON (RFC 8259 §8.1).
+		return nil, []string{"request body is not valid UTF-8"}
+	}
 	i := skipSpace(body, 0)
 	if body[i] != '{' {
 		return nil, []string{"request body must be a JSON object"}
