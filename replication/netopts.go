@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"syscall"
 	"time"
@@ -36,6 +38,15 @@ func applyNetwork(cfg *pgconn.Config, src Source) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgconn.PgConn) error {
+		if prev != nil {
+			if err := prev(ctx, c); err != nil {
+				return err
+			}
+		}
+		return rawBytesOnSQLASCII(ctx, c)
+	}
 	if src.Dial != nil {
 		cfg.DialFunc = src.Dial
 		cfg.LookupFunc = lookupThroughDialer
@@ -70,4 +81,20 @@ func applyNetwork(cfg *pgconn.Config, src Source) {
 func PrepareAdminConfig(cfg *pgconn.Config) {
 	applyNetwork(cfg, Source{})
 	cfg.RuntimeParams["client_encoding"] = "UTF8"
+}
+
+// rawBytesOnSQLASCII sets client_encoding SQL_ASCII on a connection to a
+// SQL_ASCII database. There the server cannot convert text to UTF-8: with
+// client_encoding UTF8 it refuses to send a row holding bytes that are not
+// UTF-8 (22021), and one such row would stop the stream for good. Passed
+// through as they are, such values reach the mapper, which makes the row a
+// dead letter that keeps the bytes.
+func rawBytesOnSQLASCII(ctx context.Context, c *pgconn.PgConn) error {
+	if c.ParameterStatus("server_encoding") != "SQL_ASCII" || c.ParameterStatus("client_encoding") == "SQL_ASCII" {
+		return nil
+	}
+	if _, err := c.Exec(ctx, "SET client_encoding TO 'SQL_ASCII'").ReadAll(); err != nil {
+		return fmt.Errorf("set client_encoding SQL_ASCII for a SQL_ASCII database: %w", err)
+	}
+	return nil
 }
