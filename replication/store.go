@@ -63,6 +63,14 @@ func SchemaDDL(schema string) []string {
     ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT dead_letters_slot_commit_lsn_ordinal_key;
   END IF;
 END $$`,
+		// An event or row jsonb cannot hold (\u0000, a lone surrogate) is
+		// kept as bytes, described in storage (sink.Storage).
+		`DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND attname = 'storage' AND NOT attisdropped) THEN
+    PERFORM set_config('lock_timeout', '10s', true);
+    ALTER TABLE ` + s + `.dead_letters ADD COLUMN IF NOT EXISTS event_bytes bytea, ADD COLUMN IF NOT EXISTS source_row_bytes bytea, ADD COLUMN IF NOT EXISTS storage jsonb;
+  END IF;
+END $$`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.runs (
   id               bigserial PRIMARY KEY,
   slot             text NOT NULL,

@@ -19,8 +19,9 @@ const deadLettersUsage = `Usage:
   pgsignal dead-letters discard [--config FILE] (--id N,... | --reason TEXT | --all)
 
 Full mode reads census.dead_letters; read-only mode reads sink.dead_letter_file
-(stop pgsignal before replaying or discarding from the file). Replay sends each
-event with its original idempotency key and removes the letters OneSignal accepts.
+(a running pgsignal locks the file: replay and discard refuse until it stops;
+list works meanwhile). Replay sends each event with its original idempotency
+key and removes the letters OneSignal accepts.
 `
 
 func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -66,6 +67,14 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer closeStore()
+	// Replay and discard rewrite the read-only mode's file: hold its lock
+	// from the list to the rewrite, and refuse while pgsignal runs on it.
+	if fl, ok := store.(*sink.FileLetters); ok && action != "list" {
+		if err := fl.Lock(); err != nil {
+			return fmt.Errorf("dead-letters %s: %w", action, err)
+		}
+		defer fl.Unlock()
+	}
 
 	switch action {
 	case "list":
