@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,7 +39,7 @@ type Letter struct {
 }
 
 // MarshalJSON encodes the letter with its fields' names; an Event or Row
-// that is not valid JSON is encoded as EventBase64 or RowBase64 instead.
+// that is not valid JSON in UTF-8 is encoded as EventBase64 or RowBase64 instead.
 func (l Letter) MarshalJSON() ([]byte, error) {
 	type plain Letter // without this method
 	out := struct {
@@ -46,10 +47,10 @@ func (l Letter) MarshalJSON() ([]byte, error) {
 		EventBase64 []byte `json:",omitempty"`
 		RowBase64   []byte `json:",omitempty"`
 	}{plain: plain(l)}
-	if len(l.Event) > 0 && !json.Valid(l.Event) {
+	if len(l.Event) > 0 && !(utf8.Valid(l.Event) && json.Valid(l.Event)) {
 		out.EventBase64, out.Event = l.Event, nil
 	}
-	if len(l.Row) > 0 && !json.Valid(l.Row) {
+	if len(l.Row) > 0 && !(utf8.Valid(l.Row) && json.Valid(l.Row)) {
 		out.RowBase64, out.Row = l.Row, nil
 	}
 	return json.Marshal(out)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -418,6 +419,9 @@ func encodeRecord(r FileRecord) ([]byte, error) {
 func unencodable(b []byte) string {
 	if len(b) > maxKept {
 		return "over MaxKeptBytes" // keep says it
+	}
+	if !utf8.Valid(b) {
+		return "not valid UTF-8"
 	}
 	if json.Valid(b) {
 		return ""
