@@ -192,30 +192,31 @@ func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int
 	return nil
 }
 
-// ErrFileInUse is returned (wrapped) when the dead-letter file is locked by
-// another process: a running pgsignal, or another dead-letters command.
-var ErrFileInUse = errors.New("the file is in use by a running pgsignal (or another `pgsignal dead-letters` command): " +
-	"stop pgsignal before replaying or discarding letters from it; `pgsignal dead-letters list` works while it runs")
+// ErrFileInUse is returned (wrapped) when the dead-letter file stays locked
+// by another process.
+var ErrFileInUse = errors.New("the file stays locked by another process: a `pgsignal dead-letters replay` or `discard` is running on it; try again once it is done")
 
 // FileLetters is the LetterStore of the read-only mode's JSONL file; a
-// letter's id is its line number. Listing works while pgsignal appends to
-// the file; Resolve, which rewrites it, takes the file's lock and fails
-// with ErrFileInUse while a running pgsignal holds it. Lock takes it for
-// longer (a replay: list, send, resolve).
+// letter's id is its line number. It may be used while pgsignal runs on the
+// file: listing reads what is there, and Resolve, which rewrites the file,
+// holds the file's lock, which pgsignal takes for each write, so nothing is
+// appended meanwhile and pgsignal writes to the new file afterwards. Lock
+// holds it for longer (a replay: list, send, resolve).
 type FileLetters struct {
 	Path string
 	held *os.File
 }
 
-// Lock takes the file's lock until Unlock, so that nothing appends to the
-// file between a List and the Resolve that follows it. It fails with
-// ErrFileInUse while pgsignal runs on the file; a missing file is not
+// Lock takes the file's lock until Unlock, so that nothing is appended to
+// the file between a List and the Resolve that follows it (a running
+// pgsignal waits meanwhile). It waits for another holder for up to
+// commandLockWait, then fails with ErrFileInUse. A missing file is not
 // locked (there is nothing to resolve).
 func (s *FileLetters) Lock() error {
 	if s.held != nil {
 		return nil
 	}
-	f, err := lockPath(s.Path, os.O_RDWR)
+	f, err := lockOpen(context.Background(), nil, s.Path, os.O_RDWR, commandLockWait)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -311,8 +312,7 @@ func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
 }
 
 // Resolve implements LetterStore. The file is rewritten (lines are
-// renumbered afterwards) under its lock; it fails with ErrFileInUse while
-// pgsignal runs on the file.
+// renumbered afterwards) under its lock.
 func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]string, at time.Time) error {
 	if s.held == nil {
 		if err := s.Lock(); err != nil {

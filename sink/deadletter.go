@@ -263,10 +263,11 @@ type FileRecord struct {
 }
 
 // FileDeadLetters appends dead letters to a JSONL file (read-only mode) and
-// fsyncs after each write. From its first write until Close it holds an
-// exclusive lock (flock) on the file, so that `pgsignal dead-letters
-// replay|discard`, which rewrite the file, refuse to run meanwhile; when the
-// lock is held by one of them, Write fails (and the sink retries it).
+// fsyncs after each write. Each write holds an exclusive lock (flock) on the
+// file, as do `pgsignal dead-letters replay|discard` while they rewrite it:
+// a write waits for a command (and fails after writerLockWait, to be
+// retried), and goes to the file now at Path, never to one a command
+// replaced. Several pgsignal processes may share a file.
 type FileDeadLetters struct {
 	Path string
 	mu   sync.Mutex
@@ -274,6 +275,13 @@ type FileDeadLetters struct {
 }
 
 var _ DeadLetterStore = (*FileDeadLetters)(nil)
+
+// How long a dead-letter writer and a dead-letters command wait for the
+// file's lock before they give up (the writer is retried); tests lower them.
+var (
+	writerLockWait  = 2 * time.Second
+	commandLockWait = 10 * time.Second
+)
 
 // Write implements DeadLetterStore. A failed write is undone (the file is
 // truncated to its size before it), so that a retry leaves no torn line.
@@ -295,18 +303,24 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.open(); err != nil {
+	f, err := lockOpen(ctx, s.f, s.Path, os.O_CREATE|os.O_RDWR|os.O_APPEND, writerLockWait)
+	s.f = f
+	if err != nil {
 		return err
 	}
-	fi, err := s.f.Stat()
+	defer unlock(f) //nolint:errcheck // closing the file releases it too
+	if err := cutTornLine(f); err != nil {
+		return fmt.Errorf("dead-letter file %s: %w", s.Path, err)
+	}
+	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("dead-letter file %s: %w", s.Path, err)
 	}
-	if _, err := s.f.Write(buf); err != nil {
+	if _, err := f.Write(buf); err != nil {
 		s.undo(fi.Size())
 		return fmt.Errorf("write dead-letter file %s: %w", s.Path, err)
 	}
-	if err := s.f.Sync(); err != nil {
+	if err := f.Sync(); err != nil {
 		s.undo(fi.Size())
 		return fmt.Errorf("sync dead-letter file %s: %w", s.Path, err)
 	}
@@ -314,69 +328,86 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 }
 
 // undo truncates the file back to size after a failed write; if even that
-// fails, the file is reopened (and repaired) by the next Write.
+// fails, the next Write cuts the torn line.
 func (s *FileDeadLetters) undo(size int64) {
-	if s.f.Truncate(size) != nil {
-		s.f.Close()
-		s.f = nil
-	}
+	_ = s.f.Truncate(size)
 }
 
-// open opens and locks the file, unless the open file is still the one at
-// Path (it may have been replaced or removed meanwhile). A line left
-// unfinished by a crash (never acknowledged: its events were not handled
-// and come again) is cut off.
-func (s *FileDeadLetters) open() error {
-	if s.f != nil {
-		if same, err := samePath(s.f, s.Path); err == nil && same {
-			return nil
+// lockOpen locks f, opening path when f is nil or is no longer the file at
+// path (a rewrite renamed a new file over it, or it was removed), and
+// returns the locked file. It waits up to wait while another process holds
+// the lock, then fails with ErrFileInUse. On error, f is closed.
+func lockOpen(ctx context.Context, f *os.File, path string, flag int, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		if f == nil {
+			var err error
+			if f, err = os.OpenFile(path, flag, 0o600); err != nil {
+				return nil, fmt.Errorf("open dead-letter file: %w", err)
+			}
 		}
-		s.f.Close()
-		s.f = nil
+		busy, err := tryLock(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock dead-letter file %s: %w", path, err)
+		}
+		if !busy {
+			same, err := samePath(f, path)
+			if err == nil && same {
+				return f, nil
+			}
+			f.Close()
+			f = nil
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("dead-letter file %s: %w", path, err)
+			}
+			continue
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("dead-letter file %s: %w", path, ErrFileInUse)
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
-	f, err := lockPath(s.Path, os.O_CREATE|os.O_RDWR|os.O_APPEND)
-	if err != nil {
-		return err
-	}
-	if err := cutTornLine(f); err != nil {
-		f.Close()
-		return fmt.Errorf("dead-letter file %s: %w", s.Path, err)
-	}
-	s.f = f
-	return nil
 }
 
-// cutTornLine truncates f after its last newline.
+// cutTornLine truncates f after its last newline: a line left unfinished
+// by a crash was never acknowledged (its events were not handled, and the
+// next run writes it again).
 func cutTornLine(f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	end := fi.Size()
+	if end == 0 {
+		return nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, end-1); err != nil {
+		return err
+	}
+	if last[0] == '\n' {
+		return nil
+	}
 	buf := make([]byte, 64<<10)
 	for off := end; off > 0; {
-		n := int64(len(buf))
-		if off < n {
-			n = off
-		}
+		n := min(int64(len(buf)), off)
 		off -= n
 		if _, err := f.ReadAt(buf[:n], off); err != nil {
 			return err
 		}
 		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
-			if keep := off + int64(i) + 1; keep < end {
-				return f.Truncate(keep)
-			}
-			return nil
+			return f.Truncate(off + int64(i) + 1)
 		}
 	}
-	if end > 0 {
-		return f.Truncate(0)
-	}
-	return nil
+	return f.Truncate(0)
 }
 
-// Close closes the file, releasing its lock.
+// Close closes the file.
 func (s *FileDeadLetters) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -166,12 +166,15 @@ func TestFileLettersReadLongLines(t *testing.T) {
 	}
 }
 
-// While a writer holds the file, the commands that rewrite it refuse
-// (ErrFileInUse) and listing works; while a command holds it, the writer's
-// Write fails (to be retried) and is not ErrLetterRefused; once the command
-// has rewritten the file, the writer appends to the new file, not to the
-// one that was replaced.
+// The commands that rewrite the file may run while a writer (pgsignal) has
+// it open: the writer's next letters go to the new file, not to the one
+// that was replaced. While a command holds the lock, a write waits, then
+// fails (to be retried, not ErrLetterRefused), and a second command waits,
+// then fails with ErrFileInUse. A file removed under the writer is created
+// again.
 func TestFileLockKeepsCommandsAndWriterApart(t *testing.T) {
+	defer func(w, c time.Duration) { writerLockWait, commandLockWait = w, c }(writerLockWait, commandLockWait)
+	writerLockWait, commandLockWait = 50*time.Millisecond, 50*time.Millisecond
 	path := filepath.Join(t.TempDir(), "dl.jsonl")
 	w := &FileDeadLetters{Path: path}
 	defer w.Close()
@@ -180,44 +183,48 @@ func TestFileLockKeepsCommandsAndWriterApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := &FileLetters{Path: path}
-	if err := cmd.Resolve(ctx, []int64{1}, nil, time.Now()); !errors.Is(err, ErrFileInUse) {
-		t.Fatalf("Resolve while the writer runs = %v, want ErrFileInUse", err)
-	}
-	if err := cmd.Lock(); !errors.Is(err, ErrFileInUse) {
-		t.Fatalf("Lock while the writer runs = %v", err)
-	}
-	if ls := listAll(t, path); len(ls) != 2 {
-		t.Fatalf("listed %d while the writer runs", len(ls))
-	}
-	if err := w.Close(); err != nil {
+	if err := cmd.Resolve(ctx, []int64{1}, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	if err := w.Write(ctx, []cdc.DeadLetter{deadLetter(3, "c", "r3")}); err != nil {
+		t.Fatal(err)
+	}
+	if ls := listAll(t, path); len(ls) != 2 || ls[0].Reason != "r2" || ls[1].Reason != "r3" {
+		t.Fatalf("after a rewrite while the writer runs: %+v", ls)
+	}
+
 	if err := cmd.Lock(); err != nil {
 		t.Fatal(err)
 	}
-	err := w.Write(ctx, []cdc.DeadLetter{deadLetter(3, "c", "r3")})
+	err := w.Write(ctx, []cdc.DeadLetter{deadLetter(4, "d", "r4")})
 	if !errors.Is(err, ErrFileInUse) || errors.Is(err, ErrLetterRefused) {
 		t.Fatalf("Write while a command holds the file = %v", err)
+	}
+	other := &FileLetters{Path: path}
+	if err := other.Resolve(ctx, []int64{1}, nil, time.Now()); !errors.Is(err, ErrFileInUse) {
+		t.Fatalf("a second command = %v, want ErrFileInUse", err)
+	}
+	if ls := listAll(t, path); len(ls) != 2 {
+		t.Fatalf("listing while locked: %d letters", len(ls))
 	}
 	if err := cmd.Resolve(ctx, []int64{1}, nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cmd.Unlock()
-	if err := w.Write(ctx, []cdc.DeadLetter{deadLetter(3, "c", "r3")}); err != nil {
-		t.Fatal(err)
-	}
-	ls := listAll(t, path)
-	if len(ls) != 2 || ls[0].Reason != "r2" || ls[1].Reason != "r3" {
-		t.Fatalf("after the rewrite: %+v", ls)
-	}
-	// A file removed under the writer is created again.
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
 	if err := w.Write(ctx, []cdc.DeadLetter{deadLetter(4, "d", "r4")}); err != nil {
 		t.Fatal(err)
 	}
-	if ls := listAll(t, path); len(ls) != 1 || ls[0].Reason != "r4" {
+	if ls := listAll(t, path); len(ls) != 2 || ls[0].Reason != "r3" || ls[1].Reason != "r4" {
+		t.Fatalf("after the second rewrite: %+v", ls)
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(ctx, []cdc.DeadLetter{deadLetter(5, "e", "r5")}); err != nil {
+		t.Fatal(err)
+	}
+	if ls := listAll(t, path); len(ls) != 1 || ls[0].Reason != "r5" {
 		t.Fatalf("after removal: %+v", ls)
 	}
 }

@@ -308,11 +308,12 @@ func TestDeadLetterHugeRowReadOnly(t *testing.T) {
 	}
 }
 
-// Read-only mode: `dead-letters discard` (or replay) while pgsignal runs and
-// holds the file refuses with a message; the letters written afterwards are
-// all in the file. Once pgsignal stopped, discard works.
+// Read-only mode: `dead-letters discard` and `replay` while pgsignal runs
+// (the file is rewritten and renamed) lose none of the letters pgsignal
+// writes afterwards: they go to the new file, under the file's lock.
 func TestDeadLetterCommandsWhileRunningReadOnly(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	e.fake.SetUnknownUsers("ghost")
 	cfg := e.writeReadOnly("")
 	p := e.startProc(cfg)
 	e.waitStreaming(p)
@@ -321,44 +322,36 @@ func TestDeadLetterCommandsWhileRunningReadOnly(t *testing.T) {
 SELECT 'ev', NULL, jsonb_build_object('n', i) FROM generate_series($1::int, $2::int) AS i`, from, from+n-1)
 	}
 	rejects(0, 2)
-	waitLetters := func(n int) {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			b, _ := os.ReadFile(filepath.Join(e.dir, "dead.jsonl"))
-			if bytes.Count(b, []byte("\n")) >= n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d letters in the file, want %d\n%s", bytes.Count(b, []byte("\n")), n, p.tail())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitLetters(2)
-	for _, action := range []string{"discard", "replay"} {
-		out, err := e.runCLIResult(cfg, "dead-letters", action, "--id", "1")
-		if err == nil || !strings.Contains(out, "in use by a running pgsignal") {
-			t.Fatalf("%s while running: %v\n%s", action, err, out)
-		}
-	}
-	// list works while pgsignal runs.
-	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "2 dead letter(s)") {
-		t.Fatalf("list while running: %s", out)
-	}
-	rejects(2, 3)
+	e.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_data) VALUES ('ev', 'ghost', '{"n": 100}')`)
 	lsn := e.walLSN()
 	e.waitConfirmedPast(lsn, 30*time.Second, p)
-	p.term(t)
-	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "5 dead letter(s)") {
-		t.Fatalf("list: %s", out)
+	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "3 dead letter(s)") {
+		t.Fatalf("list while running: %s", out)
 	}
-	out := e.runCLI(cfg, "dead-letters", "discard", "--id", "1")
+	id := ""
+	for _, l := range e.listJSON(cfg) {
+		if strings.Contains(string(l["Row"]), `"event_data":{"n":0}`) {
+			id = string(l["ID"])
+		}
+	}
+	out := e.runCLI(cfg, "dead-letters", "discard", "--id", id)
 	if !strings.Contains(out, "discarded 1 dead letter(s)") {
-		t.Fatalf("discard: %s", out)
+		t.Fatalf("discard while running: %s", out)
 	}
-	ls := e.listJSON(cfg)
+	rejects(2, 3)
+	lsn = e.walLSN()
+	e.waitConfirmedPast(lsn, 30*time.Second, p)
+	e.fake.SetUnknownUsers()
+	out = e.runCLI(cfg, "dead-letters", "replay", "--reason", "not found")
+	if !strings.Contains(out, "replayed: 1 delivered, 0 failed again (kept), 0 skipped") {
+		t.Fatalf("replay while running: %s", out)
+	}
+	rejects(5, 2)
+	lsn = e.walLSN()
+	e.waitConfirmedPast(lsn, 30*time.Second, p)
+	p.term(t)
 	var left []string
-	for _, l := range ls {
+	for _, l := range e.listJSON(cfg) {
 		var row struct {
 			EventData json.RawMessage `json:"event_data"`
 		}
@@ -367,8 +360,11 @@ SELECT 'ev', NULL, jsonb_build_object('n', i) FROM generate_series($1::int, $2::
 		}
 		left = append(left, string(row.EventData))
 	}
-	if strings.Join(left, " ") != `{"n":1} {"n":2} {"n":3} {"n":4}` {
-		t.Fatalf("letters left after discarding the first: %v", left)
+	if strings.Join(left, " ") != `{"n":1} {"n":2} {"n":3} {"n":4} {"n":5} {"n":6}` {
+		t.Fatalf("letters left: %v", left)
+	}
+	if e.fake.Count() != 1 {
+		t.Fatalf("fake has %d events, want the ghost's", e.fake.Count())
 	}
 }
 

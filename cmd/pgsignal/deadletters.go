@@ -19,9 +19,10 @@ const deadLettersUsage = `Usage:
   pgsignal dead-letters discard [--config FILE] (--id N,... | --reason TEXT | --all)
 
 Full mode reads census.dead_letters; read-only mode reads sink.dead_letter_file
-(a running pgsignal locks the file: replay and discard refuse until it stops;
-list works meanwhile). Replay sends each event with its original idempotency
-key and removes the letters OneSignal accepts.
+(they may run while pgsignal runs: replay and discard lock the file, and
+pgsignal waits to write its next dead letter until they are done). Replay
+sends each event with its original idempotency key and removes the letters
+OneSignal accepts.
 `
 
 func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -68,7 +69,8 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer closeStore()
 	// Replay and discard rewrite the read-only mode's file: hold its lock
-	// from the list to the rewrite, and refuse while pgsignal runs on it.
+	// from the list to the rewrite; a running pgsignal waits to append
+	// meanwhile, then appends to the rewritten file.
 	if fl, ok := store.(*sink.FileLetters); ok && action != "list" {
 		if err := fl.Lock(); err != nil {
 			return fmt.Errorf("dead-letters %s: %w", action, err)
