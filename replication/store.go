@@ -47,7 +47,10 @@ func SchemaDDL(schema string) []string {
   attempts        integer NOT NULL DEFAULT 0,
   first_failed_at timestamptz NOT NULL DEFAULT now(),
   last_failed_at  timestamptz NOT NULL DEFAULT now(),
-  created_at      timestamptz NOT NULL DEFAULT now()
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  event_bytes      bytea,
+  source_row_bytes bytea,
+  storage          jsonb
 )`,
 		// One letter per event: a row a transform turned into several
 		// events has one position and several keys. The index comes before

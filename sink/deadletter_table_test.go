@@ -94,3 +94,35 @@ func TestTableDeadLettersKeepWhatJSONBRefuses(t *testing.T) {
 		t.Errorf("%d letters with bytes (%v), want 6", asBytes, err)
 	}
 }
+
+// A dead_letters table created by an earlier version gets the bytes
+// columns at start-up.
+func TestTableDeadLettersUpgrade(t *testing.T) {
+	pg := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE SCHEMA old; CREATE TABLE old.dead_letters (
+  id bigserial PRIMARY KEY, slot text NOT NULL, commit_lsn pg_lsn NOT NULL, ordinal bigint NOT NULL,
+  table_name text NOT NULL, idempotency_key uuid, event jsonb, source_row jsonb, reason text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0, first_failed_at timestamptz NOT NULL DEFAULT now(),
+  last_failed_at timestamptz NOT NULL DEFAULT now(), created_at timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (slot, commit_lsn, ordinal))`); err != nil {
+		t.Fatal(err)
+	}
+	if err := replication.EnsureSchema(ctx, pool, "old"); err != nil {
+		t.Fatal(err)
+	}
+	l := deadLetter(1, "", "no user")
+	l.Row = []byte(`{"a":"\u0000"}`)
+	if err := (&TableDeadLetters{Pool: pool, Schema: "old", Slot: "s"}).Write(ctx, []cdc.DeadLetter{l}); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := (&TableLetters{Pool: pool, Schema: "old", Slot: "s"}).List(ctx, Filter{})
+	if err != nil || len(ls) != 1 || !bytes.Equal(ls[0].Row, l.Row) {
+		t.Fatalf("listed %+v, %v", ls, err)
+	}
+}
