@@ -146,7 +146,7 @@ func TestDeadLetterUnstorableJSONFullMode(t *testing.T) {
 	if ev := string(ls[3]["Event"]); !strings.Contains(ev, `"properties":{"a":"\u0000"}`) || !strings.Contains(jsonField(t, ls[3], "Reason"), "poison is not allowed") {
 		t.Errorf("letter 3: event %s reason %q", ev, jsonField(t, ls[3], "Reason"))
 	}
-	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "4 dead letter(s)") {
+	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "4 dead letter(s)") || strings.Count(out, "kept as bytes; see --json]") != 4 {
 		t.Fatalf("list: %s", out)
 	}
 	// OneSignal takes it now: the replay sends the event's exact bytes.

@@ -95,8 +95,8 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tPOSITION\tTABLE\tATTEMPTS\tLAST FAILURE\tREASON")
 		for _, l := range letters {
-			fmt.Fprintf(tw, "%d\t%s#%d\t%s\t%d\t%s\t%s\n", l.ID, l.CommitLSN, l.Ordinal, l.Table, l.Attempts,
-				l.LastFailedAt.UTC().Format("2006-01-02 15:04:05"), l.Reason)
+			fmt.Fprintf(tw, "%d\t%s#%d\t%s\t%d\t%s\t%s%s\n", l.ID, l.CommitLSN, l.Ordinal, l.Table, l.Attempts,
+				l.LastFailedAt.UTC().Format("2006-01-02 15:04:05"), l.Reason, keptNote(l.Storage))
 		}
 		if err := tw.Flush(); err != nil {
 			return fmt.Errorf("write: %w", err)
@@ -140,4 +140,28 @@ func letterStore(ctx context.Context, cfg *config.Config) (sink.LetterStore, fun
 		return nil, nil, err
 	}
 	return &sink.TableLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}, closePool, nil
+}
+
+// keptNote says which parts of a letter are kept as bytes (see --json).
+func keptNote(st *sink.Storage) string {
+	if st == nil {
+		return ""
+	}
+	var parts []string
+	for _, p := range []struct {
+		name string
+		k    *sink.Kept
+	}{{"event", st.Event}, {"row", st.Row}} {
+		switch {
+		case p.k == nil:
+		case p.k.Truncated:
+			parts = append(parts, fmt.Sprintf("%s truncated (%d bytes)", p.name, p.k.Size))
+		default:
+			parts = append(parts, p.name+" kept as bytes")
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(parts, ", ") + "; see --json]"
 }
