@@ -417,8 +417,8 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 	return nil
 }
 
-// DeadLetterTimeout bounds one attempt to write dead letters.
-const DeadLetterTimeout = 60 * time.Second
+// deadLetterTimeout bounds one attempt to write dead letters.
+const deadLetterTimeout = 60 * time.Second
 
 // writeDeadLetters writes letters, retrying while the store fails (it is
 // down, full or forbidden: a retry succeeds once that is fixed). A store
@@ -430,7 +430,7 @@ func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) e
 	s := l.s
 	bo := s.newBackoff()
 	for {
-		wctx, cancel := context.WithTimeout(ctx, DeadLetterTimeout)
+		wctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
 		err := s.dl.Write(wctx, letters)
 		cancel()
 		if err == nil {
