@@ -298,3 +298,16 @@ func TestSinkDeadLetterStoreRefusedOrFailing(t *testing.T) {
 		t.Fatalf("Stats = %+v", st)
 	}
 }
+
+// A full disk is a failure of the store, retried: not ErrLetterRefused.
+func TestFileDeadLettersDiskFullIsRetried(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	w := &FileDeadLetters{Path: "/dev/full"}
+	defer w.Close()
+	err := w.Write(context.Background(), []cdc.DeadLetter{deadLetter(1, "a", "r1")})
+	if err == nil || errors.Is(err, ErrLetterRefused) || !strings.Contains(err.Error(), "no space left on device") {
+		t.Fatalf("Write = %v", err)
+	}
+}

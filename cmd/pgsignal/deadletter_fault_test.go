@@ -449,3 +449,35 @@ tables:
 		t.Fatalf("list after replay: %s", out)
 	}
 }
+
+// Read-only mode: a dead-letter file that cannot be written (here its path
+// is a directory) is retried, with an error naming the file; the stall
+// names the dead-letter store. Once the path is free, the letter is
+// written and the stream goes on.
+func TestDeadLetterFileUnwritableReadOnly(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeReadOnly("  concurrency: 1\nstall_timeout: 2s")
+	path := filepath.Join(e.dir, "dead.jsonl")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	e.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_data) VALUES ('ev', NULL, '{"n": -1}')`)
+	e.insertRows(0, 5)
+	waitLog(t, p, "stalled: pending events make no progress", 30*time.Second)
+	log := readFile(t, p.log)
+	if !strings.Contains(log, `"stuck":"the dead-letter store`) || !strings.Contains(log, "dead.jsonl: is a directory") {
+		t.Fatalf("stall or retry lines do not name the dead-letter file:\n%s", p.tail())
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	lsn := e.walLSN()
+	e.waitCount(5, 30*time.Second, p)
+	e.waitConfirmedPast(lsn, 30*time.Second, p)
+	p.term(t)
+	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "1 dead letter(s)") {
+		t.Fatalf("list: %s", out)
+	}
+}
