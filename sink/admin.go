@@ -405,6 +405,11 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rewrite dead-letter file: %w", err)
 	}
+	// A running pgsignal appends to the new file next: the rename must
+	// be durable before its letters are.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("rewrite dead-letter file: sync directory: %w", err)
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -304,11 +305,19 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, err := lockOpen(ctx, s.f, s.Path, os.O_CREATE|os.O_RDWR|os.O_APPEND, writerLockWait)
+	fresh := f != s.f
 	s.f = f
 	if err != nil {
 		return err
 	}
 	defer unlock(f) //nolint:errcheck // closing the file releases it too
+	if fresh {
+		// The file may just have been created: its directory entry must
+		// be as durable as the letters.
+		if err := syncDir(filepath.Dir(s.Path)); err != nil {
+			return fmt.Errorf("sync the directory of dead-letter file %s: %w", s.Path, err)
+		}
+	}
 	if err := cutTornLine(f); err != nil {
 		return fmt.Errorf("dead-letter file %s: %w", s.Path, err)
 	}

@@ -11,3 +11,6 @@ func tryLock(*os.File) (busy bool, err error) { return false, nil }
 
 // unlock does nothing.
 func unlock(*os.File) error { return nil }
+
+// syncDir does nothing on this platform.
+func syncDir(string) error { return nil }

@@ -20,3 +20,14 @@ func tryLock(f *os.File) (busy bool, err error) {
 
 // unlock releases the lock of f.
 func unlock(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }
+
+// syncDir makes the entries of directory dir (a file created or renamed in
+// it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
