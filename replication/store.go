@@ -47,7 +47,10 @@ func SchemaDDL(schema string) []string {
   attempts        integer NOT NULL DEFAULT 0,
   first_failed_at timestamptz NOT NULL DEFAULT now(),
   last_failed_at  timestamptz NOT NULL DEFAULT now(),
-  created_at      timestamptz NOT NULL DEFAULT now()
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  event_bytes      bytea,
+  source_row_bytes bytea,
+  storage          jsonb
 )`,
 		// One letter per event: a row a transform turned into several
 		// events has one position and several keys. The index comes before
@@ -61,6 +64,14 @@ func SchemaDDL(schema string) []string {
   IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND conname = 'dead_letters_slot_commit_lsn_ordinal_key') THEN
     PERFORM set_config('lock_timeout', '10s', true);
     ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT dead_letters_slot_commit_lsn_ordinal_key;
+  END IF;
+END $$`,
+		// An event or row jsonb cannot hold (\u0000, a lone surrogate) is
+		// kept as bytes, described in storage (sink.Storage).
+		`DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND attname = 'storage' AND NOT attisdropped) THEN
+    PERFORM set_config('lock_timeout', '10s', true);
+    ALTER TABLE ` + s + `.dead_letters ADD COLUMN IF NOT EXISTS event_bytes bytea, ADD COLUMN IF NOT EXISTS source_row_bytes bytea, ADD COLUMN IF NOT EXISTS storage jsonb;
   END IF;
 END $$`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.runs (

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,6 +32,34 @@ type Letter struct {
 	Attempts       int
 	FirstFailedAt  time.Time
 	LastFailedAt   time.Time
+	// Storage is set when the event or the row is kept as bytes (Kept):
+	// then Event or Row holds those bytes, which may not be JSON, or only
+	// the first MaxKeptBytes of them.
+	Storage *Storage `json:",omitempty"`
+}
+
+// MarshalJSON encodes the letter with its fields' names; an Event or Row
+// that is not valid JSON in UTF-8 is encoded as EventBase64 or RowBase64 instead.
+func (l Letter) MarshalJSON() ([]byte, error) {
+	type plain Letter // without this method
+	out := struct {
+		plain
+		EventBase64 []byte `json:",omitempty"`
+		RowBase64   []byte `json:",omitempty"`
+	}{plain: plain(l)}
+	if len(l.Event) > 0 && !(utf8.Valid(l.Event) && json.Valid(l.Event)) {
+		out.EventBase64, out.Event = l.Event, nil
+	}
+	if len(l.Row) > 0 && !(utf8.Valid(l.Row) && json.Valid(l.Row)) {
+		out.RowBase64, out.Row = l.Row, nil
+	}
+	return json.Marshal(out)
+}
+
+// key identifies the event a letter is for: a row a transform turned into
+// several events has one position and several keys.
+func (l Letter) key() string {
+	return fmt.Sprintf("%s#%d#%s", l.CommitLSN, l.Ordinal, l.IdempotencyKey)
 }
 
 // Filter selects dead letters: by id, by a substring of the reason, or all.
@@ -73,7 +103,8 @@ func (s *TableLetters) table() string { return pgx.Identifier{s.Schema, "dead_le
 // List implements LetterStore.
 func (s *TableLetters) List(ctx context.Context, f Filter) ([]Letter, error) {
 	q := `SELECT id, commit_lsn::text, ordinal, table_name, coalesce(idempotency_key::text, ''),
-  coalesce(event::text, ''), coalesce(source_row::text, ''), reason, attempts, first_failed_at, last_failed_at
+  coalesce(event::text, ''), coalesce(source_row::text, ''), reason, attempts, first_failed_at, last_failed_at,
+  event_bytes, source_row_bytes, storage::text
 FROM ` + s.table() + ` WHERE slot = $1`
 	args := []any{s.Slot}
 	if len(f.IDs) > 0 {
@@ -95,16 +126,30 @@ FROM ` + s.table() + ` WHERE slot = $1`
 		var l Letter
 		var ord int64
 		var ev, row string
+		var evBytes, rowBytes []byte
+		var storage *string
 		if err := rows.Scan(&l.ID, &l.CommitLSN, &ord, &l.Table, &l.IdempotencyKey, &ev, &row, &l.Reason,
-			&l.Attempts, &l.FirstFailedAt, &l.LastFailedAt); err != nil {
+			&l.Attempts, &l.FirstFailedAt, &l.LastFailedAt, &evBytes, &rowBytes, &storage); err != nil {
 			return nil, fmt.Errorf("list dead letters: %w", err)
 		}
 		l.Ordinal = uint32(ord)
-		if ev != "" {
+		switch {
+		case ev != "":
 			l.Event = compactJSON(ev)
+		case evBytes != nil:
+			l.Event = evBytes
 		}
-		if row != "" {
+		switch {
+		case row != "":
 			l.Row = json.RawMessage(row)
+		case rowBytes != nil:
+			l.Row = rowBytes
+		}
+		if storage != nil {
+			l.Storage = new(Storage)
+			if err := json.Unmarshal([]byte(*storage), l.Storage); err != nil {
+				return nil, fmt.Errorf("dead letter %d: storage: %w", l.ID, err)
+			}
 		}
 		out = append(out, l)
 	}
@@ -147,11 +192,47 @@ func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int
 	return nil
 }
 
+// ErrFileInUse is returned (wrapped) when the dead-letter file stays locked
+// by another process.
+var ErrFileInUse = errors.New("the file stays locked by another process: a `pgsignal dead-letters replay` or `discard` is running on it; try again once it is done")
+
 // FileLetters is the LetterStore of the read-only mode's JSONL file; a
-// letter's id is its line number. It must not be used while pgsignal runs on
-// the same file.
+// letter's id is its line number. It may be used while pgsignal runs on the
+// file: listing reads what is there, and Resolve, which rewrites the file,
+// holds the file's lock, which pgsignal takes for each write, so nothing is
+// appended meanwhile and pgsignal writes to the new file afterwards. Lock
+// holds it for longer (a replay: list, send, resolve).
 type FileLetters struct {
 	Path string
+	held *os.File
+}
+
+// Lock takes the file's lock until Unlock, so that nothing is appended to
+// the file between a List and the Resolve that follows it (a running
+// pgsignal waits meanwhile). It waits for another holder for up to
+// commandLockWait, then fails with ErrFileInUse. A missing file is not
+// locked (there is nothing to resolve).
+func (s *FileLetters) Lock() error {
+	if s.held != nil {
+		return nil
+	}
+	f, err := lockOpen(context.Background(), nil, s.Path, os.O_RDWR, commandLockWait)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.held = f
+	return nil
+}
+
+// Unlock releases the lock taken by Lock.
+func (s *FileLetters) Unlock() {
+	if s.held != nil {
+		s.held.Close()
+		s.held = nil
+	}
 }
 
 func (s *FileLetters) read() ([]Letter, error) {
@@ -164,30 +245,53 @@ func (s *FileLetters) read() ([]Letter, error) {
 	}
 	defer f.Close()
 	var out []Letter
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	// Lines have no length limit: a letter keeps up to MaxKeptBytes of its
+	// event and of its row.
+	rd := bufio.NewReaderSize(f, 64<<10)
 	line := int64(0)
-	for sc.Scan() {
+	for {
+		b, err := rd.ReadBytes('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read dead-letter file %s: %w", s.Path, err)
+		}
+		if len(b) == 0 {
+			break
+		}
 		line++
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+		torn := b[len(b)-1] != '\n'
+		if len(bytes.TrimSpace(b)) == 0 {
 			continue
 		}
 		var r FileRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		if err := json.Unmarshal(b, &r); err != nil {
+			if torn {
+				// A line being written, or cut by a crash before it was
+				// acknowledged (its events were not handled; the next
+				// run writes it again).
+				break
+			}
 			return nil, fmt.Errorf("dead-letter file %s line %d: %w", s.Path, line, err)
 		}
-		out = append(out, Letter{ID: line, CommitLSN: r.CommitLSN, Ordinal: r.Ordinal, Table: r.Table,
+		l := Letter{ID: line, CommitLSN: r.CommitLSN, Ordinal: r.Ordinal, Table: r.Table,
 			IdempotencyKey: r.IdempotencyKey, Event: r.Event, Row: r.Row, Reason: r.Reason, Attempts: r.Attempts,
-			FirstFailedAt: r.FirstFailedAt, LastFailedAt: r.LastFailedAt})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read dead-letter file: %w", err)
+			FirstFailedAt: r.FirstFailedAt, LastFailedAt: r.LastFailedAt, Storage: r.Storage}
+		if r.EventBase64 != nil {
+			l.Event = r.EventBase64
+		}
+		if r.RowBase64 != nil {
+			l.Row = r.RowBase64
+		}
+		out = append(out, l)
+		if torn {
+			break
+		}
 	}
 	return out, nil
 }
 
 // List implements LetterStore. A letter written twice (a replay after a
-// crash) is listed once.
+// crash: same position and key) is listed once; the events of one row (a
+// transform's outputs: same position, other keys) are a letter each.
 func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
 	all, err := s.read()
 	if err != nil {
@@ -196,11 +300,10 @@ func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
 	seen := map[string]bool{}
 	var out []Letter
 	for _, l := range all {
-		k := fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)
-		if seen[k] {
+		if seen[l.key()] {
 			continue
 		}
-		seen[k] = true
+		seen[l.key()] = true
 		if f.match(l) {
 			out = append(out, l)
 		}
@@ -209,8 +312,14 @@ func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
 }
 
 // Resolve implements LetterStore. The file is rewritten (lines are
-// renumbered afterwards).
+// renumbered afterwards) under its lock.
 func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]string, at time.Time) error {
+	if s.held == nil {
+		if err := s.Lock(); err != nil {
+			return err
+		}
+		defer s.Unlock()
+	}
 	all, err := s.read()
 	if err != nil {
 		return err
@@ -218,12 +327,12 @@ func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]
 	drop := map[string]bool{}
 	for _, l := range all {
 		if slices.Contains(done, l.ID) {
-			drop[fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)] = true
+			drop[l.key()] = true
 		}
 	}
 	var buf []byte
 	for _, l := range all {
-		if drop[fmt.Sprintf("%s#%d", l.CommitLSN, l.Ordinal)] {
+		if drop[l.key()] {
 			continue
 		}
 		if reason, ok := failed[l.ID]; ok {
@@ -231,15 +340,46 @@ func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]
 			l.Reason = reason
 			l.LastFailedAt = at.UTC()
 		}
-		b, err := marshalRecord(FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
+		r := FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
 			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason, Attempts: l.Attempts,
-			FirstFailedAt: l.FirstFailedAt, LastFailedAt: l.LastFailedAt})
+			FirstFailedAt: l.FirstFailedAt, LastFailedAt: l.LastFailedAt}
+		// What was kept as bytes stays so (and keeps its description).
+		if l.Storage != nil {
+			r.Storage = &Storage{Event: l.Storage.Event, Row: l.Storage.Row}
+			if l.Storage.Event != nil {
+				r.Event, r.EventBase64 = nil, nonNil(l.Event)
+			}
+			if l.Storage.Row != nil {
+				r.Row, r.RowBase64 = nil, nonNil(l.Row)
+			}
+		}
+		b, err := encodeRecord(r)
 		if err != nil {
 			return fmt.Errorf("encode dead letter: %w", err)
 		}
 		buf = append(append(buf, b...), '\n')
 	}
 	return writeFileAtomic(s.Path, buf)
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// samePath reports whether f is the file at path now.
+func samePath(f *os.File, path string) (bool, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	pi, err := os.Stat(path)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fi, pi), nil
 }
 
 func writeFileAtomic(path string, data []byte) error {
@@ -265,6 +405,11 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("rewrite dead-letter file: %w", err)
 	}
+	// A running pgsignal appends to the new file next: the rename must
+	// be durable before its letters are.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("rewrite dead-letter file: sync directory: %w", err)
+	}
 	return nil
 }
 
@@ -288,7 +433,7 @@ func Replay(ctx context.Context, store LetterStore, client Sender, f Filter, max
 	}
 	var todo []Letter
 	for _, l := range letters {
-		if len(l.Event) == 0 {
+		if len(l.Event) == 0 || (l.Storage != nil && l.Storage.Event != nil && l.Storage.Event.Truncated) {
 			res.Skipped++
 			continue
 		}

@@ -162,6 +162,7 @@ type Sink struct {
 
 type counters struct {
 	submitted, delivered, deadLettered, dropped, retries, requests, batches atomic.Uint64
+	dlFailures                                                              atomic.Uint64
 }
 
 // Stats is a snapshot of the sink's counters.
@@ -169,6 +170,10 @@ type Stats struct {
 	Submitted, Delivered, DeadLettered, Dropped, Retries, Requests, Batches uint64
 	PendingEvents                                                           int
 	PendingBytes                                                            int64
+	// DeadLetterWriteFailures counts failed attempts to write dead letters;
+	// DeadLetterStoreFailing is set while the last one failed.
+	DeadLetterWriteFailures uint64
+	DeadLetterStoreFailing  bool
 }
 
 // New returns a sink; call Start to run its lanes.
@@ -215,6 +220,7 @@ func (s *Sink) Stats() Stats {
 		DeadLettered: s.stats.deadLettered.Load(), Dropped: s.stats.dropped.Load(),
 		Retries: s.stats.retries.Load(), Requests: s.stats.requests.Load(), Batches: s.stats.batches.Load(),
 		PendingEvents: ev, PendingBytes: by,
+		DeadLetterWriteFailures: s.stats.dlFailures.Load(), DeadLetterStoreFailing: s.dlFailing(),
 	}
 }
 
@@ -270,6 +276,19 @@ type lane struct {
 	// d is reused from batch to batch so that the request body buffer is
 	// allocated once per lane.
 	d delivery
+	// dlFailing is set while the lane's last attempt to write dead letters
+	// failed.
+	dlFailing atomic.Bool
+}
+
+// dlFailing reports whether a lane waits for the dead-letter store.
+func (s *Sink) dlFailing() bool {
+	for _, l := range s.lanes {
+		if l.dlFailing.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *lane) push(ev *cdc.Event) {
@@ -409,6 +428,12 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 	return nil
 }
 
+// deadLetterTimeout bounds one attempt to write dead letters.
+const deadLetterTimeout = 60 * time.Second
+
+// writeDeadLetters writes letters, retrying while the store fails (it is
+// down, full or forbidden: a retry succeeds once that is fixed). A store
+// that refuses the letters for good (ErrLetterRefused) stops the sink.
 func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) error {
 	if len(letters) == 0 {
 		return nil
@@ -416,19 +441,28 @@ func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) e
 	s := l.s
 	bo := s.newBackoff()
 	for {
-		err := s.dl.Write(ctx, letters)
+		wctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+		err := s.dl.Write(wctx, letters)
+		cancel()
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, ErrLetterRefused) {
+			return fmt.Errorf("dead letter %s could not be written, and writing it again cannot help: %w; nothing after the last handled event was confirmed", letters[0].Pos, err)
+		}
+		s.stats.dlFailures.Add(1)
+		l.dlFailing.Store(true)
 		wait := bo.NextBackOff()
-		s.log.Warn("writing dead letters failed; retrying", zap.Error(err), zap.Duration("in", wait))
+		s.log.Error("writing dead letters failed; retrying", zap.Error(err), zap.Int("letters", len(letters)), zap.Duration("in", wait),
+			zap.String("fix", "make the dead-letter store writable: census.dead_letters in full mode (connection, permissions, disk space), sink.dead_letter_file in read-only mode (directory, permissions, disk space, or a `pgsignal dead-letters` command holding it); the events wait meanwhile"))
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
+	l.dlFailing.Store(false)
 	s.stats.deadLettered.Add(uint64(len(letters)))
 	for _, dl := range letters {
 		s.log.Warn("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))

@@ -19,8 +19,10 @@ const deadLettersUsage = `Usage:
   pgsignal dead-letters discard [--config FILE] (--id N,... | --reason TEXT | --all)
 
 Full mode reads census.dead_letters; read-only mode reads sink.dead_letter_file
-(stop pgsignal before replaying or discarding from the file). Replay sends each
-event with its original idempotency key and removes the letters OneSignal accepts.
+(they may run while pgsignal runs: replay and discard lock the file, and
+pgsignal waits to write its next dead letter until they are done). Replay
+sends each event with its original idempotency key and removes the letters
+OneSignal accepts.
 `
 
 func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,6 +73,15 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer closeStore()
+	// Replay and discard rewrite the read-only mode's file: hold its lock
+	// from the list to the rewrite; a running pgsignal waits to append
+	// meanwhile, then appends to the rewritten file.
+	if fl, ok := store.(*sink.FileLetters); ok && action != "list" {
+		if err := fl.Lock(); err != nil {
+			return fmt.Errorf("dead-letters %s: %w", action, err)
+		}
+		defer fl.Unlock()
+	}
 
 	switch action {
 	case "list":
@@ -89,8 +100,8 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tPOSITION\tTABLE\tATTEMPTS\tLAST FAILURE\tREASON")
 		for _, l := range letters {
-			fmt.Fprintf(tw, "%d\t%s#%d\t%s\t%d\t%s\t%s\n", l.ID, l.CommitLSN, l.Ordinal, l.Table, l.Attempts,
-				l.LastFailedAt.UTC().Format("2006-01-02 15:04:05"), l.Reason)
+			fmt.Fprintf(tw, "%d\t%s#%d\t%s\t%d\t%s\t%s%s\n", l.ID, l.CommitLSN, l.Ordinal, l.Table, l.Attempts,
+				l.LastFailedAt.UTC().Format("2006-01-02 15:04:05"), l.Reason, keptNote(l.Storage))
 		}
 		if err := tw.Flush(); err != nil {
 			return fmt.Errorf("write: %w", err)
@@ -134,4 +145,28 @@ func letterStore(ctx context.Context, cfg *config.Config) (sink.LetterStore, fun
 		return nil, nil, err
 	}
 	return &sink.TableLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}, closePool, nil
+}
+
+// keptNote says which parts of a letter are kept as bytes (see --json).
+func keptNote(st *sink.Storage) string {
+	if st == nil {
+		return ""
+	}
+	var parts []string
+	for _, p := range []struct {
+		name string
+		k    *sink.Kept
+	}{{"event", st.Event}, {"row", st.Row}} {
+		switch {
+		case p.k == nil:
+		case p.k.Truncated:
+			parts = append(parts, fmt.Sprintf("%s truncated (%d bytes)", p.name, p.k.Size))
+		default:
+			parts = append(parts, p.name+" kept as bytes")
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(parts, ", ") + "; see --json]"
 }

@@ -123,13 +123,14 @@ var (
 	descSlotStatus   = prometheus.NewDesc("pgsignal_slot_wal_status", "The slot's wal_status (1 for the current value).", []string{"status"}, nil)
 	descSafeWAL      = prometheus.NewDesc("pgsignal_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost; absent while max_slot_wal_keep_size is unlimited.", nil, nil)
 	descStalled      = prometheus.NewDesc("pgsignal_stalled", "1 while pending work makes no progress for stall_timeout.", nil, nil)
+	descDLFailures   = prometheus.NewDesc("pgsignal_dead_letter_write_failures_total", "Failed attempts to write dead letters (each is retried).", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (o *monitor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descDeadLettered, descDropped, descBatches,
 		descQueueEvents, descQueueBytes, descLag, descLastProgress, descConnected, descReconnects, descBlocked,
-		descSlotStatus, descSafeWAL, descStalled} {
+		descSlotStatus, descSafeWAL, descStalled, descDLFailures} {
 		ch <- d
 	}
 }
@@ -163,6 +164,7 @@ func (o *monitor) Collect(ch chan<- prometheus.Metric) {
 		counter(descDeadLettered, s.DeadLettered)
 		counter(descDropped, s.Dropped)
 		counter(descBatches, s.Batches)
+		counter(descDLFailures, s.DeadLetterWriteFailures)
 		gauge(descQueueEvents, float64(s.PendingEvents))
 		gauge(descQueueBytes, float64(s.PendingBytes))
 	}
@@ -253,7 +255,9 @@ func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, st
 			o.stalled.Store(true)
 			ss, sks := st.Stats(), sk.Stats()
 			stuck := "the sink: OneSignal requests are failing or slow (see the retry log lines)"
-			if ss.TransformFailing {
+			if sks.DeadLetterStoreFailing {
+				stuck = "the dead-letter store: writing dead letters keeps failing (see the \"writing dead letters failed\" log lines); make census.dead_letters (full mode) or sink.dead_letter_file (read-only mode) writable"
+			} else if ss.TransformFailing {
 				stuck = "a SQL transform whose evaluation keeps failing (see the \"transform could not be evaluated\" log lines)"
 			} else if !ss.Connected {
 				stuck = "the replication connection, which is down"
