@@ -225,14 +225,15 @@ ON CONFLICT (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `) DO NOTHING
 }
 
 // dataError reports whether err is PostgreSQL refusing a value (SQLSTATE
-// class 22, data exception, or 54, program limit exceeded): the same value
-// is refused again.
+// class 22, data exception, or 54, program limit exceeded, or 0A000 for a
+// jsonb \u escape above U+007F in a SQL_ASCII database, which cannot
+// convert it): the same value is refused again.
 func dataError(err error) bool {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return false
 	}
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54")
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54") || pe.Code == "0A000"
 }
 
 func nullJSON(b []byte) *string {
