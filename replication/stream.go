@@ -243,7 +243,10 @@ func (s *Stream) Run(ctx context.Context) error {
 		if s.stopping() {
 			// Stopped while disconnected: the checkpoint store has what was
 			// handled; wait for the rest without a connection.
-			return s.waitDrained(ctx, nil)
+			if err := s.waitDrained(ctx, nil); !errors.Is(err, errDrained) {
+				return err
+			}
+			return nil
 		}
 		if time.Since(started) > time.Minute {
 			bo.Reset()
