@@ -97,7 +97,8 @@ END $$`,
 // finds what the first created instead of failing on a duplicate catalog
 // entry. A creator that does not take the lock (an older pgsignal, a
 // person) can still race it: a duplicate (23505, 42P07, 42710) is retried,
-// and the next round finds the objects.
+// and the next round finds the objects; so are a deadlock and a lock
+// timeout (a table in use by a running instance).
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
 	defer cancel()
@@ -107,9 +108,17 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 			return nil
 		}
 		var pgErr *pgconn.PgError
-		if attempt < schemaAttempts && errors.As(err, &pgErr) &&
-			(pgErr.Code == "23505" || pgErr.Code == "42P07" || pgErr.Code == "42710") {
-			continue
+		if attempt < schemaAttempts && errors.As(err, &pgErr) && ctx.Err() == nil {
+			switch pgErr.Code {
+			case "23505", "42P07", "42710": // created concurrently
+				continue
+			case "40P01", "55P03": // deadlock, lock timeout
+				select {
+				case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+				case <-ctx.Done():
+				}
+				continue
+			}
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("create bookkeeping schema %q: not done within %s (another session holds a lock on it?): %w", schema, schemaTimeout, err)
