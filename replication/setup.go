@@ -177,8 +177,9 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 		}
 		if err := applyPublication(ctx, pool, publication, []string{stmt}); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created concurrently
-				return res, nil
+			if errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505") {
+				// Created concurrently (another instance starting): check it.
+				return SyncPublication(ctx, pool, publication, tables, create)
 			}
 			if errors.Is(err, ErrPermanent) {
 				return res, err

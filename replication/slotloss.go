@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +32,9 @@ type SlotLoss struct {
 	// position when the loss was found. Changes committed between them
 	// were not (and will not be) decoded.
 	From, To cdc.LSN
+	// Schema is the bookkeeping schema that holds pgsignal's checkpoint
+	// (full mode), "" when unknown or in read-only mode; the fix names it.
+	Schema string
 }
 
 // Bytes is the size of the WAL range that will not be decoded.
@@ -48,13 +52,39 @@ func (l SlotLoss) what() string {
 	return fmt.Sprintf("replication slot %q was invalidated (wal_status = lost: max_slot_wal_keep_size was exceeded and the WAL it needed was removed)", l.Slot)
 }
 
-// Error explains the loss and what to do.
-func (l SlotLoss) Error() string {
-	return fmt.Sprintf("%s: changes committed between %s and %s (up to %d bytes of WAL) were not decoded and their events are lost. "+
-		"To go on from now, set source.on_slot_lost: recreate (pgsignal recreates the slot and records the gap in census.runs), "+
-		"or drop the slot yourself (SELECT pg_drop_replication_slot(%s);) and restart; raise max_slot_wal_keep_size so it does not happen again",
-		l.what(), l.From, l.To, l.Bytes(), quoteLiteral(l.Slot))
+// Problem says what was lost: `pgsignal run`, `check` and `status` all
+// report it in these words.
+func (l SlotLoss) Problem() string {
+	return fmt.Sprintf("%s: changes committed between %s and %s (up to %d bytes of WAL) were not decoded and their events are lost",
+		l.what(), l.From, l.To, l.Bytes())
 }
+
+// Fix says how to go on (the gap stays lost) and how to avoid it next time.
+func (l SlotLoss) Fix() string {
+	lit := quoteLiteral(l.Slot)
+	var forget []string
+	if !l.Dropped {
+		forget = append(forget, "SELECT pg_drop_replication_slot("+lit+");")
+	}
+	schema, mode := "<source.schema>", " (full mode)"
+	if l.Schema != "" {
+		schema, mode = quoteIdent(l.Schema), ""
+	}
+	forget = append(forget, "DELETE FROM "+schema+".sync_state WHERE slot = "+lit+";"+mode)
+	avoid := "raise max_slot_wal_keep_size so it does not happen again"
+	if l.Dropped {
+		avoid = "make sure nothing drops the slot while pgsignal is stopped"
+	}
+	gap := "logs the gap"
+	if l.Schema != "" {
+		gap = "records the gap in " + schema + ".runs"
+	}
+	return fmt.Sprintf("To go on from now, set source.on_slot_lost: recreate (pgsignal recreates the slot and %s), "+
+		"or forget the old position yourself (%s) and start again; %s", gap, strings.Join(forget, " "), avoid)
+}
+
+// Error explains the loss and what to do.
+func (l SlotLoss) Error() string { return l.Problem() + ". " + l.Fix() }
 
 // Unwrap makes a SlotLoss permanent.
 func (l SlotLoss) Unwrap() error { return ErrPermanent }
@@ -88,6 +118,33 @@ func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirm
 		}
 	}
 	return &SlotLoss{Slot: slot, Dropped: !si.Exists, From: from, To: to}, nil
+}
+
+// StoredSlotLoss is the decision `pgsignal run` takes about the slot when
+// it starts, for `check` and `status` to say the same: in full mode it reads
+// the checkpoint pgsignal keeps in schema (a slot missing although a
+// checkpoint exists was lost); in read-only mode the slot is its own
+// checkpoint and only an invalidated slot is known to be lost. nil: no loss.
+func StoredSlotLoss(ctx context.Context, pool *pgxpool.Pool, schema, slot string, full bool) (*SlotLoss, error) {
+	var confirmed cdc.LSN
+	if full {
+		var exists bool
+		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(schema)+".sync_state").Scan(&exists); err != nil {
+			return nil, fmt.Errorf("look up %s.sync_state: %w", schema, err)
+		}
+		if exists {
+			_, c, err := (&TableStore{Pool: pool, Schema: schema, Slot: slot}).Load(ctx)
+			if err != nil {
+				return nil, err
+			}
+			confirmed = c
+		}
+	}
+	loss, err := CheckSlotLost(ctx, pool, slot, confirmed, confirmed > 0)
+	if loss != nil && full {
+		loss.Schema = schema
+	}
+	return loss, err
 }
 
 // RecreateSlot drops the lost slot (when it still exists) and creates it

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
@@ -101,12 +102,64 @@ END $$`,
 }
 
 // EnsureSchema creates the bookkeeping schema and its tables when missing.
+//
+// Instances started at the same moment (high availability) take turns: the
+// statements run in one transaction under an advisory lock, so the second
+// finds what the first created instead of failing on a duplicate catalog
+// entry. A creator that does not take the lock (an older pgsignal, a
+// person) can still race it: a duplicate (23505, 42P07, 42710) is retried,
+// and the next round finds the objects; so are a deadlock and a lock
+// timeout (a table in use by a running instance).
 func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	ctx, cancel := context.WithTimeout(ctx, schemaTimeout)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return ensureSchema(ctx, tx, schema) })
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if attempt < schemaAttempts && errors.As(err, &pgErr) && ctx.Err() == nil {
+			switch pgErr.Code {
+			case "23505", "42P07", "42710": // created concurrently
+				continue
+			case "40P01", "55P03": // deadlock, lock timeout
+				select {
+				case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+				case <-ctx.Done():
+				}
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("create bookkeeping schema %q: not done within %s (another session holds a lock on it?): %w", schema, schemaTimeout, err)
+		}
+		return err
+	}
+}
+
+const (
+	// schemaTimeout bounds EnsureSchema, waits for the lock included.
+	schemaTimeout = 2 * time.Minute
+	// schemaAttempts is how many times EnsureSchema tries when it finds
+	// an object created concurrently by a session that does not lock.
+	schemaAttempts = 5
+	// schemaLockClass is the first key of the advisory lock that
+	// serializes EnsureSchema ("pgsg"); the second is the schema name's
+	// hash.
+	schemaLockClass = 0x70677367
+)
+
+// ensureSchema runs the bookkeeping DDL in tx under the advisory lock.
+func ensureSchema(ctx context.Context, tx pgx.Tx, schema string) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, schemaLockClass, schema); err != nil {
+		return fmt.Errorf("lock the bookkeeping schema %q for creation: %w", schema, err)
+	}
 	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the
 	// schema exists: skip it then, so that USAGE and CREATE on an existing
 	// schema are enough.
 	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
 		return fmt.Errorf("look up bookkeeping schema %q: %w", schema, err)
 	}
 	stmts := SchemaDDL(schema)
@@ -114,7 +167,7 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 		stmts = stmts[1:]
 	}
 	for _, stmt := range stmts {
-		if _, err := pool.Exec(ctx, stmt); err != nil {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("create bookkeeping schema %q: %w", schema, err)
 		}
 	}

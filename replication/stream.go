@@ -91,6 +91,10 @@ type Stream struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 
+	// timelines of the current session's server: the timeline that wrote
+	// a commit is part of its rows' keys.
+	timelines Timelines
+
 	// stream state, owned by the Run goroutine
 	rels       map[uint32]*Relation
 	vals       [][]byte
@@ -246,7 +250,10 @@ func (s *Stream) Run(ctx context.Context) error {
 		if s.stopping() {
 			// Stopped while disconnected: the checkpoint store has what was
 			// handled; wait for the rest without a connection.
-			return s.waitDrained(ctx, nil)
+			if err := s.waitDrained(ctx, nil); !errors.Is(err, errDrained) {
+				return err
+			}
+			return nil
 		}
 		if time.Since(started) > time.Minute {
 			bo.Reset()
@@ -295,6 +302,9 @@ func (s *Stream) session(ctx context.Context) error {
 	}
 	if s.systemID != "" && sys.SystemID != s.systemID {
 		return permanent("the database system changed (system identifier %s, expected %s): the slot's positions do not apply to it", sys.SystemID, s.systemID)
+	}
+	if s.timelines, err = ReadTimelines(setupCtx, conn, sys.Timeline); err != nil {
+		return err
 	}
 	err = pglogrepl.StartReplication(setupCtx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
@@ -662,7 +672,7 @@ func (s *Stream) submit(ctx context.Context, conn *pgconn.PgConn, ev *cdc.Event)
 // change is the Change of the row at pos of the current transaction.
 func (s *Stream) change(rel *Relation, vals [][]byte, pos cdc.Position) *Change {
 	return &Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
-		IdempotencyKey: cdc.IdempotencyKey(s.systemID, s.cfg.Slot, pos)}
+		IdempotencyKey: cdc.TimelineIdempotencyKey(s.systemID, s.cfg.Slot, s.timelines.At(pos.CommitLSN), pos)}
 }
 
 // mapChange maps one row with the Mapper (an update with MapUpdate).

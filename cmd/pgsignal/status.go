@@ -30,6 +30,10 @@ type statusReport struct {
 		WALStatus         string `json:"wal_status,omitempty"`
 		LagBytes          *int64 `json:"lag_bytes,omitempty"`
 		RetainedBytes     *int64 `json:"retained_bytes,omitempty"`
+		// Lost says that the slot was lost and what `pgsignal run` does
+		// about it (the words of run and check); Fix how to go on.
+		Lost string `json:"lost,omitempty"`
+		Fix  string `json:"fix,omitempty"`
 	} `json:"slot"`
 	Watermark *struct {
 		Position     string    `json:"position"`
@@ -109,6 +113,16 @@ FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &re
 		}
 		rep.Slot.LagBytes, rep.Slot.RetainedBytes = lag, retained
 	}
+	loss, err := replication.StoredSlotLoss(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, cfg.Source.Mode != config.ModeReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	if loss != nil {
+		rep.Slot.Lost, rep.Slot.Fix = loss.Problem()+"; pgsignal run refuses to start", loss.Fix()
+		if cfg.Source.OnSlotLost == config.SlotLostRecreate {
+			rep.Slot.Lost, rep.Slot.Fix = loss.Problem()+"; pgsignal run recreates the slot and goes on from now (source.on_slot_lost: recreate)", ""
+		}
+	}
 	if cfg.Source.Mode == config.ModeReadOnly {
 		letters, err := (&sink.FileLetters{Path: cfg.Sink.DeadLetterFile}).List(ctx, sink.Filter{})
 		if err != nil {
@@ -175,9 +189,15 @@ FROM `+pgx.Identifier{schema, "runs"}.Sanitize()+` WHERE slot = $1 ORDER BY id D
 
 func printStatus(w io.Writer, rep *statusReport) {
 	s := rep.Slot
-	if !s.Exists {
+	switch {
+	case s.Lost != "":
+		fmt.Fprintf(w, "slot %s: LOST: %s\n", s.Name, s.Lost)
+		if s.Fix != "" {
+			fmt.Fprintf(w, "  fix: %s\n", s.Fix)
+		}
+	case !s.Exists:
 		fmt.Fprintf(w, "slot %s: does not exist (pgsignal run creates it)\n", s.Name)
-	} else {
+	default:
 		state := "inactive"
 		if s.Active {
 			state = fmt.Sprintf("active (pid %d)", s.ActivePID)

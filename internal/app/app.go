@@ -258,6 +258,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		return sum, err
 	}
 	if loss != nil {
+		if full {
+			loss.Schema = cfg.Source.Schema // as StoredSlotLoss says it to check and status
+		}
 		if a.opts.OnSlotLost != replication.SlotLostRecreate {
 			a.finishRun(ctx, pool, runID, sum, "slot lost")
 			return sum, *loss

@@ -112,8 +112,24 @@ const DeadLetterKeySQL = `coalesce(idempotency_key, '00000000-0000-0000-0000-000
 var keyNamespace = [16]byte{0x6b, 0x1f, 0x3c, 0x52, 0x8e, 0x4d, 0x4a, 0x0b, 0x9c, 0x1e, 0x57, 0x2d, 0x0f, 0x61, 0x93, 0xa4}
 
 // IdempotencyKey returns the deterministic UUIDv5 of (system identifier, slot,
-// commit LSN, ordinal). A replay of the same row always yields the same key.
+// commit LSN, ordinal) of a row committed on timeline 1:
+// TimelineIdempotencyKey(systemID, slot, 1, pos).
 func IdempotencyKey(systemID, slot string, pos Position) string {
+	return TimelineIdempotencyKey(systemID, slot, 1, pos)
+}
+
+// TimelineIdempotencyKey returns the deterministic UUIDv5 of (system
+// identifier, slot, timeline, commit LSN, ordinal), where timeline is the
+// timeline that wrote the commit (not the server's current one): a replay
+// of the same row always yields the same key, also after a promotion, while
+// a point-in-time restore, which keeps the system identifier and writes new
+// transactions at LSNs the old timeline used, gives them other keys.
+//
+// The timeline is part of the name only when it is above 1, so the keys of
+// rows committed on timeline 1 are those of pgsignal versions that did not
+// know timelines. The names cannot collide: slot names have no '/', so the
+// four bytes of the timeline cannot be mistaken for part of another name.
+func TimelineIdempotencyKey(systemID, slot string, timeline uint32, pos Position) string {
 	// The name is hashed from a stack buffer: this runs once per row.
 	var arr [160]byte
 	name := append(arr[:0], keyNamespace[:]...)
@@ -123,6 +139,9 @@ func IdempotencyKey(systemID, slot string, pos Position) string {
 	name = append(name, '/')
 	name = binary.BigEndian.AppendUint64(name, uint64(pos.CommitLSN))
 	name = binary.BigEndian.AppendUint32(name, pos.Ordinal)
+	if timeline > 1 {
+		name = binary.BigEndian.AppendUint32(name, timeline)
+	}
 	sum := sha1.Sum(name)
 	return formatUUID(sum[:16])
 }

@@ -903,11 +903,21 @@ func (r *runner) slot(ctx context.Context, d *db) {
 	if d.standby {
 		current = `pg_catalog.pg_last_wal_replay_lsn()`
 	}
+	// What `pgsignal run` decides about a lost slot, in its words.
+	loss, err := replication.StoredSlotLoss(ctx, d.pool, r.cfg.Source.Schema, slotName, r.cfg.Source.Mode != config.ModeReadOnly)
+	if err != nil {
+		r.queryFailed(itemSlot, err)
+		return
+	}
+	if loss != nil {
+		r.slotLost(*loss)
+		return
+	}
 	var typ, plugin, database, confirmed, status string
 	var active bool
 	var pid *int32
 	var lag *int64
-	err := d.conn.QueryRow(ctx, `SELECT slot_type, COALESCE(plugin, ''), COALESCE(database::text, ''), active, active_pid,
+	err = d.conn.QueryRow(ctx, `SELECT slot_type, COALESCE(plugin, ''), COALESCE(database::text, ''), active, active_pid,
   COALESCE(confirmed_flush_lsn::text, ''), COALESCE(`+walStatus+`, ''),
   pg_catalog.pg_wal_lsn_diff(`+current+`, confirmed_flush_lsn)::bigint
 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slotName).
@@ -963,6 +973,16 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slotName).
 	default:
 		r.pass(itemSlot, detail+", inactive")
 	}
+}
+
+// slotLost reports a lost slot as `pgsignal run` treats it: it refuses to
+// start, unless source.on_slot_lost is recreate.
+func (r *runner) slotLost(loss replication.SlotLoss) {
+	if r.cfg.Source.OnSlotLost == config.SlotLostRecreate {
+		r.warn(itemSlot, loss.Problem()+"; pgsignal run recreates the slot and goes on from now (source.on_slot_lost: recreate)", "")
+		return
+	}
+	r.fail(itemSlot, loss.Problem()+"; pgsignal run refuses to start", loss.Fix())
 }
 
 // keepSize gives advice on max_slot_wal_keep_size.
