@@ -202,7 +202,7 @@ func MapBatchRetrying(ctx context.Context, b BatchMapper, chs []*Change, log *za
 		}
 		wait := bo.NextBackOff()
 		log.Warn("transform could not be evaluated; retrying (the rows wait, nothing is skipped)",
-			zap.Int("rows", len(chs)), zap.Error(err), zap.Duration("in", wait))
+			zap.Int("rows", len(chs)), zap.Error(err), zap.Float64("retry_in_seconds", wait.Seconds()))
 		deadline := time.Now().Add(wait)
 		for time.Now().Before(deadline) {
 			step := time.Until(deadline)

@@ -270,7 +270,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		} else {
 			waiting = false
 			s.reconnects.Add(1)
-			s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Duration("in", wait))
+			s.log.Warn("replication connection lost; reconnecting", zap.Error(err), zap.Float64("retry_in_seconds", wait.Seconds()))
 		}
 		select {
 		case <-time.After(wait):

@@ -456,7 +456,7 @@ func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) e
 		s.stats.dlFailures.Add(1)
 		l.dlFailing.Store(true)
 		wait := bo.NextBackOff()
-		s.log.Error("writing dead letters failed; retrying", zap.Error(err), zap.Int("letters", len(letters)), zap.Duration("in", wait),
+		s.log.Error("writing dead letters failed; retrying", zap.Error(err), zap.Int("letters", len(letters)), zap.Float64("retry_in_seconds", wait.Seconds()),
 			zap.String("fix", "make the dead-letter store writable: census.dead_letters in full mode (connection, permissions, disk space), sink.dead_letter_file in read-only mode (directory, permissions, disk space, or a `pgsignal dead-letters` command holding it); the events wait meanwhile"))
 		if err := sleep(ctx, wait); err != nil {
 			return err
