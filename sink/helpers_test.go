@@ -346,11 +346,24 @@ type recordingMetrics struct {
 	requests map[string]int // by outcome
 	events   map[string]int // events carried, by outcome
 	retries  map[string]int // by reason
+	handled  map[string]int // by "table outcome"
 	accepted int
 }
 
 func newRecordingMetrics() *recordingMetrics {
-	return &recordingMetrics{requests: map[string]int{}, events: map[string]int{}, retries: map[string]int{}}
+	return &recordingMetrics{requests: map[string]int{}, events: map[string]int{}, retries: map[string]int{}, handled: map[string]int{}}
+}
+
+func (m *recordingMetrics) Handled(table, outcome string, n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handled[table+" "+outcome] += n
+}
+
+func (m *recordingMetrics) handledCounts() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.handled)
 }
 
 func (m *recordingMetrics) Request(_ time.Duration, outcome string, events int) {

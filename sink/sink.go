@@ -49,6 +49,31 @@ type Metrics interface {
 	// Accepted reports an event OneSignal accepted, with its
 	// commit-to-accepted latency.
 	Accepted(latency time.Duration)
+	// Handled reports n events of table ("schema.table") that reached an
+	// outcome: OutcomeDelivered, OutcomeDeadLettered or OutcomeDropped.
+	Handled(table, outcome string, n int)
+}
+
+// Outcomes of Metrics.Handled.
+const (
+	OutcomeDelivered    = "delivered"
+	OutcomeDeadLettered = "dead_lettered"
+	OutcomeDropped      = "dropped"
+)
+
+// countByTable calls f once for each run of consecutive items of the same
+// table, with the run's length: a batch is mostly one table, so this is
+// one call per batch instead of one per event.
+func countByTable[T any](items []T, table func(T) string, f func(table string, n int)) {
+	start := 0
+	for i := 1; i <= len(items); i++ {
+		if i == len(items) || table(items[i]) != table(items[start]) {
+			if i > start {
+				f(table(items[start]), i-start)
+			}
+			start = i
+		}
+	}
 }
 
 // RetryReasons are the reasons Metrics.Retry reports: a network error or
@@ -61,6 +86,7 @@ type nopMetrics struct{}
 func (nopMetrics) Request(time.Duration, string, int) {}
 func (nopMetrics) Retry(string)                       {}
 func (nopMetrics) Accepted(time.Duration)             {}
+func (nopMetrics) Handled(string, string, int)        {}
 
 // Outcome names the outcome of a request for metrics.
 func Outcome(err error) string {
@@ -464,6 +490,9 @@ func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) e
 	}
 	l.dlFailing.Store(false)
 	s.stats.deadLettered.Add(uint64(len(letters)))
+	countByTable(letters, func(l cdc.DeadLetter) string { return l.Table }, func(t string, n int) {
+		s.cfg.Metrics.Handled(t, OutcomeDeadLettered, n)
+	})
 	for _, dl := range letters {
 		s.log.Warn("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))
 		if s.cfg.OnDeadLetter != nil {
@@ -597,11 +626,17 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 	}
 	delivered := 0
 	defer func() { s.stats.delivered.Add(uint64(delivered)) }()
+	if len(failed) == 0 {
+		countByTable(evs, func(ev *cdc.Event) string { return ev.Table }, func(t string, n int) {
+			s.cfg.Metrics.Handled(t, OutcomeDelivered, n)
+		})
+	}
 	debug := s.log.Core().Enabled(zap.DebugLevel)
 	for _, ev := range evs {
 		if f, ok := failed[ev.ExternalID]; ok {
 			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
 				s.stats.dropped.Add(1)
+				s.cfg.Metrics.Handled(ev.Table, OutcomeDropped, 1)
 				continue
 			}
 			if first.IsZero() {
@@ -613,6 +648,9 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 			continue
 		}
 		delivered++
+		if len(failed) > 0 {
+			s.cfg.Metrics.Handled(ev.Table, OutcomeDelivered, 1)
+		}
 		if debug {
 			s.log.Debug("event accepted", zap.String("table", ev.Table), zap.String("name", ev.Name), zap.String("external_id", ev.ExternalID),
 				zap.String("idempotency_key", ev.IdempotencyKey), zap.Stringer("position", ev.Pos))

@@ -296,6 +296,11 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	a.stream, a.sink = stream, sk
 	a.mu.Unlock()
 	a.obs.attach(stream, sk, tracker)
+	names := make([]string, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		names[i] = t.QualifiedName()
+	}
+	a.obs.tables(names)
 
 	// hard ends everything: the caller's ctx, a fatal sink error, or the
 	// shutdown timeout after Stop.

@@ -26,10 +26,13 @@ type monitor struct {
 	reg      *prometheus.Registry
 	requests *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
-	latency  prometheus.Histogram
-	batch    prometheus.Histogram
-	bfDone   prometheus.Gauge
-	bfTotal  prometheus.Gauge
+	// handled counts events by table and outcome: delivered,
+	// dead-lettered, dropped (sink.Metrics.Handled).
+	handled map[string]*prometheus.CounterVec
+	latency prometheus.Histogram
+	batch   prometheus.Histogram
+	bfDone  prometheus.Gauge
+	bfTotal prometheus.Gauge
 
 	mu        sync.Mutex
 	stream    *replication.Stream
@@ -58,6 +61,20 @@ func newMonitor() *monitor {
 	o.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pgsignal_retries_total", Help: "OneSignal requests retried, by reason.",
 	}, []string{"reason"})
+	o.handled = map[string]*prometheus.CounterVec{
+		sink.OutcomeDelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsignal_events_delivered_total", Help: "Events OneSignal accepted, by source table.",
+		}, []string{"table"}),
+		sink.OutcomeDeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsignal_events_dead_lettered_total", Help: "Events written to the dead letters, by source table.",
+		}, []string{"table"}),
+		sink.OutcomeDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsignal_events_dropped_total", Help: "Events for unknown users dropped (sink.unknown_user: drop), by source table.",
+		}, []string{"table"}),
+	}
+	for _, c := range o.handled {
+		o.reg.MustRegister(c)
+	}
 	o.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "pgsignal_commit_to_accepted_seconds", Help: "Time from the transaction's commit to OneSignal's acceptance.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
@@ -98,6 +115,23 @@ func (o *monitor) backfillProgress(done, total int64) {
 // Retry implements sink.Metrics.
 func (o *monitor) Retry(reason string) { o.retries.WithLabelValues(reason).Inc() }
 
+// Handled implements sink.Metrics.
+func (o *monitor) Handled(table, outcome string, n int) {
+	if c := o.handled[outcome]; c != nil {
+		c.WithLabelValues(table).Add(float64(n))
+	}
+}
+
+// tables makes every configured table's counters exist (at 0) before its
+// first event, so that rate() and increase() see the first one.
+func (o *monitor) tables(names []string) {
+	for _, c := range o.handled {
+		for _, t := range names {
+			c.WithLabelValues(t)
+		}
+	}
+}
+
 // Accepted implements sink.Metrics.
 func (o *monitor) Accepted(latency time.Duration) { o.latency.Observe(latency.Seconds()) }
 
@@ -109,9 +143,6 @@ func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *replication.T
 
 var (
 	descReceived     = prometheus.NewDesc("pgsignal_events_received_total", "Row changes received from the slot.", nil, nil)
-	descDelivered    = prometheus.NewDesc("pgsignal_events_delivered_total", "Events OneSignal accepted.", nil, nil)
-	descDeadLettered = prometheus.NewDesc("pgsignal_events_dead_lettered_total", "Events written to the dead letters.", nil, nil)
-	descDropped      = prometheus.NewDesc("pgsignal_events_dropped_total", "Events for unknown users dropped (sink.unknown_user: drop).", nil, nil)
 	descBatches      = prometheus.NewDesc("pgsignal_batches_total", "Batches processed by the sink.", nil, nil)
 	descQueueEvents  = prometheus.NewDesc("pgsignal_queue_events", "Events queued or in flight in the sink.", nil, nil)
 	descQueueBytes   = prometheus.NewDesc("pgsignal_queue_bytes", "Bytes queued or in flight in the sink.", nil, nil)
@@ -128,7 +159,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (o *monitor) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReceived, descDelivered, descDeadLettered, descDropped, descBatches,
+	for _, d := range []*prometheus.Desc{descReceived, descBatches,
 		descQueueEvents, descQueueBytes, descLag, descLastProgress, descConnected, descReconnects, descBlocked,
 		descSlotStatus, descSafeWAL, descStalled, descDLFailures} {
 		ch <- d
@@ -160,9 +191,6 @@ func (o *monitor) Collect(ch chan<- prometheus.Metric) {
 	}
 	if sk != nil {
 		s := sk.Stats()
-		counter(descDelivered, s.Delivered)
-		counter(descDeadLettered, s.DeadLettered)
-		counter(descDropped, s.Dropped)
 		counter(descBatches, s.Batches)
 		counter(descDLFailures, s.DeadLetterWriteFailures)
 		gauge(descQueueEvents, float64(s.PendingEvents))

@@ -57,7 +57,7 @@ func TestObservability(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		"pgsignal_events_delivered_total 25", "pgsignal_events_received_total 25",
+		`pgsignal_events_delivered_total{table="analytics.user_events"} 25`, `pgsignal_events_dead_lettered_total{table="analytics.user_events"} 0`, "pgsignal_events_received_total 25",
 		"pgsignal_replication_connected 1", `pgsignal_onesignal_request_duration_seconds_count{outcome="2xx"}`,
 		"pgsignal_commit_to_accepted_seconds_count 25", "pgsignal_queue_events 0", "pgsignal_stalled 0",
 	} {
