@@ -241,6 +241,10 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := a.ensureSlot(ctx, rconn, pool); err != nil {
 		return sum, err
 	}
+	overlap, err := a.backfillOverlap(ctx, pool)
+	if err != nil {
+		return sum, err
+	}
 	rconn.Close(context.Background())
 	tracker := replication.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
@@ -255,7 +259,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
-		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize,
+		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
