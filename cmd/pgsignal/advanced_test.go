@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -182,5 +183,105 @@ INSERT INTO analytics.orders SELECT i, 'c' || i, now() - interval '3 days' FROM 
 	}
 	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 1 {
 		t.Errorf("%d replication slots left; want pgsignal's only", n)
+	}
+}
+
+// deadLetters returns census.dead_letters' reasons, by table.
+func (e *env) deadLetterReasons() []string {
+	e.t.Helper()
+	rows, err := e.pool.Query(context.Background(), `SELECT reason FROM census.dead_letters ORDER BY id`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Issue 12 item 5: a batch whose transform runs past the statement timeout
+// (tables[].transform_timeout) is split down to the row that is slow, which
+// becomes a dead letter saying so; the other rows of the batch, and the rows
+// after it, are delivered.
+func TestTransformTimeoutSplitsBatch(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeTablesConfig("timeout.yaml", `  - table: analytics.user_events
+    transform: |
+      SELECT c.event_name AS name, c.user_id AS external_id, jsonb_build_object('id', c.id) AS properties
+      FROM changes c CROSS JOIN LATERAL (SELECT 1 FROM pg_sleep(CASE WHEN c.event_name = 'slow' THEN 3 ELSE 0 END)) s
+    transform_timeout: 500ms
+`, "", "")
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	e.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) SELECT i, CASE WHEN i = 4 THEN 'slow' ELSE 'ev' END, 'u' || i FROM generate_series(1, 7) i`)
+	e.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (8, 'after', 'u8')`)
+	e.waitCount(7, time.Minute, p)
+	deadline := time.Now().Add(30 * time.Second)
+	for e.queryInt(`SELECT count(*) FROM census.dead_letters`) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.term(t)
+	got := e.eventsByRow()
+	for i := 1; i <= 8; i++ {
+		name := "ev"
+		switch i {
+		case 4:
+			continue
+		case 8:
+			name = "after"
+		}
+		if k := fmt.Sprintf("%s/u%d/{\"id\":%d}", name, i, i); got[k] != 1 {
+			t.Errorf("%s accepted %d times, want once (have %v)", k, got[k], sortedKeys(got))
+		}
+	}
+	if len(got) != 7 {
+		t.Errorf("%d events accepted, want 7: %v", len(got), sortedKeys(got))
+	}
+	reasons := e.deadLetterReasons()
+	t.Logf("dead letters: %q", reasons)
+	if len(reasons) != 1 || !strings.Contains(reasons[0], "transform timed out") || !strings.Contains(reasons[0], "500ms") ||
+		!strings.Contains(reasons[0], "transform_timeout") {
+		t.Fatalf("dead letters %q; want one saying the slow row timed out after 500ms", reasons)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM census.dead_letters WHERE source_row->>'event_name' = 'slow'`); n != 1 {
+		t.Errorf("the dead letter is not the slow row's")
+	}
+}
+
+// Issue 12 item 5: a transform that writes (nextval() in the read-only
+// session) stops `run` at start-up and fails `check`, saying why and what
+// to do, instead of passing check and then failing every batch forever.
+func TestTransformThatWritesFailsAtStart(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	e.exec(`CREATE SEQUENCE analytics.counter`)
+	cfg := e.writeTablesConfig("writes.yaml", `  - table: analytics.user_events
+    transform: |
+      SELECT c.event_name AS name, c.user_id AS external_id, jsonb_build_object('n', nextval('analytics.counter')) AS properties
+      FROM changes c
+`, "", "")
+	env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}
+	for _, cmd := range []string{"run", "check"} {
+		start := time.Now()
+		out, errOut, code := runCheckCLI(t, env, cmd, "--config", cfg)
+		all := out + errOut
+		t.Logf("pgsignal %s (exit %d):\n%s", cmd, code, all)
+		if code == 0 || !strings.Contains(all, "SQLSTATE 25006") || !strings.Contains(all, "must not write") {
+			t.Errorf("pgsignal %s: exit %d; want a failure naming SQLSTATE 25006 and that transforms must not write:\n%s", cmd, code, all)
+		}
+		if cmd == "check" && !strings.Contains(all, "✗") {
+			t.Errorf("check shows no ✗:\n%s", all)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("pgsignal %s took %s", cmd, d)
+		}
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
+		t.Errorf("run created %d slot(s) before failing", n)
 	}
 }

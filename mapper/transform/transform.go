@@ -51,13 +51,26 @@ type Spec struct {
 	// NamePrefix, TimestampZone and TimestampUnit apply to the outputs as
 	// the fields of the same names of mapper.Rule do.
 	NamePrefix, TimestampZone, TimestampUnit string
+	// Timeout is the statement timeout of an evaluation (0:
+	// config.DefaultTransformTimeout). A batch that exceeds it is split,
+	// down to one row; a row that alone exceeds it is rejected.
+	Timeout time.Duration
 }
 
 // ForTable returns the transform of a configured table (one with
 // Transform set).
 func ForTable(t config.Table) Spec {
 	return Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
-		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit}
+		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
+		Timeout: t.TransformTimeout}
+}
+
+// timeout returns the spec's statement timeout.
+func (s *Spec) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return config.DefaultTransformTimeout
 }
 
 // Input is one row to transform.
@@ -104,6 +117,9 @@ type Transformer struct {
 	cache map[*replication.Relation]*compiled
 	// good is, per table, the last compiled transform that prepared.
 	good map[string]*compiled
+	// timeouts is the statement_timeout each connection was set to (a
+	// connection not in it has the pool's: config.DefaultTransformTimeout).
+	timeouts map[*pgconn.PgConn]time.Duration
 
 	statements, rows, rowErrors atomic.Uint64
 }
@@ -126,8 +142,9 @@ func New(pool *pgxpool.Pool, specs []Spec) (*Transformer, error) {
 	t := &Transformer{
 		pool:  pool,
 		byKey: make(map[string]*spec, len(specs)),
-		cache: map[*replication.Relation]*compiled{},
-		good:  map[string]*compiled{},
+		cache:    map[*replication.Relation]*compiled{},
+		good:     map[string]*compiled{},
+		timeouts: map[*pgconn.PgConn]time.Duration{},
 	}
 	for _, sp := range specs {
 		key := sp.Schema + "." + sp.Table
@@ -193,6 +210,10 @@ func (t *Transformer) Check(ctx context.Context) error {
 		}
 		c, err := compile(ctx, pc, s, tc.Rel)
 		if err != nil {
+			errs = append(errs, fmt.Errorf("table %s: tables[].transform cannot be used: %w", s.key, err))
+			continue
+		}
+		if err := trial(ctx, pc, c); err != nil {
 			errs = append(errs, fmt.Errorf("table %s: tables[].transform cannot be used: %w", s.key, err))
 			continue
 		}
@@ -328,11 +349,19 @@ func (t *Transformer) eval(ctx context.Context, pc *pgconn.PgConn, c *compiled, 
 		return nil
 	}
 	pe, ok := rowError(err)
-	if !ok {
+	timedOut := !ok && ctx.Err() == nil && isStatementTimeout(err)
+	if !ok && !timedOut {
 		return err
 	}
 	if len(idx) == 1 {
-		out[idx[0]] = []*cdc.Event{rejectEvent(&rows[idx[0]], fmt.Sprintf("transform failed: %s (SQLSTATE %s)", pe.Message, pe.Code))}
+		var reason string
+		if !timedOut {
+			reason = fmt.Sprintf("transform failed: %s (SQLSTATE %s)", pe.Message, pe.Code)
+		} else {
+			reason = fmt.Sprintf("transform timed out: evaluating this row alone took longer than %s (raise tables[].transform_timeout, or make the transform faster; PostgreSQL: %v)",
+				c.spec.timeout(), err)
+		}
+		out[idx[0]] = []*cdc.Event{rejectEvent(&rows[idx[0]], reason)}
 		t.rowErrors.Add(1)
 		return nil
 	}
@@ -348,20 +377,9 @@ var binaryFormat = []int16{1}
 
 // run evaluates the rows idx in one statement and returns their events.
 func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, rows []Input, idx []int) ([][]*cdc.Event, error) {
-	params := make([][]byte, c.st.params)
-	oids := make([]uint32, c.st.params)
-	elems := make([][]byte, len(idx))
-	for k := range params {
-		size := 20
-		for j, i := range idx {
-			elems[j] = nil
-			if len(c.rel.Columns) > 0 {
-				elems[j] = rows[i].Values[k]
-			}
-			size += 4 + len(elems[j])
-		}
-		params[k] = appendTextArray(make([]byte, 0, size), elems)
-		oids[k] = textArrayOID
+	params, oids := batchParams(c, rows, idx)
+	if err := t.setTimeout(ctx, pc, c.spec.timeout()); err != nil {
+		return nil, err
 	}
 	rr := pc.ExecParams(ctx, c.st.sql, params, oids, binaryFormat, nil)
 	t.statements.Add(1)
@@ -443,6 +461,54 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 	return evs, nil
 }
 
+// batchParams returns the statement's parameters for the rows idx: one
+// text[] per column.
+func batchParams(c *compiled, rows []Input, idx []int) ([][]byte, []uint32) {
+	params := make([][]byte, c.st.params)
+	oids := make([]uint32, c.st.params)
+	elems := make([][]byte, len(idx))
+	for k := range params {
+		size := 20
+		for j, i := range idx {
+			elems[j] = nil
+			if len(c.rel.Columns) > 0 {
+				elems[j] = rows[i].Values[k]
+			}
+			size += 4 + len(elems[j])
+		}
+		params[k] = appendTextArray(make([]byte, 0, size), elems)
+		oids[k] = textArrayOID
+	}
+	return params, oids
+}
+
+// setTimeout sets pc's statement_timeout to d unless it has it already.
+func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.Duration) error {
+	cur, ok := t.timeouts[pc]
+	if !ok {
+		cur = config.DefaultTransformTimeout // the pool's
+	}
+	if cur == d {
+		return nil
+	}
+	if len(t.timeouts) >= maxCached {
+		clear(t.timeouts) // connections come and go; re-set is harmless
+	}
+	if _, err := pc.Exec(ctx, "SET statement_timeout = "+strconv.FormatInt(d.Milliseconds(), 10)).ReadAll(); err != nil {
+		return fmt.Errorf("set statement_timeout: %w", err)
+	}
+	t.timeouts[pc] = d
+	return nil
+}
+
+// isStatementTimeout reports whether err is PostgreSQL cancelling a
+// statement for statement_timeout (57014; the same code with "user
+// request" is a cancel, which is not the rows' doing).
+func isStatementTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "57014" && strings.Contains(pe.Message, "statement timeout")
+}
+
 // parseOrdinal reads a positive bigint's text.
 func parseOrdinal(b []byte) (int, bool) {
 	if len(b) == 0 || len(b) > 18 {
@@ -463,7 +529,9 @@ func parseOrdinal(b []byte) (int, bool) {
 // cardinality violation (21, e.g. a scalar subquery returning two rows),
 // data exception (22), integrity constraint violation (23), SQL routine
 // exception (2F), external routine exceptions (38, 39), WITH CHECK OPTION
-// violation (44) and PL/pgSQL errors (P0, e.g. RAISE).
+// violation (44), PL/pgSQL errors (P0, e.g. RAISE) and a write in the
+// read-only session (25006, e.g. nextval() on some rows only; Check
+// catches a transform that always writes).
 func rowError(err error) (*pgconn.PgError, bool) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || len(pe.Code) != 5 {
@@ -471,6 +539,11 @@ func rowError(err error) (*pgconn.PgError, bool) {
 	}
 	switch pe.Code[:2] {
 	case "21", "22", "23", "2F", "38", "39", "44", "P0":
+		return pe, true
+	}
+	if pe.Code == "25006" {
+		// A write (nextval(), a function that writes) in the read-only
+		// session: it fails the same way every time.
 		return pe, true
 	}
 	return nil, false
