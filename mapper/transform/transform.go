@@ -140,8 +140,8 @@ type spec struct {
 // Evaluate then fail.
 func New(pool *pgxpool.Pool, specs []Spec) (*Transformer, error) {
 	t := &Transformer{
-		pool:  pool,
-		byKey: make(map[string]*spec, len(specs)),
+		pool:     pool,
+		byKey:    make(map[string]*spec, len(specs)),
 		cache:    map[*replication.Relation]*compiled{},
 		good:     map[string]*compiled{},
 		timeouts: map[*pgconn.PgConn]time.Duration{},
