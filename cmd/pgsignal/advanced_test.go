@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -266,10 +267,9 @@ func TestTransformThatWritesFailsAtStart(t *testing.T) {
       FROM changes c
 `, "", "")
 	env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}
-	for _, cmd := range []string{"run", "check"} {
+	for _, cmd := range []string{"check", "run"} {
 		start := time.Now()
-		out, errOut, code := runCheckCLI(t, env, cmd, "--config", cfg)
-		all := out + errOut
+		all, code := runFor(t, 60*time.Second, env, cmd, "--config", cfg)
 		t.Logf("pgsignal %s (exit %d):\n%s", cmd, code, all)
 		if code == 0 || !strings.Contains(all, "SQLSTATE 25006") || !strings.Contains(all, "must not write") {
 			t.Errorf("pgsignal %s: exit %d; want a failure naming SQLSTATE 25006 and that transforms must not write:\n%s", cmd, code, all)
@@ -284,4 +284,27 @@ func TestTransformThatWritesFailsAtStart(t *testing.T) {
 	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
 		t.Errorf("run created %d slot(s) before failing", n)
 	}
+}
+
+// runFor runs the binary with args and extra environment variables for at
+// most d (then kills it) and returns its combined output and exit code (-1
+// when killed).
+func runFor(t *testing.T, d time.Duration, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), -1
+	}
+	var ee *exec.ExitError
+	if err != nil && !errorAs(err, &ee) {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	if ee != nil {
+		return string(out), ee.ExitCode()
+	}
+	return string(out), 0
 }
