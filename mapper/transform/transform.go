@@ -390,8 +390,8 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 	}
 	evs := make([][]*cdc.Event, len(idx))
 	// A row's outputs arrive together (ordered by ordinal); they are
-	// mapped once all are known, since their keys depend on how many there
-	// are.
+	// mapped once all are known: outputs with the same name and
+	// external_id are numbered by their content (occurrences).
 	var group [][][]byte
 	groupOrd, extra := 0, 0 // extra: outputs beyond MaxEventsPerRow
 	emit := func() error {
@@ -414,7 +414,7 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 				Values:         vals,
 				Pos:            in.Pos,
 				CommitTime:     in.CommitTime,
-				IdempotencyKey: outputKey(in.Key, len(group), name, ext, occ[j]),
+				IdempotencyKey: outputKey(in.Key, name, ext, occ[j]),
 			})
 			if ev == nil {
 				return errors.New("the output mapper has no rule for the table")
@@ -606,19 +606,21 @@ const maxCached = 256
 // dead letter instead, so that one row cannot exhaust memory.
 const MaxEventsPerRow = 100_000
 
-// outputKeyNamespace is the UUID namespace of the keys of a row's events
-// when it has several.
+// outputKeyNamespace is the UUID namespace of the keys of a transformed
+// row's events.
 var outputKeyNamespace = [16]byte{0x2a, 0x7c, 0x91, 0x0e, 0x5d, 0x33, 0x4f, 0x86, 0xb1, 0x48, 0xc6, 0x0f, 0x7e, 0x25, 0xd9, 0x13}
 
-// outputKey returns the idempotency key of one of the n events a row whose
-// key is key became: key itself when n is 1; otherwise a UUIDv5 of the
-// row's key, the event's name and external_id, and occ, how many events
-// with that name and external_id came before it. A replay yields the same
-// keys even when the transform returns the row's events in another order.
-func outputKey(key string, n int, name, ext []byte, occ int) string {
-	if n == 1 {
-		return key
-	}
+// outputKey returns the idempotency key of an event a row whose key is key
+// became: a UUIDv5 of the row's key, the event's name and external_id, and
+// occ, how many events of the row with that name and external_id come
+// before it (by content). It does not depend on how many events the row
+// became, so a replay in which the transform returns more or fewer events
+// for the row (the data it joins changed) gives each event it returns
+// again the key it had; and it does not depend on their order. A row's
+// only event, too, has a derived key, not the row's own (which earlier
+// versions gave it): one event cannot take the row's key without depending
+// on there being no other.
+func outputKey(key string, name, ext []byte, occ int) string {
 	return cdc.UUIDv5(outputKeyNamespace, key, "/", keyPart(name), "/", keyPart(ext), "/", strconv.Itoa(occ))
 }
 
