@@ -493,10 +493,14 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		}
 		return s.handleChange(ctx, conn, relID, vals, false, -1)
 	case 'U':
-		relID, vals, old, missing, err := parseUpdate(wal, s.vals, s.oldVals)
+		var unchanged []int
+		relID, vals, old, missing, err := parseUpdate(wal, s.vals, s.oldVals, &unchanged)
 		s.vals, s.oldVals = vals, old
 		if err != nil {
 			return fmt.Errorf("parse update at %s: %w", s.commitLSN, err)
+		}
+		if missing >= 0 {
+			missing = s.neededTOAST(relID, unchanged)
 		}
 		return s.handleChange(ctx, conn, relID, vals, true, missing)
 	case 'D':
@@ -550,6 +554,36 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		s.log.Debug("unknown pgoutput message ignored", zap.String("type", string(wal[0])))
 	}
 	return nil
+}
+
+// ColumnUser is implemented by a Mapper or BatchMapper that can tell
+// whether the events of rel's rows read the column at index col. An update
+// that leaves an unchanged TOASTed column out (the server does not resend
+// it) is then mapped when its events do not read that column; without it
+// every such update is a dead letter.
+type ColumnUser interface {
+	UsesColumn(rel *Relation, col int) bool
+}
+
+// neededTOAST returns the first of the unchanged TOAST columns (indexes in
+// rel relID) that the update's events read, or -1 when they read none.
+func (s *Stream) neededTOAST(relID uint32, unchanged []int) int {
+	rel := s.rels[relID]
+	if rel == nil || len(unchanged) == 0 {
+		return -1 // handleChange reports the unknown relation
+	}
+	var user ColumnUser
+	if s.cfg.Batch != nil && s.cfg.Batch.Batched(rel, true) {
+		user, _ = s.cfg.Batch.(ColumnUser)
+	} else {
+		user, _ = s.mapper.(ColumnUser)
+	}
+	for _, i := range unchanged {
+		if user == nil || i >= len(rel.Columns) || user.UsesColumn(rel, i) {
+			return i
+		}
+	}
+	return -1
 }
 
 // UpdateMapper maps updates (tables with emit: [insert, update]); a Mapper
