@@ -24,7 +24,7 @@ func (t *Transformer) UsesColumn(rel *replication.Relation, col int) bool {
 }
 
 // sqlToken matches, in order: a quoted identifier, a string literal (also
-// E'' and dollar-quoted bodies are skipped coarsely), a comment, a word,
+// E” and dollar-quoted bodies are skipped coarsely), a comment, a word,
 // or any other character.
 var sqlToken = regexp.MustCompile(`"(?:[^"]|"")*"|'(?:[^']|'')*'|\$[A-Za-z_0-9]*\$|--[^\n]*|/\*[\s\S]*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\S`)
 
