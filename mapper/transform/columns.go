@@ -23,9 +23,9 @@ func (t *Transformer) UsesColumn(rel *replication.Relation, col int) bool {
 	return s.sql.uses(rel.Columns[col].Name)
 }
 
-// sqlToken matches, in order: a quoted identifier, a string literal (also
-// E” and dollar-quoted bodies are skipped coarsely), a comment, a word,
-// or any other character.
+// sqlToken matches, in order: a quoted identifier, a string literal, a
+// dollar-quote tag (its body is read as SQL: a column named there counts
+// as used), a comment, a word, or any other character.
 var sqlToken = regexp.MustCompile(`"(?:[^"]|"")*"|'(?:[^']|'')*'|\$[A-Za-z_0-9]*\$|--[^\n]*|/\*[\s\S]*?\*/|[A-Za-z_][A-Za-z0-9_$]*|\S`)
 
 // tokens returns the SQL's identifiers (lower-cased unless quoted, with the
@@ -45,6 +45,12 @@ func tokens(sql string) []string {
 	return out
 }
 
+var (
+	// plainIdent is a name SQL can write unquoted.
+	plainIdent = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+	wordStart  = regexp.MustCompile(`^[a-z_]`)
+)
+
 // notAlias are the words that may follow a table in FROM without being its
 // alias.
 var notAlias = map[string]bool{
@@ -60,7 +66,7 @@ func (u userSQL) uses(name string) bool {
 	toks := tokens(u.text)
 	ident := `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 	plain := ""
-	if regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`).MatchString(name) {
+	if plainIdent.MatchString(name) {
 		plain = name
 	}
 	aliases := map[string]bool{"changes": true, `"changes"`: true}
@@ -81,7 +87,7 @@ func (u userSQL) uses(name string) bool {
 			if j < len(toks) && toks[j] == "as" {
 				j++
 			}
-			if j < len(toks) && !notAlias[toks[j]] && (strings.HasPrefix(toks[j], `"`) || regexp.MustCompile(`^[a-z_]`).MatchString(toks[j])) {
+			if j < len(toks) && !notAlias[toks[j]] && (strings.HasPrefix(toks[j], `"`) || wordStart.MatchString(toks[j])) {
 				aliases[toks[j]] = true
 				defs[j] = true
 				if j+1 < len(toks) && toks[j+1] == "(" {
