@@ -405,7 +405,12 @@ func (a *App) backfillOverlap(ctx context.Context, pool *pgxpool.Pool) (*replica
 			tables = append(tables, t)
 		}
 	}
-	return replication.NewOverlap(ctx, pool, tables, until)
+	o, err := replication.NewOverlap(ctx, pool, tables, until)
+	if err == nil {
+		a.log.Info("streaming from the slot kept by the redone backfill: inserts committed before its snapshot that the backfill sent are skipped",
+			zap.String("slot", cfg.Source.Slot), zap.String("confirmed", si.ConfirmedFlushLSN), zap.Stringer("snapshot_at", until))
+	}
+	return o, err
 }
 
 // stopping reports whether Stop was called.
