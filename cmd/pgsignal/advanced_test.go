@@ -115,6 +115,8 @@ func TestBackfillRedoKeepsStreamedRows(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
 	e.exec(`CREATE TABLE analytics.orders (id int PRIMARY KEY, customer text NOT NULL, placed_at timestamptz NOT NULL);
 CREATE TABLE analytics.logins (id int PRIMARY KEY, user_id text NOT NULL);
+CREATE TABLE analytics.profiles (id int PRIMARY KEY, user_id text NOT NULL, status text);
+INSERT INTO analytics.profiles VALUES (1, 'p1', 'new');
 INSERT INTO analytics.orders SELECT i, 'c' || i, now() - i * interval '1 hour' FROM generate_series(1, 5) i;
 INSERT INTO analytics.orders SELECT i, 'c' || i, now() - interval '3 days' FROM generate_series(100, 101) i;`)
 	cfg := e.writeTablesConfig("redo.yaml", `  - table: analytics.orders
@@ -128,17 +130,24 @@ INSERT INTO analytics.orders SELECT i, 'c' || i, now() - interval '3 days' FROM 
     name_value: login
     external_id: user_id
     properties: [id]
+  - table: analytics.profiles
+    name_value: profile
+    external_id: user_id
+    properties: [status]
+    emit: [insert, update]
 `, "", "shutdown_timeout: 2s")
 	e.fake.SetFaults(onesignaltest.Faults{Rate500: 1})
 	p := e.startProc(cfg)
 	e.waitLog(p, "backfill started", time.Minute)
 	// While the backfill cannot deliver: a plain table, the backfilled
-	// table inside its window, outside it (dated before it), and one
-	// transaction writing both tables.
+	// table inside its window, outside it (dated before it), one
+	// transaction writing both tables, and an update of a table that emits
+	// updates.
 	e.exec(`INSERT INTO analytics.logins VALUES (1, 'u1'), (2, 'u2')`)
 	e.exec(`INSERT INTO analytics.orders VALUES (10, 'c10', now())`)
 	e.exec(`INSERT INTO analytics.orders VALUES (11, 'c11', now() - interval '5 days')`)
 	e.exec(`BEGIN; INSERT INTO analytics.orders VALUES (12, 'c12', now() - interval '2 hours'); INSERT INTO analytics.logins VALUES (3, 'u3'); COMMIT`)
+	e.exec(`UPDATE analytics.profiles SET status = 'gold' WHERE id = 1`)
 	p.stopWithin(t, time.Minute)
 	if n := e.fake.Count(); n != 0 {
 		t.Fatalf("%d events accepted while OneSignal answered 500", n)
@@ -160,6 +169,7 @@ INSERT INTO analytics.orders SELECT i, 'c' || i, now() - interval '3 days' FROM 
 	for i := 1; i <= 5; i++ {
 		want[fmt.Sprintf("login/u%d/{\"id\":%d}", i, i)] = 1
 	}
+	want[`profile/p1/{"status":"gold"}`] = 1 // an update
 	e.waitCount(len(want), time.Minute, p)
 	time.Sleep(time.Second) // anything sent twice would arrive now
 	p.term(t)
