@@ -236,6 +236,34 @@ func (m *Mapper) Map(ch *replication.Change) *cdc.Event {
 	return ev
 }
 
+// UsesColumn reports whether the events of rel's rows read the column at
+// index col (replication.ColumnUser): the name, external_id, timestamp and
+// properties columns. A table without a rule reads none; a rule that
+// cannot map the table reads every column.
+func (m *Mapper) UsesColumn(rel *replication.Relation, col int) bool {
+	p := m.plan(rel)
+	if p == nil {
+		return false
+	}
+	if p.err != "" {
+		return true
+	}
+	if col == p.name || col == p.extID || col == p.ts {
+		return true
+	}
+	for _, c := range p.props {
+		if c == col {
+			return true
+		}
+	}
+	for _, c := range p.extra {
+		if c == col {
+			return true
+		}
+	}
+	return false
+}
+
 // build fills ev.Name, ev.ExternalID and ev.JSON, or returns why it cannot.
 func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 	if p.err != "" {

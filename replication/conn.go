@@ -93,8 +93,9 @@ func NewPool(ctx context.Context, src Source, maxConns int32) (*pgxpool.Pool, er
 // NewTransformPool opens the pool that evaluates SQL transforms: its
 // sessions are read-only (a transform runs with pgsignal's privileges and
 // may be evaluated more than once, so it must not write) and a statement
-// that runs longer than a minute is cancelled (and retried) instead of
-// holding the stream without a word.
+// that runs longer than a minute (the default tables[].transform_timeout,
+// which the transformer sets per table) is cancelled, and its batch split,
+// instead of holding the stream without a word.
 func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
 	cfg, err := poolConfig(src, 2)
 	if err != nil {

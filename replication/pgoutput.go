@@ -128,8 +128,9 @@ func parseTuple(msg []byte, off int, vals [][]byte, what string, marks ...*[]int
 // parseUpdate decodes a pgoutput Update message ('U') into the new tuple's
 // values (aliasing msg, like parseInsert). An unchanged TOAST value is taken
 // from the old tuple when the message carries one (REPLICA IDENTITY FULL);
-// otherwise missing is its column index (-1 when none is missing).
-func parseUpdate(msg []byte, vals, old [][]byte) (rel uint32, newVals, oldVals [][]byte, missing int, err error) {
+// otherwise missing is its column index (-1 when none is missing), and
+// unchangedCols, when given, receives the indexes of every such column.
+func parseUpdate(msg []byte, vals, old [][]byte, unchangedCols ...*[]int) (rel uint32, newVals, oldVals [][]byte, missing int, err error) {
 	missing = -1
 	if len(msg) < 1+4+1 || msg[0] != 'U' {
 		return 0, vals, old, missing, errShortMessage
@@ -158,6 +159,9 @@ func parseUpdate(msg []byte, vals, old [][]byte) (rel uint32, newVals, oldVals [
 	}
 	if unchanged >= 0 {
 		if !full || len(old) != len(vals) {
+			if len(unchangedCols) > 0 {
+				*unchangedCols[0] = marks
+			}
 			return rel, vals, old, unchanged, nil
 		}
 		// With REPLICA IDENTITY FULL the old tuple holds every value.

@@ -98,6 +98,9 @@ END $$`,
   finished_at timestamptz
 )`,
 		`ALTER TABLE ` + s + `.backfills ADD COLUMN IF NOT EXISTS windows jsonb NOT NULL DEFAULT '{}'`,
+		// A redone backfill's snapshot LSN: streamed inserts committed
+		// before it may have been backfilled (see Overlap).
+		`ALTER TABLE ` + s + `.backfills ADD COLUMN IF NOT EXISTS overlap_until pg_lsn`,
 	}
 }
 
@@ -283,4 +286,39 @@ func ProgressBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot stri
 		return fmt.Errorf("record the backfill's progress: %w", err)
 	}
 	return nil
+}
+
+// SetBackfillOverlap records the consistent point of a redone backfill's
+// snapshot (zero: not a redo, no overlap), before the backfill sends
+// anything, so that every later start knows which streamed inserts it may
+// have sent.
+func SetBackfillOverlap(ctx context.Context, pool *pgxpool.Pool, schema, slot string, until cdc.LSN) error {
+	var v *string
+	if until > 0 {
+		s := until.String()
+		v = &s
+	}
+	if _, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET overlap_until = $2::pg_lsn WHERE slot = $1`, slot, v); err != nil {
+		return fmt.Errorf("record the redone backfill's snapshot: %w", err)
+	}
+	return nil
+}
+
+// BackfillOverlap returns the consistent point recorded by
+// SetBackfillOverlap (zero when none) and the windows of the backfill.
+func BackfillOverlap(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (cdc.LSN, map[string]time.Time, error) {
+	var until *string
+	var windows map[string]time.Time
+	err := pool.QueryRow(ctx, `SELECT overlap_until::text, windows FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&until, &windows)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && until == nil) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("read the redone backfill's snapshot: %w", err)
+	}
+	lsn, err := cdc.ParseLSN(*until)
+	if err != nil {
+		return 0, nil, err
+	}
+	return lsn, windows, nil
 }

@@ -75,6 +75,9 @@ type Config struct {
 	BatchRows   int
 	BatchLinger time.Duration
 	Logger      *zap.Logger
+	// Overlap, when set, skips the inserts a redone backfill already sent
+	// (see Overlap).
+	Overlap *Overlap
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.
@@ -103,6 +106,7 @@ type Stream struct {
 	inTxn      bool
 	commitLSN  cdc.LSN
 	commitTime time.Time
+	xid        uint32 // the current transaction's
 	ordinal    uint32
 	lastStatus time.Time
 	sentFlush  cdc.LSN
@@ -530,10 +534,14 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		}
 		return s.handleChange(ctx, conn, relID, vals, false, -1)
 	case 'U':
-		relID, vals, old, missing, err := parseUpdate(wal, s.vals, s.oldVals)
+		var unchanged []int
+		relID, vals, old, missing, err := parseUpdate(wal, s.vals, s.oldVals, &unchanged)
 		s.vals, s.oldVals = vals, old
 		if err != nil {
 			return fmt.Errorf("parse update at %s: %w", s.commitLSN, err)
+		}
+		if missing >= 0 {
+			missing = s.neededTOAST(relID, unchanged)
 		}
 		return s.handleChange(ctx, conn, relID, vals, true, missing)
 	case 'D':
@@ -550,6 +558,7 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		s.inTxn = true
 		s.commitLSN = cdc.LSN(b.FinalLSN)
 		s.commitTime = b.CommitTime
+		s.xid = b.Xid
 		s.ordinal = 0
 		s.tracker.Begin()
 	case 'C':
@@ -588,6 +597,36 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 	return nil
 }
 
+// ColumnUser is implemented by a Mapper or BatchMapper that can tell
+// whether the events of rel's rows read the column at index col. An update
+// that leaves an unchanged TOASTed column out (the server does not resend
+// it) is then mapped when its events do not read that column; without it
+// every such update is a dead letter.
+type ColumnUser interface {
+	UsesColumn(rel *Relation, col int) bool
+}
+
+// neededTOAST returns the first of the unchanged TOAST columns (indexes in
+// rel relID) that the update's events read, or -1 when they read none.
+func (s *Stream) neededTOAST(relID uint32, unchanged []int) int {
+	rel := s.rels[relID]
+	if rel == nil || len(unchanged) == 0 {
+		return -1 // handleChange reports the unknown relation
+	}
+	var user ColumnUser
+	if s.cfg.Batch != nil && s.cfg.Batch.Batched(rel, true) {
+		user, _ = s.cfg.Batch.(ColumnUser)
+	} else {
+		user, _ = s.mapper.(ColumnUser)
+	}
+	for _, i := range unchanged {
+		if user == nil || i >= len(rel.Columns) || user.UsesColumn(rel, i) {
+			return i
+		}
+	}
+	return -1
+}
+
 // UpdateMapper maps updates (tables with emit: [insert, update]); a Mapper
 // that does not implement it emits no update events.
 type UpdateMapper interface {
@@ -612,6 +651,19 @@ func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID ui
 	s.ordinal++
 	if !s.last.Less(pos) {
 		return nil // handled before a restart or already in the pipeline
+	}
+	if s.cfg.Overlap != nil && !update && pos.CommitLSN < s.cfg.Overlap.Until() && (s.held == nil || s.held.Pos != pos) {
+		covered, err := s.cfg.Overlap.Covered(ctx, s.change(rel, vals, pos), s.xid)
+		if err != nil {
+			return err
+		}
+		if covered {
+			// Sent by the redone backfill: handled.
+			s.received.Add(1)
+			s.tracker.Done(s.tracker.Assign(pos))
+			s.last = pos
+			return nil
+		}
 	}
 	if s.cfg.Batch != nil && (len(s.pending) > 0 || s.cfg.Batch.Batched(rel, update)) {
 		return s.buffer(ctx, conn, rel, vals, pos, update, missing)

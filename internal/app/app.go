@@ -273,6 +273,10 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := a.ensureSlot(ctx, rconn, pool); err != nil {
 		return sum, err
 	}
+	overlap, err := a.backfillOverlap(ctx, pool)
+	if err != nil {
+		return sum, err
+	}
 	rconn.Close(context.Background())
 	// Start-up is over: from here a Stop drains the stream.
 	started()
@@ -290,7 +294,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
-		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize,
+		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk

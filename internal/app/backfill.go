@@ -138,9 +138,28 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		return nil, err
 	}
 	redo := state == replication.BackfillRunning
+	// keep: a redo keeps the slot of the interrupted attempt, which holds
+	// every change committed since that attempt's snapshot, and reads the
+	// windows in a new snapshot from a temporary slot; the stream then
+	// starts where the kept slot does (see replication.Overlap).
+	keep := false
 	switch {
+	case si.Exists && redo && si.WALStatus == "lost":
+		loss, err := replication.CheckSlotLost(ctx, pool, slot, confirmed, true)
+		if err != nil {
+			return nil, err
+		}
+		if loss == nil {
+			loss = &replication.SlotLoss{Slot: slot}
+		}
+		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+			return nil, *loss
+		}
+		a.log.Error("the slot of the interrupted backfill was lost; redoing the backfill with a new slot: changes committed meanwhile outside its windows are lost",
+			zap.String("slot", slot), zap.Stringer("gap_from", loss.From), zap.Stringer("gap_to", loss.To), zap.Int64("gap_bytes", loss.Bytes()))
 	case si.Exists && redo:
-		a.log.Warn("the previous backfill did not finish; redoing it with a new slot and snapshot over the same windows (idempotency keys make the redo send nothing twice)", zap.String("slot", slot))
+		keep = true
+		a.log.Warn("the previous backfill did not finish; redoing it with a new snapshot over the same windows, keeping the slot so that nothing committed meanwhile is lost (idempotency keys make the redo send nothing twice)", zap.String("slot", slot))
 	case si.Exists:
 		if a.opts.ForceBackfill {
 			return nil, fmt.Errorf("slot %q exists: a backfill runs when pgsignal creates its slot, and this one has streamed since %s; to backfill again, stop pgsignal, drop the slot (SELECT pg_drop_replication_slot('%s');) and delete its checkpoint (DELETE FROM %s.sync_state WHERE slot = '%s';), knowing that events of the window already sent are sent again with other idempotency keys",
@@ -172,26 +191,47 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err := replication.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
 		return nil, err
 	}
-	if si.Exists {
-		if err := replication.DropSlot(ctx, pool, slot); err != nil {
+	var snap replication.SnapshotSlot
+	var cp, overlap cdc.LSN
+	if keep {
+		// The kept slot streams from its confirmed position (its consistent
+		// point: it never streamed); the backfill's rows sort before it.
+		if cp, err = cdc.ParseLSN(si.ConfirmedFlushLSN); err != nil {
+			return nil, fmt.Errorf("slot %q confirmed position: %w", slot, err)
+		}
+		if snap, err = replication.CreateTempSnapshot(ctx, conn, replication.TempSlotName(slot)); err != nil {
 			return nil, err
 		}
-	}
-	snap, err := replication.CreateSlotWithSnapshot(ctx, conn, slot)
-	if err != nil {
-		return nil, err
+		overlap = snap.ConsistentPoint
+	} else {
+		if si.Exists {
+			if err := replication.DropSlot(ctx, pool, slot); err != nil {
+				return nil, err
+			}
+		}
+		if snap, err = replication.CreateSlotWithSnapshot(ctx, conn, slot); err != nil {
+			return nil, err
+		}
+		cp = snap.ConsistentPoint
 	}
 	src, err := replication.OpenBackfill(ctx, pool, systemID, snap.Snapshot, tables)
 	if err != nil {
 		return nil, err
 	}
-	if err := replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total()); err != nil {
+	if err := errors.Join(replication.SetBackfillOverlap(ctx, pool, schema, slot, overlap),
+		replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total())); err != nil {
 		src.Close(context.WithoutCancel(ctx)) // the lock goes with the deferred release
 		return nil, err
 	}
-	b := &backfill{src: src, cp: snap.ConsistentPoint, names: names, lock: lock}
-	a.log.Info("created replication slot with a snapshot for the backfill", zap.String("slot", slot),
-		zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", names))
+	b := &backfill{src: src, cp: cp, names: names, lock: lock}
+	if keep {
+		a.log.Info("took a new snapshot for the redone backfill; the slot streams from where the first attempt's snapshot ended",
+			zap.String("slot", slot), zap.Stringer("stream_from", cp), zap.Stringer("snapshot_at", overlap),
+			zap.Int64("rows", src.Total()), zap.Strings("tables", names))
+	} else {
+		a.log.Info("created replication slot with a snapshot for the backfill", zap.String("slot", slot),
+			zap.Stringer("consistent_point", snap.ConsistentPoint), zap.Int64("rows", src.Total()), zap.Strings("tables", names))
+	}
 	return b, nil
 }
 
@@ -338,6 +378,39 @@ func (a *App) waitHandled(ctx context.Context, tracker *replication.Tracker) err
 		}
 	}
 	return nil
+}
+
+// backfillOverlap returns the check that skips the streamed inserts a
+// redone backfill already sent, or nil when the slot is past the redo's
+// snapshot (or there was no redo).
+func (a *App) backfillOverlap(ctx context.Context, pool *pgxpool.Pool) (*replication.Overlap, error) {
+	cfg := a.opts.Config
+	if cfg.Source.Mode == config.ModeReadOnly || len(backfillTables(cfg, time.Now(), nil)) == 0 {
+		return nil, nil
+	}
+	until, windows, err := replication.BackfillOverlap(ctx, pool, cfg.Source.Schema, cfg.Source.Slot)
+	if err != nil || until == 0 {
+		return nil, err
+	}
+	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	if err != nil {
+		return nil, err
+	}
+	if confirmed, err := cdc.ParseLSN(si.ConfirmedFlushLSN); !si.Exists || err != nil || confirmed >= until {
+		return nil, nil
+	}
+	var tables []replication.BackfillTable
+	for _, t := range backfillTables(cfg, time.Now(), windows) {
+		if _, ok := windows[t.Table.String()]; ok {
+			tables = append(tables, t)
+		}
+	}
+	o, err := replication.NewOverlap(ctx, pool, tables, until)
+	if err == nil {
+		a.log.Info("streaming from the slot kept by the redone backfill: inserts committed before its snapshot that the backfill sent are skipped",
+			zap.String("slot", cfg.Source.Slot), zap.String("confirmed", si.ConfirmedFlushLSN), zap.Stringer("snapshot_at", until))
+	}
+	return o, err
 }
 
 // stopping reports whether Stop was called.

@@ -283,7 +283,7 @@ func TestBackfillInterruptedIsRedone(t *testing.T) {
 	if n, d := h.fake.Count(), h.fake.Duplicates(); n != 2001 || d < first {
 		t.Errorf("%d unique events, %d duplicates; want 2001 and the %d events of the first attempt sent again under the same keys", n, d, first)
 	}
-	if h.logs.FilterMessageSnippet("redoing it with a new slot").Len() != 1 {
+	if h.logs.FilterMessageSnippet("redoing it with a new snapshot over the same windows, keeping the slot").Len() != 1 {
 		t.Error("no log line saying the backfill is redone")
 	}
 }
@@ -406,7 +406,7 @@ func TestBackfillFailedStartIsRedoneOverTheSameWindow(t *testing.T) {
 	if names["past"] != 40 || names["edge"] != 1 || len(h.fake.Events()) != 41 {
 		t.Errorf("events by name %v, want 40 past and the edge row", names)
 	}
-	if h.logs.FilterMessageSnippet("redoing it with a new slot and snapshot over the same windows").Len() != 1 {
+	if h.logs.FilterMessageSnippet("redoing it with a new snapshot over the same windows, keeping the slot").Len() != 1 {
 		t.Error("no log line saying the backfill is redone")
 	}
 }

@@ -75,3 +75,8 @@ func (b *transforms) MapBatch(ctx context.Context, chs []*replication.Change) ([
 	}
 	return b.t.Evaluate(ctx, in)
 }
+
+// UsesColumn implements replication.ColumnUser.
+func (b *transforms) UsesColumn(rel *replication.Relation, col int) bool {
+	return b.t.UsesColumn(rel, col)
+}

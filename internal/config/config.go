@@ -319,10 +319,18 @@ type Table struct {
 	// properties_columns, exclude) are not used; name_prefix,
 	// timestamp_zone and timestamp_unit apply to its output.
 	Transform string
+	// TransformTimeout is the statement timeout of the transform's
+	// evaluations (`transform_timeout`, default DefaultTransformTimeout): a
+	// batch that takes longer is split, down to one row, and a row that
+	// alone takes longer becomes a dead letter.
+	TransformTimeout time.Duration
 	// Backfill, when set, sends the table's recent history when pgsignal
 	// creates its slot (`backfill`).
 	Backfill *Backfill
 }
+
+// DefaultTransformTimeout is the default of tables[].transform_timeout.
+const DefaultTransformTimeout = 60 * time.Second
 
 // Backfill configures the backfill of a table's recent rows.
 type Backfill struct {

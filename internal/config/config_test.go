@@ -474,7 +474,7 @@ sink:
 	}
 	want := []string{
 		"tables[0].external_id: required; the column holding the OneSignal external_id of the user the event belongs to",
-		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit, transform, backfill",
+		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit, transform, backfill, transform_timeout",
 		"source.dsn: required; the libpq connection string of the database to stream from, " +
 			`e.g. "postgres://pgsignal@db.internal:5432/app" (keep the password in PGPASSWORD or a .pgpass file)`,
 		`source.mode (line 10): unknown value "sometimes"; use "full" or "read-only"`,

@@ -916,6 +916,7 @@ func (d *decoder) table(n *yaml.Node, path string, t *Table) {
 		{"emit", d.list(&t.Emit, "an operation", "[insert, update]", `write [insert] or [insert, update], or remove the key to emit inserts`)},
 		{"transform", d.str(&t.Transform, false)},
 		{"backfill", d.backfill(&t.Backfill)},
+		{"transform_timeout", d.duration(&t.TransformTimeout)},
 	})
 }
 

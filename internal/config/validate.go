@@ -327,6 +327,9 @@ func validateTables(ps *problems, tables []Table) {
 			}
 		}
 		validateBackfill(ps, p, t)
+		if t.TransformTimeout != 0 && (t.Transform == "" || t.TransformTimeout < 10*time.Millisecond) {
+			ps.add(p+".transform_timeout", 0, "needs a transform and a duration of at least 10ms, e.g. 2m; remove the key for the default %s", DefaultTransformTimeout)
+		}
 		if t.Transform != "" {
 			validateTransform(ps, p, t)
 			continue

@@ -51,13 +51,26 @@ type Spec struct {
 	// NamePrefix, TimestampZone and TimestampUnit apply to the outputs as
 	// the fields of the same names of mapper.Rule do.
 	NamePrefix, TimestampZone, TimestampUnit string
+	// Timeout is the statement timeout of an evaluation (0:
+	// config.DefaultTransformTimeout). A batch that exceeds it is split,
+	// down to one row; a row that alone exceeds it is rejected.
+	Timeout time.Duration
 }
 
 // ForTable returns the transform of a configured table (one with
 // Transform set).
 func ForTable(t config.Table) Spec {
 	return Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
-		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit}
+		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
+		Timeout: t.TransformTimeout}
+}
+
+// timeout returns the spec's statement timeout.
+func (s *Spec) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return config.DefaultTransformTimeout
 }
 
 // Input is one row to transform.
@@ -104,6 +117,9 @@ type Transformer struct {
 	cache map[*replication.Relation]*compiled
 	// good is, per table, the last compiled transform that prepared.
 	good map[string]*compiled
+	// timeouts is the statement_timeout each connection was set to (a
+	// connection not in it has the pool's: config.DefaultTransformTimeout).
+	timeouts map[*pgconn.PgConn]time.Duration
 
 	statements, rows, rowErrors atomic.Uint64
 }
@@ -124,10 +140,11 @@ type spec struct {
 // Evaluate then fail.
 func New(pool *pgxpool.Pool, specs []Spec) (*Transformer, error) {
 	t := &Transformer{
-		pool:  pool,
-		byKey: make(map[string]*spec, len(specs)),
-		cache: map[*replication.Relation]*compiled{},
-		good:  map[string]*compiled{},
+		pool:     pool,
+		byKey:    make(map[string]*spec, len(specs)),
+		cache:    map[*replication.Relation]*compiled{},
+		good:     map[string]*compiled{},
+		timeouts: map[*pgconn.PgConn]time.Duration{},
 	}
 	for _, sp := range specs {
 		key := sp.Schema + "." + sp.Table
@@ -193,6 +210,10 @@ func (t *Transformer) Check(ctx context.Context) error {
 		}
 		c, err := compile(ctx, pc, s, tc.Rel)
 		if err != nil {
+			errs = append(errs, fmt.Errorf("table %s: tables[].transform cannot be used: %w", s.key, err))
+			continue
+		}
+		if err := trial(ctx, pc, c); err != nil {
 			errs = append(errs, fmt.Errorf("table %s: tables[].transform cannot be used: %w", s.key, err))
 			continue
 		}
@@ -328,11 +349,19 @@ func (t *Transformer) eval(ctx context.Context, pc *pgconn.PgConn, c *compiled, 
 		return nil
 	}
 	pe, ok := rowError(err)
-	if !ok {
+	timedOut := !ok && ctx.Err() == nil && isStatementTimeout(err)
+	if !ok && !timedOut {
 		return err
 	}
 	if len(idx) == 1 {
-		out[idx[0]] = []*cdc.Event{rejectEvent(&rows[idx[0]], fmt.Sprintf("transform failed: %s (SQLSTATE %s)", pe.Message, pe.Code))}
+		var reason string
+		if !timedOut {
+			reason = fmt.Sprintf("transform failed: %s (SQLSTATE %s)", pe.Message, pe.Code)
+		} else {
+			reason = fmt.Sprintf("transform timed out: evaluating this row alone took longer than %s (raise tables[].transform_timeout, or make the transform faster; PostgreSQL: %v)",
+				c.spec.timeout(), err)
+		}
+		out[idx[0]] = []*cdc.Event{rejectEvent(&rows[idx[0]], reason)}
 		t.rowErrors.Add(1)
 		return nil
 	}
@@ -348,20 +377,9 @@ var binaryFormat = []int16{1}
 
 // run evaluates the rows idx in one statement and returns their events.
 func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, rows []Input, idx []int) ([][]*cdc.Event, error) {
-	params := make([][]byte, c.st.params)
-	oids := make([]uint32, c.st.params)
-	elems := make([][]byte, len(idx))
-	for k := range params {
-		size := 20
-		for j, i := range idx {
-			elems[j] = nil
-			if len(c.rel.Columns) > 0 {
-				elems[j] = rows[i].Values[k]
-			}
-			size += 4 + len(elems[j])
-		}
-		params[k] = appendTextArray(make([]byte, 0, size), elems)
-		oids[k] = textArrayOID
+	params, oids := batchParams(c, rows, idx)
+	if err := t.setTimeout(ctx, pc, c.spec.timeout()); err != nil {
+		return nil, err
 	}
 	rr := pc.ExecParams(ctx, c.st.sql, params, oids, binaryFormat, nil)
 	t.statements.Add(1)
@@ -372,8 +390,8 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 	}
 	evs := make([][]*cdc.Event, len(idx))
 	// A row's outputs arrive together (ordered by ordinal); they are
-	// mapped once all are known, since their keys depend on how many there
-	// are.
+	// mapped once all are known: outputs with the same name and
+	// external_id are numbered by their content (occurrences).
 	var group [][][]byte
 	groupOrd, extra := 0, 0 // extra: outputs beyond MaxEventsPerRow
 	emit := func() error {
@@ -396,7 +414,7 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 				Values:         vals,
 				Pos:            in.Pos,
 				CommitTime:     in.CommitTime,
-				IdempotencyKey: outputKey(in.Key, len(group), name, ext, occ[j]),
+				IdempotencyKey: outputKey(in.Key, name, ext, occ[j]),
 			})
 			if ev == nil {
 				return errors.New("the output mapper has no rule for the table")
@@ -443,6 +461,54 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 	return evs, nil
 }
 
+// batchParams returns the statement's parameters for the rows idx: one
+// text[] per column.
+func batchParams(c *compiled, rows []Input, idx []int) ([][]byte, []uint32) {
+	params := make([][]byte, c.st.params)
+	oids := make([]uint32, c.st.params)
+	elems := make([][]byte, len(idx))
+	for k := range params {
+		size := 20
+		for j, i := range idx {
+			elems[j] = nil
+			if len(c.rel.Columns) > 0 {
+				elems[j] = rows[i].Values[k]
+			}
+			size += 4 + len(elems[j])
+		}
+		params[k] = appendTextArray(make([]byte, 0, size), elems)
+		oids[k] = textArrayOID
+	}
+	return params, oids
+}
+
+// setTimeout sets pc's statement_timeout to d unless it has it already.
+func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.Duration) error {
+	cur, ok := t.timeouts[pc]
+	if !ok {
+		cur = config.DefaultTransformTimeout // the pool's
+	}
+	if cur == d {
+		return nil
+	}
+	if len(t.timeouts) >= maxCached {
+		clear(t.timeouts) // connections come and go; re-set is harmless
+	}
+	if _, err := pc.Exec(ctx, "SET statement_timeout = "+strconv.FormatInt(d.Milliseconds(), 10)).ReadAll(); err != nil {
+		return fmt.Errorf("set statement_timeout: %w", err)
+	}
+	t.timeouts[pc] = d
+	return nil
+}
+
+// isStatementTimeout reports whether err is PostgreSQL cancelling a
+// statement for statement_timeout (57014; the same code with "user
+// request" is a cancel, which is not the rows' doing).
+func isStatementTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "57014" && strings.Contains(pe.Message, "statement timeout")
+}
+
 // parseOrdinal reads a positive bigint's text.
 func parseOrdinal(b []byte) (int, bool) {
 	if len(b) == 0 || len(b) > 18 {
@@ -463,7 +529,9 @@ func parseOrdinal(b []byte) (int, bool) {
 // cardinality violation (21, e.g. a scalar subquery returning two rows),
 // data exception (22), integrity constraint violation (23), SQL routine
 // exception (2F), external routine exceptions (38, 39), WITH CHECK OPTION
-// violation (44) and PL/pgSQL errors (P0, e.g. RAISE).
+// violation (44), PL/pgSQL errors (P0, e.g. RAISE) and a write in the
+// read-only session (25006, e.g. nextval() on some rows only; Check
+// catches a transform that always writes).
 func rowError(err error) (*pgconn.PgError, bool) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || len(pe.Code) != 5 {
@@ -471,6 +539,11 @@ func rowError(err error) (*pgconn.PgError, bool) {
 	}
 	switch pe.Code[:2] {
 	case "21", "22", "23", "2F", "38", "39", "44", "P0":
+		return pe, true
+	}
+	if pe.Code == "25006" {
+		// A write (nextval(), a function that writes) in the read-only
+		// session: it fails the same way every time.
 		return pe, true
 	}
 	return nil, false
@@ -533,19 +606,21 @@ const maxCached = 256
 // dead letter instead, so that one row cannot exhaust memory.
 const MaxEventsPerRow = 100_000
 
-// outputKeyNamespace is the UUID namespace of the keys of a row's events
-// when it has several.
+// outputKeyNamespace is the UUID namespace of the keys of a transformed
+// row's events.
 var outputKeyNamespace = [16]byte{0x2a, 0x7c, 0x91, 0x0e, 0x5d, 0x33, 0x4f, 0x86, 0xb1, 0x48, 0xc6, 0x0f, 0x7e, 0x25, 0xd9, 0x13}
 
-// outputKey returns the idempotency key of one of the n events a row whose
-// key is key became: key itself when n is 1; otherwise a UUIDv5 of the
-// row's key, the event's name and external_id, and occ, how many events
-// with that name and external_id came before it. A replay yields the same
-// keys even when the transform returns the row's events in another order.
-func outputKey(key string, n int, name, ext []byte, occ int) string {
-	if n == 1 {
-		return key
-	}
+// outputKey returns the idempotency key of an event a row whose key is key
+// became: a UUIDv5 of the row's key, the event's name and external_id, and
+// occ, how many events of the row with that name and external_id come
+// before it (by content). It does not depend on how many events the row
+// became, so a replay in which the transform returns more or fewer events
+// for the row (the data it joins changed) gives each event it returns
+// again the key it had; and it does not depend on their order. A row's
+// only event, too, has a derived key, not the row's own (which earlier
+// versions gave it): one event cannot take the row's key without depending
+// on there being no other.
+func outputKey(key string, name, ext []byte, occ int) string {
 	return cdc.UUIDv5(outputKeyNamespace, key, "/", keyPart(name), "/", keyPart(ext), "/", strconv.Itoa(occ))
 }
 
