@@ -34,6 +34,11 @@ type PublishedTable struct {
 	// Updates publishes the table's updates as well as its inserts (the
 	// publication's publish option covers every table).
 	Updates bool
+	// Partitioned is set for a partitioned table: the publication then
+	// publishes via the partition root (PostgreSQL 13 or later), so that
+	// the rows of every partition, attached now or later, arrive under the
+	// table's own name.
+	Partitioned bool
 }
 
 // ForTable returns the table as it is written in FOR TABLE and ADD TABLE:
@@ -62,8 +67,12 @@ func CreatePublicationSQL(publication string, tables []PublishedTable) string {
 	for i, t := range tables {
 		names[i] = t.ForTable()
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s');",
-		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables))
+	via := ""
+	if anyPartitioned(tables) {
+		via = ", publish_via_partition_root = true"
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s'%s);",
+		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables), via)
 }
 
 // publishOption returns the publish option: inserts, plus updates when any
@@ -149,6 +158,19 @@ type PublicationResult struct {
 // updates or deletes the publication publishes (PostgreSQL would make
 // every UPDATE of the table fail). Row filters need PostgreSQL 15.
 func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, create bool) (res PublicationResult, err error) {
+	if tables, err = markPartitioned(ctx, pool, tables); err != nil {
+		return res, err
+	}
+	if anyPartitioned(tables) {
+		var num int
+		var version string
+		if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`).Scan(&num, &version); err != nil {
+			return res, fmt.Errorf("server version: %w", err)
+		}
+		if err := CheckPartitionVersion(num, version, tables); err != nil {
+			return res, err
+		}
+	}
 	if anyFilter(tables) {
 		var num int
 		var version string
@@ -167,9 +189,10 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 			}
 		}
 	}
-	var pubinsert, pubupdate, puballtables bool
-	err = pool.QueryRow(ctx, `SELECT pubinsert, pubupdate, puballtables FROM pg_publication WHERE pubname = $1`, publication).
-		Scan(&pubinsert, &pubupdate, &puballtables)
+	var pubinsert, pubupdate, puballtables, pubviaroot bool
+	err = pool.QueryRow(ctx, `SELECT pubinsert, pubupdate, puballtables, coalesce(to_jsonb(p) ->> 'pubviaroot', 'false')::bool
+  FROM pg_publication p WHERE pubname = $1`, publication).
+		Scan(&pubinsert, &pubupdate, &puballtables, &pubviaroot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		stmt := CreatePublicationSQL(publication, tables)
 		if !create {
@@ -194,7 +217,7 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 	if !pubinsert {
 		return res, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = '%s');", publication, quoteIdent(publication), publishOption(pubupdate, tables))
 	}
-	have, err := publishedTables(ctx, pool, publication)
+	have, err := publicationMembers(ctx, pool, publication)
 	if err != nil {
 		return res, err
 	}
@@ -202,11 +225,15 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 	if err != nil {
 		return res, err
 	}
+	if anyPartitioned(tables) && !pubviaroot {
+		// Without it, rows arrive under the partitions' names.
+		stmts = append([]string{ViaRootSQL(publication)}, stmts...)
+	}
 	if len(stmts) == 0 {
 		return res, checkReplicaIdentity(ctx, pool, publication)
 	}
 	if !create {
-		return res, permanent("publication %q does not match the configuration (tables, row filters or publish option); fix it with:\n  %s", publication, strings.Join(stmts, "\n  "))
+		return res, permanent("publication %q does not match the configuration (tables, row filters, publish option or publish_via_partition_root); fix it with:\n  %s", publication, strings.Join(stmts, "\n  "))
 	}
 	if err := applyPublication(ctx, pool, publication, stmts); err != nil {
 		if errors.Is(err, ErrPermanent) {
