@@ -666,8 +666,20 @@ FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, pubName)
 		r.queryFailed(itemPub, err)
 		return
 	}
+	if err := addDirectMembers(ctx, d, pubName, have); err != nil {
+		r.queryFailed(itemPub, err)
+		return
+	}
 	var missing, problems, fixes, warnings []string
 	addable := full && !d.standby
+	if p, fix, err := viaRoot(ctx, d, pubName); err != nil {
+		r.queryFailed(itemPub, err)
+		return
+	} else if p != "" && addable {
+		warnings = append(warnings, p+"; pgsignal sets publish_via_partition_root at its first start")
+	} else if p != "" {
+		problems, fixes = append(problems, p), append(fixes, fix)
+	}
 	for _, t := range d.tables {
 		ref := setupsql.Table{Schema: t.cfg.Schema, Name: t.cfg.Name}
 		got, ok := have[ref]
