@@ -79,6 +79,11 @@ type Mapper struct {
 	mu    sync.Mutex
 	plans map[*replication.Relation]*plan
 	buf   []byte
+	// OnPlan, when set, is told each time a mapped table's definition is
+	// compiled: problem says why none of its rows can become an event (a
+	// mapped column renamed or dropped, a type changed), "" when they can.
+	// It is called from the mapping goroutine and must not block.
+	OnPlan func(table string, problem string)
 }
 
 var _ replication.Mapper = (*Mapper)(nil)
@@ -146,6 +151,9 @@ func (m *Mapper) plan(rel *replication.Relation) *plan {
 	var p *plan
 	if r, ok := m.rules[rel.Key()]; ok {
 		p = compile(r, rel)
+		if m.OnPlan != nil {
+			m.OnPlan(rel.Key().Display(), p.err)
+		}
 	}
 	m.plans[rel] = p
 	return p

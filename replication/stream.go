@@ -66,6 +66,9 @@ type Config struct {
 	// sends at most this many events again (within a transaction in full
 	// mode).
 	MaxOutstanding int
+	// Relations, when set, keeps a renamed configured table's rows under
+	// its configured name (see RelationWatch.Adopt).
+	Relations *RelationWatch
 	// Batch, when set, maps the rows of some tables in batches (SQL
 	// transforms); see BatchMapper.
 	Batch BatchMapper
@@ -532,7 +535,7 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		for i, c := range r.Columns {
 			cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0}
 		}
-		rel := NewRelation(r.RelationID, r.Namespace, r.RelationName, cols)
+		rel := s.cfg.Relations.Adopt(NewRelation(r.RelationID, r.Namespace, r.RelationName, cols))
 		if old, ok := s.rels[r.RelationID]; ok && len(old.Columns) != len(cols) {
 			s.log.Info("table definition changed", zap.String("table", rel.QualifiedName()), zap.Int("columns", len(cols)))
 		}

@@ -1,0 +1,169 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/replication"
+)
+
+// swapSQL is the migration of issue 11 §2: the mapped table is renamed and
+// a new, empty one takes its name.
+const swapSQL = `BEGIN;
+ALTER TABLE analytics.user_events RENAME TO user_events_old;
+CREATE TABLE analytics.user_events (LIKE analytics.user_events_old INCLUDING ALL);
+COMMIT;`
+
+// startFast starts the app like h.start, with the catalog read every
+// 100 ms.
+func (h *harness) startFast(cfg *config.Config) *running {
+	h.t.Helper()
+	if err := cfg.Validate(); err != nil {
+		h.t.Fatalf("config: %v", err)
+	}
+	streaming := make(chan struct{})
+	r := &running{done: make(chan struct{})}
+	core, logs := observer.New(zap.DebugLevel)
+	h.logs = logs
+	logger := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t).Core(), core))
+	r.app = New(Options{Config: cfg, Logger: logger, RelationCheck: 100 * time.Millisecond,
+		OnStreaming: func() { close(streaming) }})
+	go func() {
+		defer close(r.done)
+		r.sum, r.err = r.app.Run(context.Background())
+	}()
+	select {
+	case <-streaming:
+	case <-r.done:
+		h.t.Fatalf("app stopped before streaming: %v", r.err)
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("app did not start streaming in 30s")
+	}
+	return r
+}
+
+// ended waits for the app to stop by itself and returns its error.
+func (r *running) ended(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		r.app.Stop()
+		<-r.done
+		t.Fatal("pgsignal kept running; want it to stop with an error")
+	}
+	return r.err
+}
+
+// get returns the status and body of a GET on the app's handler.
+func httpGet(a *App, path string) (int, string) {
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+// A migration that swaps the mapped table while pgsignal streams stops it
+// with an error naming the table and the statements (at 37942e1 it ran on,
+// nothing logged, and the new table's rows were never sent); a restart
+// refuses to add the table silently; once the statements ran, the rows
+// arrive, each once.
+func TestTableSwapWhileStreaming(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	cfg := h.config()
+	r := h.startFast(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)
+	h.waitCount(1)
+	h.exec(swapSQL)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2'), (3, 'after', 'u3')`)
+	err := r.ended(t)
+	if err == nil || !errors.Is(err, replication.ErrPermanent) ||
+		!strings.Contains(err.Error(), "table analytics.user_events is now a different table") ||
+		!strings.Contains(err.Error(), "is now analytics.user_events_old") ||
+		!strings.Contains(err.Error(), `ALTER PUBLICATION "pgsignal" ADD TABLE "analytics"."user_events";`) {
+		t.Fatalf("run error %v", err)
+	}
+	if code, body := httpGet(r.app, "/readyz"); code != 503 || !strings.Contains(body, "is now a different table") {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	if _, body := httpGet(r.app, "/metrics"); !strings.Contains(body, "pgsignal_table_errors_total 1") {
+		t.Fatalf("metrics lack pgsignal_table_errors_total 1")
+	}
+	if h.logs.FilterMessage("stopping: a configured table cannot be streamed").Len() != 1 {
+		t.Fatal("no error logged")
+	}
+
+	// A restart does not add the new table silently.
+	err = h.runErr(h.config())
+	if !strings.Contains(err.Error(), "is now a different table") {
+		t.Fatalf("restart error %v", err)
+	}
+
+	// The statements of the error, with the rows written since the swap.
+	stmts := err.Error()[strings.Index(err.Error(), "  BEGIN;"):strings.Index(err.Error(), "COMMIT;")+len("COMMIT;")]
+	stmts = strings.ReplaceAll(stmts, "<rows written since the migration>", "true")
+	h.exec(stmts)
+	r = h.start(h.config())
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (4, 'later', 'u4')`)
+	h.waitCount(4)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 after|u3 before|u1 later|u4" {
+		t.Fatalf("events %q", got)
+	}
+}
+
+// A mapped column renamed while pgsignal streams fails /readyz, is logged
+// once and counted, and clears when the column is back (at 37942e1 every
+// row became a dead letter while /readyz said ready).
+func TestMappedColumnRenamed(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.startFast(h.config())
+	h.exec(`ALTER TABLE analytics.user_events RENAME COLUMN user_id TO uid`)
+	h.exec(`INSERT INTO analytics.user_events (event_name, uid) VALUES ('e', 'u1')`)
+	h.exec(`INSERT INTO analytics.user_events (event_name, uid) VALUES ('e', 'u2')`)
+	waitFor(t, func() bool { return r.app.sink != nil && r.app.sink.Stats().DeadLettered == 2 })
+	code, body := httpGet(r.app, "/readyz")
+	if code != 503 || !strings.Contains(body, `table analytics.user_events: mapped column(s) ["user_id"] not found`) {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	if _, m := httpGet(r.app, "/metrics"); !strings.Contains(m, "pgsignal_table_errors 1") || !strings.Contains(m, "pgsignal_table_errors_total 1") {
+		t.Fatal("metrics lack pgsignal_table_errors 1")
+	}
+	if n := h.logs.FilterMessageSnippet("no row of the table can become an event").Len(); n != 1 {
+		t.Fatalf("%d error lines, want 1", n)
+	}
+	h.exec(`ALTER TABLE analytics.user_events RENAME COLUMN uid TO user_id`)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('e', 'u3')`)
+	h.waitCount(1)
+	if code, body := httpGet(r.app, "/readyz"); code != 200 {
+		t.Fatalf("/readyz after the fix %d %s", code, body)
+	}
+	sum := r.stop(t)
+	if sum.DeadLettered != 2 || sum.Delivered != 1 {
+		t.Fatalf("summary %+v", sum)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met in 30s")
+}
