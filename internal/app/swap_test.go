@@ -113,7 +113,7 @@ func TestTableSwapWhileStreaming(t *testing.T) {
 	}
 
 	// The statements of the error, with the rows written since the swap.
-	stmts := err.Error()[strings.Index(err.Error(), "  BEGIN;"):strings.Index(err.Error(), "COMMIT;")+len("COMMIT;")]
+	stmts := err.Error()[strings.Index(err.Error(), "  BEGIN;") : strings.Index(err.Error(), "COMMIT;")+len("COMMIT;")]
 	stmts = strings.ReplaceAll(stmts, "<rows written since the migration>", "true")
 	h.exec(stmts)
 	r = h.start(h.config())
