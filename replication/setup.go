@@ -230,6 +230,11 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 		stmts = append([]string{ViaRootSQL(publication)}, stmts...)
 	}
 	if len(stmts) == 0 {
+		if anyUpdates(tables) {
+			if err := checkUpdateIdentity(ctx, pool, publication, nil); err != nil {
+				return res, err
+			}
+		}
 		return res, checkReplicaIdentity(ctx, pool, publication)
 	}
 	if !create {
@@ -388,6 +393,9 @@ func applyPublication(ctx context.Context, pool *pgxpool.Pool, publication strin
 		}
 	}
 	if err := checkReplicaIdentity(ctx, tx, publication); err != nil {
+		return err
+	}
+	if err := checkUpdateIdentity(ctx, tx, publication, nil); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

@@ -139,6 +139,7 @@ func (r *runner) database(ctx context.Context) {
 	}
 	r.schema(ctx, d)
 	r.publication(ctx, d)
+	r.updateIdentity(ctx, d)
 	for _, t := range d.tables {
 		r.columns(ctx, d, t)
 	}

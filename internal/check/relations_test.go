@@ -70,3 +70,33 @@ func TestPartitionedPublicationItem(t *testing.T) {
 		{"via root", events("viaroot", config.ModeReadOnly), itemPub, Pass, "publishes the inserts of every configured table", ""},
 	})
 }
+
+// check fails a configuration whose update events would make PostgreSQL
+// reject the UPDATEs of a table without a replica identity (at 37942e1 it
+// passed).
+func TestUpdateIdentityItem(t *testing.T) {
+	pg := pgtest.New(t, pgtest.Options{})
+	ctx := context.Background()
+	for _, stmt := range []string{
+		`CREATE TABLE public.profile (id int PRIMARY KEY, user_id text)`,
+		`CREATE TABLE public.clicks (user_id text)`,
+		`CREATE TABLE public.keyed (id int PRIMARY KEY, user_id text)`,
+	} {
+		if err := pg.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tables := func(second string) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Tables = []config.Table{
+				{Schema: "public", Name: "profile", EventNameValue: "p", ExternalID: "user_id", Emit: []string{"insert", "update"}},
+				{Schema: "public", Name: second, EventNameValue: "c", ExternalID: "user_id"},
+			}
+		}
+	}
+	runRelCases(t, pg, []relCase{
+		{"no replica identity", tables("clicks"), itemUpdates, Fail,
+			"reject every UPDATE of public.clicks", "ALTER TABLE public.clicks REPLICA IDENTITY FULL;"},
+		{"primary keys", tables("keyed"), itemUpdates, Pass, "publishing updates breaks no UPDATE", ""},
+	})
+}
