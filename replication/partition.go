@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -106,4 +107,80 @@ WHERE p.pubname = $1`, publication)
 		return nil, fmt.Errorf("list tables of publication %q: %w", publication, err)
 	}
 	return have, nil
+}
+
+// refilterStatements returns the statements that give the configured
+// tables whose row filter changed their new filter, touching nothing else
+// of a shared publication: each such table is dropped and added again (with
+// the column list it had), and the missing tables added. A table the
+// publication holds only through TABLES IN SCHEMA cannot get a filter that
+// way: that is a permanent error with the statements to review.
+func refilterStatements(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, have map[TableRef]string, missing []PublishedTable) ([]string, error) {
+	pub := quoteIdent(publication)
+	var stmts []string
+	for _, t := range tables {
+		cur, ok := have[t.TableRef]
+		if !ok {
+			continue
+		}
+		same, err := sameFilter(ctx, pool, t.TableRef, t.Where, cur)
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			continue
+		}
+		direct, cols, err := directMember(ctx, pool, publication, t.TableRef)
+		if err != nil {
+			return nil, err
+		}
+		if !direct {
+			return nil, permanent("publication %q holds table %s through TABLES IN SCHEMA (or FOR ALL TABLES), and pgsignal changes only the tables it owns; give the table its row filter yourself, as the owner of the publication, after checking what the other subscribers of the publication need:\n  ALTER PUBLICATION %s ADD TABLE %s;\nor set source.publication to a publication pgsignal may create",
+				publication, t.Display(), pub, t.ForTable())
+		}
+		add := t.Quoted()
+		if len(cols) > 0 {
+			q := make([]string, len(cols))
+			for i, c := range cols {
+				q[i] = quoteIdent(c)
+			}
+			add += " (" + strings.Join(q, ", ") + ")"
+		}
+		if t.Where != "" {
+			add += " WHERE (" + t.Where + ")"
+		}
+		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s;", pub, t.Quoted()),
+			fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, add))
+	}
+	if len(missing) > 0 {
+		names := make([]string, len(missing))
+		for i, t := range missing {
+			names[i] = t.ForTable()
+		}
+		sort.Strings(names)
+		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", pub, strings.Join(names, ", ")))
+	}
+	return stmts, nil
+}
+
+// directMember reports whether the publication names t itself (not only
+// through its schema), and the column list it has there (none before
+// PostgreSQL 15, or without one).
+func directMember(ctx context.Context, pool *pgxpool.Pool, publication string, t TableRef) (bool, []string, error) {
+	rows, err := pool.Query(ctx, `SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = pr.prrelid AND a.attnum::text = ANY (string_to_array(to_jsonb(pr) ->> 'prattrs', ' '))), '{}')
+FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE p.pubname = $1 AND n.nspname = $2 AND c.relname = $3`, publication, t.Schema, t.Name)
+	if err != nil {
+		return false, nil, fmt.Errorf("look up table %s in publication %q: %w", t.Display(), publication, err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+	if err != nil {
+		return false, nil, fmt.Errorf("look up table %s in publication %q: %w", t.Display(), publication, err)
+	}
+	if len(list) == 0 {
+		return false, nil, nil
+	}
+	return true, list[0], nil
 }

@@ -238,7 +238,7 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 		return res, checkReplicaIdentity(ctx, pool, publication)
 	}
 	if !create {
-		return res, permanent("publication %q does not match the configuration (tables, row filters, publish option or publish_via_partition_root); fix it with:\n  %s", publication, strings.Join(stmts, "\n  "))
+		return res, permanent("publication %q does not match the configuration (tables, row filters or publish option); fix it with:\n  %s", publication, strings.Join(stmts, "\n  "))
 	}
 	if err := applyPublication(ctx, pool, publication, stmts); err != nil {
 		if errors.Is(err, ErrPermanent) {
@@ -298,20 +298,13 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 	case changed && allTables:
 		return nil, permanent("publication %q is FOR ALL TABLES, which cannot have row filters; set source.publication to a publication pgsignal may create", publication)
 	case changed:
-		var list []string
-		mine := map[TableRef]bool{}
-		for _, t := range tables {
-			list = append(list, t.ForTable())
-			mine[t.TableRef] = true
+		// Only the configured tables are touched: SET TABLE would rebuild
+		// the others (their column lists, TABLES IN SCHEMA) from their
+		// row filters alone.
+		var err error
+		if stmts, err = refilterStatements(ctx, pool, publication, tables, have, missing); err != nil {
+			return nil, err
 		}
-		var others []string
-		for t, f := range have {
-			if !mine[t] {
-				others = append(others, PublishedTable{TableRef: t, Where: trimParens(f)}.ForTable())
-			}
-		}
-		sort.Strings(others)
-		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s SET TABLE %s;", pub, strings.Join(append(list, others...), ", ")))
 	case len(missing) > 0:
 		names := make([]string, len(missing))
 		for i, t := range missing {
