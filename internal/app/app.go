@@ -208,6 +208,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err := rw.Bind(ctx, pool); err != nil {
 		return sum, err
 	}
+	warnUpdatesIntoFilter(log, tables)
 	if pub.Created {
 		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
 	}

@@ -43,3 +43,29 @@ INSERT INTO public.clicks (user_id) VALUES ('c0')`)
 		t.Fatalf("events %q", got)
 	}
 }
+
+// An insert-only table with a where gets an event for an UPDATE that moves
+// a row into its filter when another table emits updates (PostgreSQL sends
+// it as an INSERT), and pgsignal says so at start; the README documents it.
+func TestUpdateIntoFilterDocumented(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(`CREATE TABLE public.profile (id int PRIMARY KEY, user_id text);
+CREATE TABLE public.orders (id int PRIMARY KEY, user_id text, status text);
+ALTER TABLE public.orders REPLICA IDENTITY FULL`)
+	cfg := h.config()
+	cfg.Tables = []config.Table{
+		{Schema: "public", Name: "profile", EventNameValue: "profile", ExternalID: "user_id", Emit: []string{"insert", "update"}},
+		{Schema: "public", Name: "orders", EventNameValue: "paid", ExternalID: "user_id", Where: "status = 'paid'"},
+	}
+	r := h.start(cfg)
+	if h.logs.FilterMessageSnippet("arrives as an INSERT and becomes an event").Len() != 1 {
+		t.Error("no start-up warning")
+	}
+	h.exec(`INSERT INTO public.orders VALUES (1, 'u1', 'new')`)
+	h.exec(`UPDATE public.orders SET status = 'paid'`)
+	h.waitCount(1)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "paid|u1" {
+		t.Fatalf("events %q", got)
+	}
+}

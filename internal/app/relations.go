@@ -136,3 +136,23 @@ func (a *App) watchRelations(ctx context.Context, rw *replication.RelationWatch,
 	a.log.Error("stopping: a configured table cannot be streamed", zap.Error(err))
 	a.Stop()
 }
+
+// warnUpdatesIntoFilter says, at start, when an insert-only table with a
+// where shares a publication that publishes updates (another table emits
+// them): PostgreSQL then sends an UPDATE that moves a row into the filter
+// as an INSERT, which becomes an event, as the README says.
+func warnUpdatesIntoFilter(log *zap.Logger, tables []replication.PublishedTable) {
+	var emitting, filtered []string
+	for _, t := range tables {
+		switch {
+		case t.Updates:
+			emitting = append(emitting, t.Display())
+		case t.Where != "":
+			filtered = append(filtered, t.Display())
+		}
+	}
+	if len(emitting) > 0 && len(filtered) > 0 {
+		log.Warn("the publication publishes updates, so an UPDATE that moves a row of an insert-only table with a where into its filter arrives as an INSERT and becomes an event (see README, Row filters)",
+			zap.Strings("insert_only_filtered", filtered), zap.Strings("emitting_updates", emitting))
+	}
+}
