@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
@@ -75,6 +76,28 @@ func TestPartitionedExistingPublication(t *testing.T) {
 	h.waitCount(2)
 	r.stop(t)
 	if got := strings.Join(h.eventList(), " "); got != "ev|a ev|b" {
+		t.Fatalf("events %q", got)
+	}
+}
+
+// A backfill of a partitioned table reads every partition, and rows
+// streamed after it arrive too.
+func TestPartitionedBackfill(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(`CREATE TABLE public.events (id bigint, user_id text, created_at timestamptz NOT NULL,
+  PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
+CREATE TABLE public.events_old PARTITION OF public.events FOR VALUES FROM ('2000-01-01') TO ('2026-01-01');
+CREATE TABLE public.events_new PARTITION OF public.events FOR VALUES FROM ('2026-01-01') TO ('2100-01-01');
+INSERT INTO public.events VALUES (1, 'a', now() - interval '2 days'), (2, 'b', now() - interval '30 minutes'),
+  (3, 'c', '2025-12-31 23:00+00')`)
+	cfg := partitionedConfig(h)
+	cfg.Tables[0].Timestamp = "created_at"
+	cfg.Tables[0].Backfill = &config.Backfill{Since: 24 * time.Hour * 400}
+	r := h.start(cfg)
+	h.exec(`INSERT INTO public.events VALUES (4, 'd', now())`)
+	h.waitCount(4)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "ev|a ev|b ev|c ev|d" {
 		t.Fatalf("events %q", got)
 	}
 }

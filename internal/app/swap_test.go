@@ -167,3 +167,28 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met in 30s")
 }
+
+// Read-only mode stops on the swap too, and a restart refuses until the
+// new table is in the publication.
+func TestTableSwapReadOnly(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	h.exec(`CREATE PUBLICATION pgsignal FOR TABLE analytics.user_events WITH (publish = 'insert')`)
+	cfg := h.config()
+	cfg.Source.Mode = config.ModeReadOnly
+	cfg.Sink.DeadLetterFile = t.TempDir() + "/dl.jsonl"
+	r := h.startFast(cfg)
+	h.exec(swapSQL)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (1, 'after', 'u1')`)
+	err := r.ended(t)
+	if err == nil || !strings.Contains(err.Error(), "table analytics.user_events is now a different table") {
+		t.Fatalf("run error %v", err)
+	}
+	err = h.runErr(cfg)
+	if !strings.Contains(err.Error(), `ADD TABLE "analytics"."user_events"`) {
+		t.Fatalf("restart error %v", err)
+	}
+	if h.fake.Count() != 0 {
+		t.Fatalf("%d events", h.fake.Count())
+	}
+}
