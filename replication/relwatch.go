@@ -225,12 +225,60 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 			return permanent("table %s no longer exists: the table pgsignal streamed (OID %d) %s. pgsignal stops rather than lose its rows: point tables[].table at the table the rows now go to (pgsignal adds it to publication %s at its next start in full mode), or restore the name",
 				t.Display(), bound, what, quoteIdent(w.Publication))
 		case cur != bound:
+			if in {
+				since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
+				if err != nil {
+					return err
+				}
+				if since {
+					if err := w.rebind(ctx, pool, t, bound, cur); err != nil {
+						return err
+					}
+					continue
+				}
+			}
 			return w.swapError(ctx, pool, t, bound, cur, in)
 		case !in:
 			return permanent("table %s is no longer in publication %s, so its rows are not streamed; pgsignal stops rather than skip them. As an owner of the table, add it back:\n  ALTER PUBLICATION %s ADD TABLE %s;\nthen start pgsignal again (rows committed to the table meanwhile were not streamed: re-send them as described in the README, \"Migrations that replace a table\")",
 				t.Display(), quoteIdent(w.Publication), quoteIdent(w.Publication), t.Quoted())
 		}
 	}
+	return nil
+}
+
+// publishedSinceCreation reports whether the publication has published
+// relation oid since it was created: through TABLES IN SCHEMA or FOR ALL
+// TABLES, or added to it in the transaction that created it (the same
+// xmin on both catalog rows). Then no row of it was missed.
+func publishedSinceCreation(ctx context.Context, pool *pgxpool.Pool, publication string, oid uint32) (bool, error) {
+	var same *bool
+	err := pool.QueryRow(ctx, `SELECT (SELECT pr.xmin::text = c.xmin::text FROM pg_catalog.pg_publication_rel pr
+    JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = c.oid)
+FROM pg_catalog.pg_class c WHERE c.oid = $2`, publication, oid).Scan(&same)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up relation %d in publication %q: %w", oid, publication, err)
+	}
+	// No row in pg_publication_rel: a member through its schema or FOR ALL
+	// TABLES, published from its creation.
+	return same == nil || *same, nil
+}
+
+// rebind makes t follow relation cur, published since its creation.
+func (w *RelationWatch) rebind(ctx context.Context, pool *pgxpool.Pool, t TableRef, was, cur uint32) error {
+	w.mu.Lock()
+	w.bound[t], w.known[cur] = cur, t
+	w.mu.Unlock()
+	if w.Schema != "" {
+		if _, err := pool.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
+VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur); err != nil {
+			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
+		}
+	}
+	w.log().Warn("the configured table is now a new table, published since its creation: pgsignal follows it",
+		zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", was))
 	return nil
 }
 

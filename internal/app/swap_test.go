@@ -192,3 +192,25 @@ func TestTableSwapReadOnly(t *testing.T) {
 		t.Fatalf("%d events", h.fake.Count())
 	}
 }
+
+// A migration that adds the new table to the publication in the
+// transaction that creates it misses no row: pgsignal follows the new
+// table without stopping, and a restart keeps it.
+func TestTableSwapPublishedAtCreation(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.startFast(h.config())
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)
+	h.exec(strings.Replace(swapSQL, "COMMIT;", `ALTER PUBLICATION pgsignal ADD TABLE analytics.user_events; COMMIT;`, 1))
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2')`)
+	h.waitCount(2)
+	waitFor(t, func() bool { return h.logs.FilterMessageSnippet("published since its creation").Len() == 1 })
+	r.stop(t)
+	r = h.start(h.config())
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (3, 'later', 'u3')`)
+	h.waitCount(3)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 before|u1 later|u3" {
+		t.Fatalf("events %q", got)
+	}
+}
