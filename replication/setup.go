@@ -325,15 +325,6 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 	return stmts, nil
 }
 
-// trimParens removes the parentheses PostgreSQL puts around a deparsed row
-// filter; sql() adds them back.
-func trimParens(f string) string {
-	if strings.HasPrefix(f, "(") && strings.HasSuffix(f, ")") {
-		return f[1 : len(f)-1]
-	}
-	return f
-}
-
 // sameFilter reports whether the configured filter want and the
 // publication's deparsed filter have are the same expression, by comparing
 // PostgreSQL's plans of both (which deparse them alike). It writes nothing,
