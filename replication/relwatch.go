@@ -156,6 +156,15 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 		if _, in := have[t]; !in {
 			return w.swapError(ctx, pool, t, rec, cur, false)
 		}
+		since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
+		if err != nil {
+			return err
+		}
+		if since {
+			w.log().Warn("the configured table is now a new table, published since its creation: pgsignal follows it",
+				zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", rec))
+			continue
+		}
 		w.log().Warn("the configured table is now a different relation, which the publication holds: pgsignal follows it; rows committed to it before it joined the publication were not streamed",
 			zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", rec))
 	}
