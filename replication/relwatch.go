@@ -34,7 +34,13 @@ type RelationWatch struct {
 	// Schema is the bookkeeping schema that keeps the bound OIDs, "" to keep
 	// them in memory only (read-only mode); Slot keys them.
 	Schema, Slot string
-	Logger       *zap.Logger
+	// Resend (full mode) lets the watch add a new table that took a
+	// configured name to the publication itself, with the rows it holds
+	// (PostgreSQL 14 or later; see adoptNew), instead of stopping.
+	Resend bool
+	// Filters are the configured tables' row filters (where).
+	Filters map[TableRef]string
+	Logger  *zap.Logger
 
 	mu      sync.Mutex
 	bound   map[TableRef]uint32 // each configured table's relation
@@ -154,6 +160,9 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 			return err
 		}
 		if _, in := have[t]; !in {
+			if w.adopt(ctx, pool, t, rec, cur) {
+				continue
+			}
 			return w.swapError(ctx, pool, t, rec, cur, false)
 		}
 		since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
@@ -245,6 +254,9 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 					}
 					continue
 				}
+			}
+			if !in && w.adopt(ctx, pool, t, bound, cur) {
+				continue
 			}
 			return w.swapError(ctx, pool, t, bound, cur, in)
 		case !in:

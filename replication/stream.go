@@ -127,6 +127,7 @@ type Stream struct {
 	ready        []*cdc.Event
 	fanout       int           // events per row of the last evaluated batch (see batchRows)
 	rd           *readDeadline // the session's, while one runs
+	resend       resendCache   // relations of resent rows (handleMessage)
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -289,7 +290,7 @@ func (s *Stream) session(ctx context.Context) error {
 		return permanent("the database system changed (system identifier %s, expected %s): the slot's positions do not apply to it", sys.SystemID, s.systemID)
 	}
 	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
+		PluginArgs: s.pluginArgs(conn),
 	})
 	if err != nil {
 		if lostErr := s.handleStartError(ctx, err); lostErr != nil {
@@ -542,8 +543,10 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		s.rels[r.RelationID] = rel
 	case 'T':
 		s.log.Debug("truncate ignored", zap.Stringer("commit_lsn", s.commitLSN))
-	case 'Y', 'O', 'M':
-		// Type, Origin and logical decoding messages carry nothing to deliver.
+	case 'M':
+		return s.handleMessage(ctx, conn, wal)
+	case 'Y', 'O':
+		// Type and Origin messages carry nothing to deliver.
 	default:
 		s.log.Debug("unknown pgoutput message ignored", zap.String("type", string(wal[0])))
 	}

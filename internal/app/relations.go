@@ -114,11 +114,13 @@ func (h *tableHealth) problem() string {
 func (a *App) relationWatch(tables []replication.PublishedTable, full bool) *replication.RelationWatch {
 	cfg := a.opts.Config
 	rw := &replication.RelationWatch{Publication: cfg.Source.Publication, Logger: a.log.Named("relations")}
+	rw.Filters = map[replication.TableRef]string{}
 	for _, t := range tables {
 		rw.Tables = append(rw.Tables, t.TableRef)
+		rw.Filters[t.TableRef] = t.Where
 	}
 	if full {
-		rw.Schema, rw.Slot = cfg.Source.Schema, cfg.Source.Slot
+		rw.Schema, rw.Slot, rw.Resend = cfg.Source.Schema, cfg.Source.Slot, true
 	}
 	return rw
 }

@@ -75,52 +75,62 @@ func httpGet(a *App, path string) (int, string) {
 	return rec.Code, string(b)
 }
 
-// A migration that swaps the mapped table while pgsignal streams stops it
-// with an error naming the table and the statements (at 37942e1 it ran on,
-// nothing logged, and the new table's rows were never sent); a restart
-// refuses to add the table silently; once the statements ran, the rows
-// arrive, each once.
+// A migration that swaps the mapped table while pgsignal streams (full
+// mode) loses nothing: pgsignal adds the new table to the publication and
+// sends the rows written to it before, each once, and goes on (at 37942e1
+// it ran on, nothing logged, and the new table's rows were never sent); a
+// restart keeps following it.
 func TestTableSwapWhileStreaming(t *testing.T) {
 	h := newHarness(t, pgtest.Options{})
 	h.exec(seedTable)
-	cfg := h.config()
-	r := h.startFast(cfg)
+	r := h.startFast(h.config())
 	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)
 	h.waitCount(1)
-	h.exec(swapSQL)
-	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2'), (3, 'after', 'u3')`)
-	err := r.ended(t)
-	if err == nil || !errors.Is(err, replication.ErrPermanent) ||
-		!strings.Contains(err.Error(), "table analytics.user_events is now a different table") ||
-		!strings.Contains(err.Error(), "is now analytics.user_events_old") ||
-		!strings.Contains(err.Error(), `ALTER PUBLICATION "pgsignal" ADD TABLE "analytics"."user_events";`) {
-		t.Fatalf("run error %v", err)
+	// Rows 2 and 3 are in the new table before any catalog read.
+	h.exec(strings.Replace(swapSQL, "COMMIT;", `INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2'), (3, 'after', 'u3');
+COMMIT;`, 1))
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (4, 'after', 'u4')`)
+	h.waitCount(4)
+	waitFor(t, func() bool { return h.logs.FilterMessageSnippet("pgsignal added it to the publication").Len() == 1 })
+	if n := h.logs.FilterMessageSnippet("pgsignal added it to the publication").All()[0].ContextMap()["rows_resent"]; n != int64(2) && n != int64(3) {
+		t.Fatalf("rows_resent %v, want 2 or 3 (row 4 may come before or after)", n)
 	}
-	if code, body := httpGet(r.app, "/readyz"); code != 503 || !strings.Contains(body, "is now a different table") {
-		t.Fatalf("/readyz %d %s", code, body)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (5, 'later', 'u5')`)
+	h.waitCount(5)
+	sum := r.stop(t)
+	if sum.DeadLettered != 0 {
+		t.Fatalf("dead letters %d", sum.DeadLettered)
 	}
-	if _, body := httpGet(r.app, "/metrics"); !strings.Contains(body, "pgsignal_table_errors_total 1") {
-		t.Fatalf("metrics lack pgsignal_table_errors_total 1")
-	}
-	if h.logs.FilterMessage("stopping: a configured table cannot be streamed").Len() != 1 {
-		t.Fatal("no error logged")
-	}
-
-	// A restart does not add the new table silently.
-	err = h.runErr(h.config())
-	if !strings.Contains(err.Error(), "is now a different table") {
-		t.Fatalf("restart error %v", err)
-	}
-
-	// The statements of the error, with the rows written since the swap.
-	stmts := err.Error()[strings.Index(err.Error(), "  BEGIN;") : strings.Index(err.Error(), "COMMIT;")+len("COMMIT;")]
-	stmts = strings.ReplaceAll(stmts, "<rows written since the migration>", "true")
-	h.exec(stmts)
 	r = h.start(h.config())
-	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (4, 'later', 'u4')`)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (6, 'later', 'u6')`)
+	h.waitCount(6)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 after|u3 after|u4 before|u1 later|u5 later|u6" {
+		t.Fatalf("events %q", got)
+	}
+}
+
+// A copying migration (new table filled from the old one, then the names
+// swapped) sends again none of the copied rows: they were sent already.
+func TestTableSwapCopiedRows(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.startFast(h.config())
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('old', 'u1'), ('old', 'u2')`)
+	h.waitCount(2)
+	h.exec(`BEGIN;
+CREATE TABLE analytics.user_events_new (LIKE analytics.user_events INCLUDING ALL);
+INSERT INTO analytics.user_events_new SELECT * FROM analytics.user_events;
+ALTER TABLE analytics.user_events RENAME TO user_events_old;
+ALTER TABLE analytics.user_events_new RENAME TO user_events;
+COMMIT;`)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('new', 'u3')`)
+	h.waitCount(3)
+	waitFor(t, func() bool { return h.logs.FilterMessageSnippet("pgsignal added it to the publication").Len() == 1 })
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('new', 'u4')`)
 	h.waitCount(4)
 	r.stop(t)
-	if got := strings.Join(h.eventList(), " "); got != "after|u2 after|u3 before|u1 later|u4" {
+	if got := strings.Join(h.eventList(), " "); got != "new|u3 new|u4 old|u1 old|u2" {
 		t.Fatalf("events %q", got)
 	}
 }
@@ -168,8 +178,9 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met in 30s")
 }
 
-// Read-only mode stops on the swap too, and a restart refuses until the
-// new table is in the publication.
+// Read-only mode stops on the swap with an error naming the table and the
+// statements (fails /readyz, counted), and a restart refuses until they
+// ran; then the rows arrive, each once.
 func TestTableSwapReadOnly(t *testing.T) {
 	h := newHarness(t, pgtest.Options{})
 	h.exec(seedTable)
@@ -178,18 +189,39 @@ func TestTableSwapReadOnly(t *testing.T) {
 	cfg.Source.Mode = config.ModeReadOnly
 	cfg.Sink.DeadLetterFile = t.TempDir() + "/dl.jsonl"
 	r := h.startFast(cfg)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)
+	h.waitCount(1)
 	h.exec(swapSQL)
-	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (1, 'after', 'u1')`)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2'), (3, 'after', 'u3')`)
 	err := r.ended(t)
-	if err == nil || !strings.Contains(err.Error(), "table analytics.user_events is now a different table") {
+	if err == nil || !errors.Is(err, replication.ErrPermanent) ||
+		!strings.Contains(err.Error(), "table analytics.user_events is now a different table") ||
+		!strings.Contains(err.Error(), "is now analytics.user_events_old") ||
+		!strings.Contains(err.Error(), `ALTER PUBLICATION "pgsignal" ADD TABLE "analytics"."user_events";`) {
 		t.Fatalf("run error %v", err)
 	}
-	err = h.runErr(cfg)
-	if !strings.Contains(err.Error(), `ADD TABLE "analytics"."user_events"`) {
+	if code, body := httpGet(r.app, "/readyz"); code != 503 || !strings.Contains(body, "is now a different table") {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	if _, body := httpGet(r.app, "/metrics"); !strings.Contains(body, "pgsignal_table_errors_total 1") {
+		t.Fatalf("metrics lack pgsignal_table_errors_total 1")
+	}
+	if h.logs.FilterMessage("stopping: a configured table cannot be streamed").Len() != 1 {
+		t.Fatal("no error logged")
+	}
+	if err := h.runErr(cfg); !strings.Contains(err.Error(), `ADD TABLE "analytics"."user_events"`) {
 		t.Fatalf("restart error %v", err)
 	}
-	if h.fake.Count() != 0 {
-		t.Fatalf("%d events", h.fake.Count())
+	// The statements of the error, with the rows written since the swap.
+	msg := err.Error()
+	stmts := msg[strings.Index(msg, "  BEGIN;") : strings.Index(msg, "COMMIT;")+len("COMMIT;")]
+	h.exec(strings.ReplaceAll(stmts, "<rows written since the migration>", "true"))
+	r = h.start(cfg)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (4, 'later', 'u4')`)
+	h.waitCount(4)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 after|u3 before|u1 later|u4" {
+		t.Fatalf("events %q", got)
 	}
 }
 
@@ -211,6 +243,28 @@ func TestTableSwapPublishedAtCreation(t *testing.T) {
 	h.waitCount(3)
 	r.stop(t)
 	if got := strings.Join(h.eventList(), " "); got != "after|u2 before|u1 later|u3" {
+		t.Fatalf("events %q", got)
+	}
+}
+
+// A swap while pgsignal is stopped (full mode) loses nothing either: the
+// next start adds the new table with its rows (at 37942e1 it added the
+// table at info level and the rows in between were lost).
+func TestTableSwapWhileStopped(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.start(h.config())
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)
+	h.waitCount(1)
+	r.stop(t)
+	h.exec(strings.Replace(swapSQL, "COMMIT;", `INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2');
+COMMIT;`, 1))
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (3, 'after', 'u3')`)
+	r = h.start(h.config())
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (4, 'later', 'u4')`)
+	h.waitCount(4)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 after|u3 before|u1 later|u4" {
 		t.Fatalf("events %q", got)
 	}
 }
