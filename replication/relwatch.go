@@ -160,7 +160,14 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 			return err
 		}
 		if _, in := have[t]; !in {
-			if w.adopt(ctx, pool, t, rec, cur) {
+			done, err := w.adopt(ctx, pool, t, rec, cur)
+			for try := 1; errors.Is(err, errLockBusy) && try < 5; try++ {
+				done, err = w.adopt(ctx, pool, t, rec, cur)
+			}
+			if err != nil {
+				return err
+			}
+			if done {
 				continue
 			}
 			return w.swapError(ctx, pool, t, rec, cur, false)
@@ -255,8 +262,14 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 					continue
 				}
 			}
-			if !in && w.adopt(ctx, pool, t, bound, cur) {
-				continue
+			if !in {
+				done, err := w.adopt(ctx, pool, t, bound, cur)
+				if err != nil {
+					return err // busy: the next tick tries again
+				}
+				if done {
+					continue
+				}
 			}
 			return w.swapError(ctx, pool, t, bound, cur, in)
 		case !in:

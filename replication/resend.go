@@ -147,7 +147,7 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 		return 0, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
 		return 0, err
 	}
 	if _, err := tx.Exec(ctx, `LOCK TABLE `+t.Quoted()+` IN SHARE ROW EXCLUSIVE MODE`); err != nil {
@@ -228,27 +228,37 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, was)
 	return "NOT EXISTS (SELECT 1 FROM " + old.Quoted() + " AS o WHERE " + strings.Join(eq, " AND ") + ")", nil
 }
 
+// errLockBusy: the new table's lock was not granted within lock_timeout
+// (a long transaction writes to it); adopting it is tried again later.
+var errLockBusy = errors.New("the new table is busy")
+
 // adopt resends the rows of t's new relation when the watch may
-// (Resend), and reports whether it did; a failure is logged and left to
-// the caller's error.
-func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRef, was, cur uint32) bool {
+// (Resend), and reports whether it did. An error wrapping errLockBusy
+// means "try again later"; any other failure is logged and left to the
+// caller's error.
+func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRef, was, cur uint32) (bool, error) {
 	if !w.Resend {
-		return false
+		return false, nil
 	}
 	ok, err := canResend(ctx, pool)
 	if err != nil || !ok {
-		return false
+		return false, nil
 	}
 	pt := PublishedTable{TableRef: t, Where: w.Filters[t]}
 	n, err := w.adoptNew(ctx, pool, pt, was, cur)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+		w.log().Warn("the new table is locked by a long transaction; adding it to the publication again soon", zap.String("table", t.Display()))
+		return false, fmt.Errorf("%w: %w", errLockBusy, err)
+	}
 	if err != nil {
 		w.log().Error("could not add the new table to the publication with its rows", zap.String("table", t.Display()), zap.Error(err))
-		return false
+		return false, nil
 	}
 	w.mu.Lock()
 	w.bound[t], w.known[cur] = cur, t
 	w.mu.Unlock()
 	w.log().Warn("the configured table is now a new table: pgsignal added it to the publication and sends the rows written to it before (rows a migration copied from the old table, by primary key, were sent already)",
 		zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", was), zap.Int64("rows_resent", n))
-	return true
+	return true, nil
 }

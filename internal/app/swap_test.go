@@ -268,3 +268,33 @@ COMMIT;`, 1))
 		t.Fatalf("events %q", got)
 	}
 }
+
+// A long transaction writing to the new table delays its adoption (the
+// lock waits at most 2 s, then the next catalog read tries again) and
+// loses none of its rows.
+func TestTableSwapLongTransaction(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.startFast(h.config())
+	h.exec(swapSQL)
+	long, err := h.pg.Connect(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close(context.Background())
+	ctx := context.Background()
+	if _, err := long.Exec(ctx, `BEGIN; INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (1, 'long', 'u1')`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return h.logs.FilterMessageSnippet("locked by a long transaction").Len() > 0 })
+	if _, err := long.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCount(1)
+	h.exec(`INSERT INTO analytics.user_events (id, event_name, user_id) VALUES (2, 'after', 'u2')`)
+	h.waitCount(2)
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "after|u2 long|u1" {
+		t.Fatalf("events %q", got)
+	}
+}
