@@ -46,6 +46,7 @@ type RelationWatch struct {
 	bound   map[TableRef]uint32 // each configured table's relation
 	known   map[uint32]TableRef // every relation bound to a configured table
 	renamed map[uint32]string   // renamed relations already logged
+	tokens  map[uint32]string   // resend tokens of adopted relations (see adoptNew)
 }
 
 // RelationCheckInterval is how often Run reads the catalog by default.
@@ -66,6 +67,7 @@ func relationsDDL(schema string) string {
   table_name  text NOT NULL,
   relid       oid NOT NULL,
   bound_at    timestamptz NOT NULL DEFAULT now(),
+  resend_token text,
   PRIMARY KEY (slot, schema_name, table_name, relid)
 )`
 }
@@ -128,7 +130,7 @@ func (w *RelationWatch) Prepare(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := w.ensureRelations(ctx, pool); err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid FROM `+quoteIdent(w.Schema)+`.relations
+	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid, coalesce(resend_token, '') FROM `+quoteIdent(w.Schema)+`.relations
 WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 	if err != nil {
 		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
@@ -136,9 +138,13 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 	last := map[TableRef]uint32{}
 	var t TableRef
 	var oid uint32
-	if _, err := pgx.ForEachRow(rows, []any{&t.Schema, &t.Name, &oid}, func() error {
+	var token string
+	if _, err := pgx.ForEachRow(rows, []any{&t.Schema, &t.Name, &oid, &token}, func() error {
 		last[t] = oid
 		w.known[oid] = t
+		if token != "" {
+			w.tokens[oid] = token
+		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
@@ -191,7 +197,7 @@ func (w *RelationWatch) init() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.bound == nil {
-		w.bound, w.known, w.renamed = map[TableRef]uint32{}, map[uint32]TableRef{}, map[uint32]string{}
+		w.bound, w.known, w.renamed, w.tokens = map[TableRef]uint32{}, map[uint32]TableRef{}, map[uint32]string{}, map[uint32]string{}
 	}
 }
 

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,7 @@ type resendRow struct {
 	Schema string         `json:"s"`
 	Table  string         `json:"t"`
 	OID    uint32         `json:"o"`
+	Token  string         `json:"k"`
 	Cols   []resendColumn `json:"c"`
 	Vals   []*string      `json:"v"`
 }
@@ -90,6 +92,20 @@ func (s *Stream) handleMessage(ctx context.Context, conn *pgconn.PgConn, wal []b
 	}
 	msg, ok := m.(*pglogrepl.LogicalDecodingMessage)
 	if !ok || !msg.Transactional || msg.Prefix != ResendPrefix {
+		return nil
+	}
+	// Anyone may emit a message: only pgsignal's own, recorded with their
+	// token in the bookkeeping schema, are rows; the others are ignored
+	// whatever they hold.
+	var head struct {
+		OID   json.RawMessage `json:"o"`
+		Token json.RawMessage `json:"k"`
+	}
+	var oid uint32
+	var token string
+	if json.Unmarshal(msg.Content, &head) != nil || json.Unmarshal(head.OID, &oid) != nil ||
+		json.Unmarshal(head.Token, &token) != nil || !s.cfg.Relations.resendToken(oid, token) {
+		s.log.Warn("ignored a pgsignal.resend message that pgsignal did not write", zap.Stringer("commit_lsn", s.commitLSN))
 		return nil
 	}
 	var raw struct {
@@ -174,8 +190,10 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+quoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
 		return 0, fmt.Errorf("add %s to publication %q: %w", t.Display(), w.Publication, err)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur); err != nil {
+	token := rand.Text()
+	if _, err := tx.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, schema_name, table_name, relid) DO UPDATE SET resend_token = EXCLUDED.resend_token`,
+		w.Slot, t.Schema, t.Name, cur, token); err != nil {
 		return 0, fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 	}
 	var conds []string
@@ -192,11 +210,16 @@ VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur);
 		where = " WHERE " + strings.Join(conds, " AND ")
 	}
 	sql := `SELECT count(pg_catalog.pg_logical_emit_message(true, '` + ResendPrefix + `', pg_catalog.jsonb_build_object(
-  's', $1::text, 't', $2::text, 'o', $3::bigint, 'c', $4::jsonb, 'v', pg_catalog.jsonb_build_array(` + strings.Join(vals, ", ") + `))::text))
+  's', $1::text, 't', $2::text, 'o', $3::bigint, 'k', $5::text, 'c', $4::jsonb, 'v', pg_catalog.jsonb_build_array(` + strings.Join(vals, ", ") + `))::text))
 FROM ` + t.Quoted() + ` AS n` + where
-	if err := tx.QueryRow(ctx, sql, t.Schema, t.Name, int64(cur), string(colsJSON)).Scan(&n); err != nil {
+	if err := tx.QueryRow(ctx, sql, t.Schema, t.Name, int64(cur), string(colsJSON), token).Scan(&n); err != nil {
 		return 0, fmt.Errorf("resend the rows of %s: %w", t.Display(), err)
 	}
+	// Known before the commit, and kept after a failed one (which may
+	// have committed): the stream may decode the messages at once.
+	w.mu.Lock()
+	w.tokens[cur] = token
+	w.mu.Unlock()
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
@@ -261,4 +284,15 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 	w.log().Warn("the configured table is now a new table: pgsignal added it to the publication and sends the rows written to it before (rows a migration copied from the old table, by primary key, were sent already)",
 		zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", was), zap.Int64("rows_resent", n))
 	return true, nil
+}
+
+// resendToken reports whether token is the resend token of the relation
+// oid adopted by the watch. Safe on a nil watch (false).
+func (w *RelationWatch) resendToken(oid uint32, token string) bool {
+	if w == nil || token == "" {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tokens[oid] == token
 }

@@ -298,3 +298,21 @@ func TestTableSwapLongTransaction(t *testing.T) {
 		t.Fatalf("events %q", got)
 	}
 }
+
+// Anyone may emit a logical decoding message: a pgsignal.resend message
+// pgsignal did not write (no recorded token) is ignored with a warning.
+func TestForgedResendIgnored(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	r := h.startFast(h.config())
+	h.exec(`SELECT pg_logical_emit_message(true, 'pgsignal.resend', jsonb_build_object('s', 'analytics', 't', 'user_events',
+  'o', 'analytics.user_events'::regclass::oid, 'k', 'guess', 'c', '[{"n":"event_name","t":25,"m":-1},{"n":"user_id","t":25,"m":-1}]'::jsonb,
+  'v', jsonb_build_array('forged', 'victim'))::text)`)
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('real', 'u1')`)
+	h.waitCount(1)
+	waitFor(t, func() bool { return h.logs.FilterMessageSnippet("did not write").Len() == 1 })
+	r.stop(t)
+	if got := strings.Join(h.eventList(), " "); got != "real|u1" {
+		t.Fatalf("events %q", got)
+	}
+}
