@@ -47,6 +47,7 @@ type RelationWatch struct {
 	known   map[uint32]TableRef // every relation bound to a configured table
 	renamed map[uint32]string   // renamed relations already logged
 	tokens  map[uint32]string   // resend tokens of adopted relations (see adoptNew)
+	pool    *pgxpool.Pool       // set by Bind, for resendToken
 }
 
 // RelationCheckInterval is how often Run reads the catalog by default.
@@ -205,6 +206,9 @@ func (w *RelationWatch) init() {
 // publication is synchronized.
 func (w *RelationWatch) Bind(ctx context.Context, pool *pgxpool.Pool) error {
 	w.init()
+	w.mu.Lock()
+	w.pool = pool
+	w.mu.Unlock()
 	for _, t := range w.Tables {
 		oid, err := relationOID(ctx, pool, t)
 		if err != nil {

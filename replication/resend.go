@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -103,8 +104,13 @@ func (s *Stream) handleMessage(ctx context.Context, conn *pgconn.PgConn, wal []b
 	}
 	var oid uint32
 	var token string
-	if json.Unmarshal(msg.Content, &head) != nil || json.Unmarshal(head.OID, &oid) != nil ||
-		json.Unmarshal(head.Token, &token) != nil || !s.cfg.Relations.resendToken(oid, token) {
+	var ours bool
+	if json.Unmarshal(msg.Content, &head) == nil && json.Unmarshal(head.OID, &oid) == nil && json.Unmarshal(head.Token, &token) == nil {
+		if ours, err = s.cfg.Relations.resendToken(ctx, oid, token); err != nil {
+			return err // the connection is rebuilt and the message read again
+		}
+	}
+	if !ours {
 		s.log.Warn("ignored a pgsignal.resend message that pgsignal did not write", zap.Stringer("commit_lsn", s.commitLSN))
 		return nil
 	}
@@ -171,6 +177,13 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 	}
 	if oid, err := relationOID(ctx, pool, t.TableRef); err != nil || oid != cur {
 		return 0, errors.Join(err, fmt.Errorf("table %s changed again", t.Display()))
+	}
+	// Another pgsignal on the same slot (high availability) may have done
+	// it while this one waited for the lock.
+	if have, err := publicationMembers(ctx, pool, w.Publication); err != nil {
+		return 0, err
+	} else if _, in := have[t.TableRef]; in {
+		return 0, errAdopted
 	}
 	tc, err := ReadTableColumns(ctx, conn.Conn().PgConn(), t.TableRef)
 	if err != nil {
@@ -251,6 +264,9 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, was)
 	return "NOT EXISTS (SELECT 1 FROM " + old.Quoted() + " AS o WHERE " + strings.Join(eq, " AND ") + ")", nil
 }
 
+// errAdopted: another pgsignal on the same slot adopted the table.
+var errAdopted = errors.New("adopted by another pgsignal")
+
 // errLockBusy: the new table's lock was not granted within lock_timeout
 // (a long transaction writes to it); adopting it is tried again later.
 var errLockBusy = errors.New("the new table is busy")
@@ -269,6 +285,13 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 	}
 	pt := PublishedTable{TableRef: t, Where: w.Filters[t]}
 	n, err := w.adoptNew(ctx, pool, pt, was, cur)
+	if errors.Is(err, errAdopted) {
+		w.mu.Lock()
+		w.bound[t], w.known[cur] = cur, t
+		w.mu.Unlock()
+		w.log().Info("another pgsignal on this slot added the new table to the publication", zap.String("table", t.Display()))
+		return true, nil
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
 		w.log().Warn("the new table is locked by a long transaction; adding it to the publication again soon", zap.String("table", t.Display()))
@@ -287,12 +310,32 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 }
 
 // resendToken reports whether token is the resend token of the relation
-// oid adopted by the watch. Safe on a nil watch (false).
-func (w *RelationWatch) resendToken(oid uint32, token string) bool {
+// oid adopted by the watch (or, in full mode, by another pgsignal on the
+// same slot: the bookkeeping schema is asked on a miss). Safe on a nil
+// watch (false).
+func (w *RelationWatch) resendToken(ctx context.Context, oid uint32, token string) (bool, error) {
 	if w == nil || token == "" {
-		return false
+		return false, nil
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.tokens[oid] == token
+	known, pool := w.tokens[oid], w.pool
+	w.mu.Unlock()
+	if known == token || w.Schema == "" || pool == nil {
+		return known == token, nil
+	}
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var stored *string
+	err := pool.QueryRow(qctx, `SELECT resend_token FROM `+quoteIdent(w.Schema)+`.relations WHERE slot = $1 AND relid = $2 AND resend_token = $3`,
+		w.Slot, oid, token).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up a resend token: %w", err)
+	}
+	w.mu.Lock()
+	w.tokens[oid] = token
+	w.mu.Unlock()
+	return true, nil
 }
