@@ -79,21 +79,27 @@ const maxPlans = 256
 // Mapper applies rules. It is safe for use by one goroutine at a time (the
 // stream's).
 type Mapper struct {
-	rules map[string]*Rule
+	rules map[replication.TableRef]*Rule
 	mu    sync.Mutex
 	plans map[*replication.Relation]*plan
 	buf   []byte
+	// OnPlan, when set, is told each time a mapped table's definition is
+	// compiled: problem says why none of its rows can become an event (a
+	// mapped column renamed or dropped, a type changed), "" when they can.
+	// It is called from the mapping goroutine and must not block.
+	OnPlan func(table string, problem string)
 }
 
 var _ replication.Mapper = (*Mapper)(nil)
 
 // New returns a mapper for rules. Rules must be valid (config validation).
 func New(rules []Rule) (*Mapper, error) {
-	m := &Mapper{rules: map[string]*Rule{}, plans: map[*replication.Relation]*plan{}}
+	m := &Mapper{rules: map[replication.TableRef]*Rule{}, plans: map[*replication.Relation]*plan{}}
 	for i := range rules {
 		r := &rules[i]
 		key := r.Schema + "." + r.Table
-		if _, dup := m.rules[key]; dup {
+		ref := replication.TableRef{Schema: r.Schema, Name: r.Table}
+		if _, dup := m.rules[ref]; dup {
 			return nil, fmt.Errorf("table %s is mapped twice", key)
 		}
 		if (r.NameColumn == "") == (r.NameValue == "") {
@@ -105,7 +111,7 @@ func New(rules []Rule) (*Mapper, error) {
 		if err := checkRule(r); err != nil {
 			return nil, fmt.Errorf("table %s: %w", key, err)
 		}
-		m.rules[key] = r
+		m.rules[ref] = r
 	}
 	return m, nil
 }
@@ -147,8 +153,11 @@ func (m *Mapper) plan(rel *replication.Relation) *plan {
 		clear(m.plans)
 	}
 	var p *plan
-	if r, ok := m.rules[rel.QualifiedName()]; ok {
+	if r, ok := m.rules[rel.Key()]; ok {
 		p = compile(r, rel)
+		if m.OnPlan != nil {
+			m.OnPlan(rel.Key().Display(), p.err)
+		}
 	}
 	m.plans[rel] = p
 	return p

@@ -62,7 +62,7 @@ func TempSlotName(slot string) string {
 type Overlap struct {
 	pool    *pgxpool.Pool
 	until   cdc.LSN
-	tables  map[string]*overlapTable // by "schema.table"
+	tables  map[TableRef]*overlapTable
 	skipped atomic.Uint64
 }
 
@@ -74,7 +74,7 @@ type overlapTable struct {
 // NewOverlap prepares the checks for tables, the backfill's tables and
 // windows, against the backfill whose snapshot ends at until.
 func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable, until cdc.LSN) (*Overlap, error) {
-	o := &Overlap{pool: pool, until: until, tables: map[string]*overlapTable{}}
+	o := &Overlap{pool: pool, until: until, tables: map[TableRef]*overlapTable{}}
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("backfill overlap: connect: %w", err)
@@ -110,7 +110,7 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 		where = append(where, "xmin = $"+strconv.Itoa(len(key)+1)+"::xid")
 		ot.sql = `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(t.Table.Schema) + "." + quoteIdent(t.Table.Name) +
 			` WHERE ` + strings.Join(where, " AND ") + `)`
-		o.tables[t.Table.String()] = ot
+		o.tables[t.Table] = ot
 	}
 	return o, nil
 }
@@ -128,7 +128,7 @@ func (o *Overlap) Covered(ctx context.Context, ch *Change, xid uint32) (bool, er
 	if ch.Pos.CommitLSN >= o.until {
 		return false, nil
 	}
-	ot := o.tables[ch.Rel.QualifiedName()]
+	ot := o.tables[ch.Rel.Key()]
 	if ot == nil {
 		return false, nil
 	}

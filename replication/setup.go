@@ -34,6 +34,11 @@ type PublishedTable struct {
 	// Updates publishes the table's updates as well as its inserts (the
 	// publication's publish option covers every table).
 	Updates bool
+	// Partitioned is set for a partitioned table: the publication then
+	// publishes via the partition root (PostgreSQL 13 or later), so that
+	// the rows of every partition, attached now or later, arrive under the
+	// table's own name.
+	Partitioned bool
 }
 
 // ForTable returns the table as it is written in FOR TABLE and ADD TABLE:
@@ -62,8 +67,12 @@ func CreatePublicationSQL(publication string, tables []PublishedTable) string {
 	for i, t := range tables {
 		names[i] = t.ForTable()
 	}
-	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s');",
-		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables))
+	via := ""
+	if anyPartitioned(tables) {
+		via = ", publish_via_partition_root = true"
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s'%s);",
+		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables), via)
 }
 
 // publishOption returns the publish option: inserts, plus updates when any
@@ -149,6 +158,19 @@ type PublicationResult struct {
 // updates or deletes the publication publishes (PostgreSQL would make
 // every UPDATE of the table fail). Row filters need PostgreSQL 15.
 func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, create bool) (res PublicationResult, err error) {
+	if tables, err = markPartitioned(ctx, pool, tables); err != nil {
+		return res, err
+	}
+	if anyPartitioned(tables) {
+		var num int
+		var version string
+		if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`).Scan(&num, &version); err != nil {
+			return res, fmt.Errorf("server version: %w", err)
+		}
+		if err := CheckPartitionVersion(num, version, tables); err != nil {
+			return res, err
+		}
+	}
 	if anyFilter(tables) {
 		var num int
 		var version string
@@ -167,9 +189,10 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 			}
 		}
 	}
-	var pubinsert, pubupdate, puballtables bool
-	err = pool.QueryRow(ctx, `SELECT pubinsert, pubupdate, puballtables FROM pg_publication WHERE pubname = $1`, publication).
-		Scan(&pubinsert, &pubupdate, &puballtables)
+	var pubinsert, pubupdate, puballtables, pubviaroot bool
+	err = pool.QueryRow(ctx, `SELECT pubinsert, pubupdate, puballtables, coalesce(to_jsonb(p) ->> 'pubviaroot', 'false')::bool
+  FROM pg_publication p WHERE pubname = $1`, publication).
+		Scan(&pubinsert, &pubupdate, &puballtables, &pubviaroot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		stmt := CreatePublicationSQL(publication, tables)
 		if !create {
@@ -195,7 +218,7 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 	if !pubinsert {
 		return res, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = '%s');", publication, quoteIdent(publication), publishOption(pubupdate, tables))
 	}
-	have, err := publishedTables(ctx, pool, publication)
+	have, err := publicationMembers(ctx, pool, publication)
 	if err != nil {
 		return res, err
 	}
@@ -203,7 +226,16 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 	if err != nil {
 		return res, err
 	}
+	if anyPartitioned(tables) && !pubviaroot {
+		// Without it, rows arrive under the partitions' names.
+		stmts = append([]string{ViaRootSQL(publication)}, stmts...)
+	}
 	if len(stmts) == 0 {
+		if anyUpdates(tables) {
+			if err := checkUpdateIdentity(ctx, pool, publication, nil); err != nil {
+				return res, err
+			}
+		}
 		return res, checkReplicaIdentity(ctx, pool, publication)
 	}
 	if !create {
@@ -267,20 +299,13 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 	case changed && allTables:
 		return nil, permanent("publication %q is FOR ALL TABLES, which cannot have row filters; set source.publication to a publication pgsignal may create", publication)
 	case changed:
-		var list []string
-		mine := map[TableRef]bool{}
-		for _, t := range tables {
-			list = append(list, t.ForTable())
-			mine[t.TableRef] = true
+		// Only the configured tables are touched: SET TABLE would rebuild
+		// the others (their column lists, TABLES IN SCHEMA) from their
+		// row filters alone.
+		var err error
+		if stmts, err = refilterStatements(ctx, pool, publication, tables, have, missing); err != nil {
+			return nil, err
 		}
-		var others []string
-		for t, f := range have {
-			if !mine[t] {
-				others = append(others, PublishedTable{TableRef: t, Where: trimParens(f)}.ForTable())
-			}
-		}
-		sort.Strings(others)
-		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s SET TABLE %s;", pub, strings.Join(append(list, others...), ", ")))
 	case len(missing) > 0:
 		names := make([]string, len(missing))
 		for i, t := range missing {
@@ -299,15 +324,6 @@ func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string
 		stmts = append(stmts, fmt.Sprintf("ALTER PUBLICATION %s SET (publish = '%s');", pub, publish))
 	}
 	return stmts, nil
-}
-
-// trimParens removes the parentheses PostgreSQL puts around a deparsed row
-// filter; sql() adds them back.
-func trimParens(f string) string {
-	if strings.HasPrefix(f, "(") && strings.HasSuffix(f, ")") {
-		return f[1 : len(f)-1]
-	}
-	return f
 }
 
 // sameFilter reports whether the configured filter want and the
@@ -362,6 +378,9 @@ func applyPublication(ctx context.Context, pool *pgxpool.Pool, publication strin
 		}
 	}
 	if err := checkReplicaIdentity(ctx, tx, publication); err != nil {
+		return err
+	}
+	if err := checkUpdateIdentity(ctx, tx, publication, nil); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

@@ -66,6 +66,9 @@ type Config struct {
 	// sends at most this many events again (within a transaction in full
 	// mode).
 	MaxOutstanding int
+	// Relations, when set, keeps a renamed configured table's rows under
+	// its configured name (see RelationWatch.Adopt).
+	Relations *RelationWatch
 	// Batch, when set, maps the rows of some tables in batches (SQL
 	// transforms); see BatchMapper.
 	Batch BatchMapper
@@ -135,6 +138,7 @@ type Stream struct {
 	// recvTimeout is the silence after which the connection is presumed
 	// dead (Source.ReceiveTimeout, or derived from wal_sender_timeout).
 	recvTimeout time.Duration
+	resend      resendCache // relations of resent rows (handleMessage)
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -311,7 +315,7 @@ func (s *Stream) session(ctx context.Context) error {
 		return err
 	}
 	err = pglogrepl.StartReplication(setupCtx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
+		PluginArgs: s.pluginArgs(conn),
 	})
 	if err != nil {
 		if lostErr := s.handleStartError(ctx, err); lostErr != nil {
@@ -582,15 +586,17 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		for i, c := range r.Columns {
 			cols[i] = Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier, Key: c.Flags&1 != 0}
 		}
-		rel := NewRelation(r.RelationID, r.Namespace, r.RelationName, cols)
+		rel := s.cfg.Relations.Adopt(NewRelation(r.RelationID, r.Namespace, r.RelationName, cols))
 		if old, ok := s.rels[r.RelationID]; ok && len(old.Columns) != len(cols) {
 			s.log.Info("table definition changed", zap.String("table", rel.QualifiedName()), zap.Int("columns", len(cols)))
 		}
 		s.rels[r.RelationID] = rel
 	case 'T':
 		s.log.Debug("truncate ignored", zap.Stringer("commit_lsn", s.commitLSN))
-	case 'Y', 'O', 'M':
-		// Type, Origin and logical decoding messages carry nothing to deliver.
+	case 'M':
+		return s.handleMessage(ctx, conn, wal)
+	case 'Y', 'O':
+		// Type and Origin messages carry nothing to deliver.
 	default:
 		s.log.Debug("unknown pgoutput message ignored", zap.String("type", string(wal[0])))
 	}

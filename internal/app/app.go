@@ -43,6 +43,10 @@ type Options struct {
 	// slot exists already instead of skipping the backfill (pgsignal
 	// backfill).
 	ForceBackfill bool
+	// RelationCheck is how often the catalog is read for a configured
+	// table that was replaced, renamed or taken out of the publication
+	// (default replication.RelationCheckInterval).
+	RelationCheck time.Duration
 }
 
 // Summary reports what a run did.
@@ -173,6 +177,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err != nil {
 		return sum, fmt.Errorf("mapping: %w", err)
 	}
+	mp.OnPlan = func(table, problem string) { a.obs.health.planned(log, table, problem) }
 	src := replication.Source{DSN: cfg.Source.DSN, Dial: a.opts.Dial, ReceiveTimeout: cfg.Source.ReceiveTimeout}
 	pool, err := replication.NewPool(ctx, src, int32(cfg.Sink.Concurrency)+4)
 	if err != nil {
@@ -218,10 +223,18 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		defer fdl.Close()
 		dl = fdl
 	}
+	rw := a.relationWatch(tables, full)
+	if err := rw.Prepare(ctx, pool); err != nil {
+		return sum, err
+	}
 	pub, err := replication.SyncPublication(ctx, pool, cfg.Source.Publication, tables, full)
 	if err != nil {
 		return sum, err
 	}
+	if err := rw.Bind(ctx, pool); err != nil {
+		return sum, err
+	}
+	warnUpdatesIntoFilter(log, tables)
 	if pub.Created {
 		log.Info("created publication", zap.String("publication", cfg.Source.Publication))
 	}
@@ -294,7 +307,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
-		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap,
+		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap, Relations: rw,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
@@ -324,6 +337,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	defer cancelWatch()
 	go a.obs.watch(watchCtx, pool, cfg.Source.Slot, a.opts.StallTimeout, log)
 	go a.keepRunCurrent(watchCtx, pool, runID, sk, tracker)
+	go a.watchRelations(watchCtx, rw, pool)
 
 	streamErr := make(chan error, 1)
 	go func() {
@@ -366,6 +380,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 			stopReason = "shutdown timeout"
 			runErr = nil
 		}
+	}
+	if err := a.obs.health.err(); err != nil && runErr == nil {
+		runErr = err // stopped by watchRelations
 	}
 	cancelSink()
 	sk.Wait()

@@ -143,8 +143,8 @@ CREATE PUBLICATION pgsignal FOR TABLE analytics.user_events WHERE (event_name = 
 	// Without the filter, the publication streams every row again.
 	res, err = replication.SyncPublication(context.Background(), h.pool(), "pgsignal",
 		[]replication.PublishedTable{{TableRef: replication.TableRef{Schema: "analytics", Name: "user_events"}}}, true)
-	want := `ALTER PUBLICATION "pgsignal" SET TABLE "analytics"."user_events", "public"."other" WHERE (k = 'x'::text);`
-	if err != nil || len(res.Altered) != 1 || res.Altered[0] != want {
+	want := `ALTER PUBLICATION "pgsignal" DROP TABLE "analytics"."user_events"; ALTER PUBLICATION "pgsignal" ADD TABLE "analytics"."user_events";`
+	if err != nil || strings.Join(res.Altered, " ") != want {
 		t.Errorf("SyncPublication without a filter = %+v, %v; want Altered [%s]", res, err, want)
 	}
 	if f := h.rowFilter("pgsignal"); f != "" {
@@ -163,7 +163,8 @@ func TestFilterReadOnlyMismatch(t *testing.T) {
 	cfg.Tables[0].Where = "event_name = 'purchase'"
 	err := h.runErr(cfg)
 	want := `publication "pgsignal" does not match the configuration (tables, row filters or publish option); fix it with:
-  ALTER PUBLICATION "pgsignal" SET TABLE "analytics"."user_events" WHERE (event_name = 'purchase');`
+  ALTER PUBLICATION "pgsignal" DROP TABLE "analytics"."user_events";
+  ALTER PUBLICATION "pgsignal" ADD TABLE "analytics"."user_events" WHERE (event_name = 'purchase');`
 	if err.Error() != want || !errors.Is(err, replication.ErrPermanent) {
 		t.Errorf("error:\n  %v\nwant (permanent):\n  %s", err, want)
 	}

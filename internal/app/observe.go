@@ -42,6 +42,7 @@ type monitor struct {
 
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
 	stalled      atomic.Bool
+	health       tableHealth
 }
 
 type slotState struct {
@@ -94,7 +95,7 @@ func newMonitor() *monitor {
 	for _, r := range sink.RetryReasons {
 		o.retries.WithLabelValues(r)
 	}
-	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o,
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
@@ -240,6 +241,8 @@ func (o *monitor) ready() (bool, string) {
 	st := o.stream
 	o.mu.Unlock()
 	switch {
+	case o.health.problem() != "":
+		return false, o.health.problem()
 	case st == nil:
 		return false, "not streaming yet"
 	case !st.Stats().Connected:

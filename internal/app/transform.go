@@ -15,7 +15,7 @@ import (
 // transforms adapts the SQL transforms to the stream's BatchMapper.
 type transforms struct {
 	t       *transform.Transformer
-	updates map[string]bool // tables whose updates are events
+	updates map[replication.TableRef]bool // tables whose updates are events
 }
 
 var _ replication.BatchMapper = (*transforms)(nil)
@@ -53,10 +53,10 @@ func newTransforms(ctx context.Context, cfg *config.Config, src replication.Sour
 		pool.Close()
 		return nil, nil, err
 	}
-	b := &transforms{t: t, updates: map[string]bool{}}
+	b := &transforms{t: t, updates: map[replication.TableRef]bool{}}
 	for _, tb := range cfg.Tables {
 		if tb.Transform != "" && tb.EmitsUpdates() {
-			b.updates[tb.QualifiedName()] = true
+			b.updates[replication.TableRef{Schema: tb.Schema, Name: tb.Name}] = true
 		}
 	}
 	return b, pool, nil
@@ -64,7 +64,7 @@ func newTransforms(ctx context.Context, cfg *config.Config, src replication.Sour
 
 // Batched implements replication.BatchMapper.
 func (b *transforms) Batched(rel *replication.Relation, update bool) bool {
-	return b.t.Handles(rel) && (!update || b.updates[rel.QualifiedName()])
+	return b.t.Handles(rel) && (!update || b.updates[rel.Key()])
 }
 
 // MapBatch implements replication.BatchMapper.

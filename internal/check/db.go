@@ -142,6 +142,7 @@ func (r *runner) database(ctx context.Context) {
 	}
 	r.schema(ctx, d)
 	r.publication(ctx, d)
+	r.updateIdentity(ctx, d)
 	for _, t := range d.tables {
 		r.columns(ctx, d, t)
 	}
@@ -701,8 +702,20 @@ FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, pubName)
 		r.queryFailed(itemPub, err)
 		return
 	}
+	if err := addDirectMembers(ctx, d, pubName, have); err != nil {
+		r.queryFailed(itemPub, err)
+		return
+	}
 	var missing, problems, fixes, warnings []string
 	addable := full && !d.standby
+	if p, fix, err := viaRoot(ctx, d, pubName); err != nil {
+		r.queryFailed(itemPub, err)
+		return
+	} else if p != "" && addable {
+		warnings = append(warnings, p+"; pgsignal sets publish_via_partition_root at its first start")
+	} else if p != "" {
+		problems, fixes = append(problems, p), append(fixes, fix)
+	}
 	for _, t := range d.tables {
 		ref := setupsql.Table{Schema: t.cfg.Schema, Name: t.cfg.Name}
 		got, ok := have[ref]

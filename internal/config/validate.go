@@ -319,7 +319,7 @@ func validateTables(ps *problems, tables []Table) {
 		case len(t.Schema) > MaxIdentifierLen || len(t.Name) > MaxIdentifierLen:
 			ps.add(tp, 0, "a name is longer than %d bytes, which PostgreSQL would truncate", MaxIdentifierLen)
 		default:
-			q := t.QualifiedName()
+			q := quoteIdent(t.Schema) + "." + quoteIdent(t.Name) // "a.b".c and a."b.c" differ
 			if j, dup := first[q]; dup {
 				ps.add(tp, 0, "%s is already configured at tables[%d]; each table may be listed once: merge the two entries or remove one", quoteIdent(t.Schema)+"."+quoteIdent(t.Name), j)
 			} else {

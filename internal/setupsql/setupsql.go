@@ -392,6 +392,7 @@ func (s *Script) publicationStatement() {
 	b.WriteString("  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = " + QuoteLiteral(o.Publication) + ") THEN\n")
 	b.WriteString("    " + CreatePublicationSQL(o.Publication, o.Tables) + "\n")
 	b.WriteString("  END IF;\n")
+	viaRootStatement(&b, o)
 	for _, t := range o.Tables {
 		fmt.Fprintf(&b, "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = %s\n", QuoteLiteral(o.Publication))
 		fmt.Fprintf(&b, "      AND schemaname = %s AND tablename = %s) THEN\n", QuoteLiteral(t.Schema), QuoteLiteral(t.Name))
@@ -402,7 +403,8 @@ func (s *Script) publicationStatement() {
 		Comment: []string{
 			"The publication: the inserts of the configured tables. Creating it, or adding a table to it,",
 			"must be done by the owner of every table (or a superuser). An existing publication gets the",
-			"tables it lacks.",
+			"tables it lacks. A partitioned table is published under its own name (publish_via_partition_root,",
+			"PostgreSQL 13 or later), whichever partition a row is in.",
 		},
 		SQL: doBlock(b.String())})
 }

@@ -16,7 +16,7 @@ import (
 // reference to changes (to_jsonb(c), changes as a value) or renames its
 // columns (changes AS c(a, b)).
 func (t *Transformer) UsesColumn(rel *replication.Relation, col int) bool {
-	s := t.byKey[rel.QualifiedName()]
+	s := t.byKey[rel.Key()]
 	if s == nil || col < 0 || col >= len(rel.Columns) {
 		return s != nil
 	}

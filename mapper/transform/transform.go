@@ -111,7 +111,7 @@ type Stats struct {
 type Transformer struct {
 	pool  *pgxpool.Pool
 	specs []*spec
-	byKey map[string]*spec
+	byKey map[replication.TableRef]*spec
 
 	mu    sync.Mutex
 	cache map[*replication.Relation]*compiled
@@ -141,17 +141,18 @@ type spec struct {
 func New(pool *pgxpool.Pool, specs []Spec) (*Transformer, error) {
 	t := &Transformer{
 		pool:     pool,
-		byKey:    make(map[string]*spec, len(specs)),
+		byKey:    make(map[replication.TableRef]*spec, len(specs)),
 		cache:    map[*replication.Relation]*compiled{},
 		good:     map[string]*compiled{},
 		timeouts: map[*pgconn.PgConn]time.Duration{},
 	}
 	for _, sp := range specs {
-		key := sp.Schema + "." + sp.Table
+		key := replication.TableRef{Schema: sp.Schema, Name: sp.Table}.Display()
 		if sp.Schema == "" || sp.Table == "" {
 			return nil, fmt.Errorf("tables[].transform of %q: the schema and the table are required", key)
 		}
-		if _, dup := t.byKey[key]; dup {
+		ref := replication.TableRef{Schema: sp.Schema, Name: sp.Table}
+		if _, dup := t.byKey[ref]; dup {
 			return nil, fmt.Errorf("table %s: tables[].transform is given twice", key)
 		}
 		s := &spec{Spec: sp, key: key, sql: parseUserSQL(sp.SQL)}
@@ -167,7 +168,7 @@ func New(pool *pgxpool.Pool, specs []Spec) (*Transformer, error) {
 			return nil, fmt.Errorf("tables[].transform: %w", err)
 		}
 		t.specs = append(t.specs, s)
-		t.byKey[key] = s
+		t.byKey[ref] = s
 	}
 	return t, nil
 }
@@ -177,7 +178,7 @@ var errNoPool = errors.New("transform: no connection pool")
 
 // Handles reports whether the table "schema.table" of rel has a transform.
 func (t *Transformer) Handles(rel *replication.Relation) bool {
-	return rel != nil && t.byKey[rel.QualifiedName()] != nil
+	return rel != nil && t.byKey[rel.Key()] != nil
 }
 
 // Check prepares every transform against its table's current columns, read
@@ -308,7 +309,7 @@ func (t *Transformer) compiled(ctx context.Context, pc *pgconn.PgConn, rel *repl
 		// (the last good compilation per table stays in t.good).
 		clear(t.cache)
 	}
-	s := t.byKey[rel.QualifiedName()]
+	s := t.byKey[rel.Key()]
 	c, err := compile(ctx, pc, s, rel)
 	if err == nil {
 		t.cache[rel] = c

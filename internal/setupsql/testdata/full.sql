@@ -40,11 +40,17 @@ GRANT SELECT ON "Billing"."odd; name" TO "census";
 
 -- The publication: the inserts of the configured tables. Creating it, or adding a table to it,
 -- must be done by the owner of every table (or a superuser). An existing publication gets the
--- tables it lacks.
+-- tables it lacks. A partitioned table is published under its own name (publish_via_partition_root,
+-- PostgreSQL 13 or later), whichever partition a row is in.
 DO $pgsignal$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = 'pgsignal') THEN
     CREATE PUBLICATION "pgsignal" FOR TABLE "analytics"."user_events", "Billing"."odd; name", "analytics"."page_views" WITH (publish = 'insert');
+  END IF;
+  IF current_setting('server_version_num')::int >= 130000 AND EXISTS (SELECT FROM pg_catalog.pg_class c
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'p' AND (n.nspname::text, c.relname::text) IN (('analytics', 'user_events'), ('Billing', 'odd; name'), ('analytics', 'page_views'))) THEN
+    ALTER PUBLICATION "pgsignal" SET (publish_via_partition_root = true);
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = 'pgsignal'
       AND schemaname = 'analytics' AND tablename = 'user_events') THEN
