@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -40,6 +42,10 @@ type Remapper struct {
 	t     *transform.Transformer
 	tpool *pgxpool.Pool
 	rels  map[string]*replication.TableColumns
+	src   replication.Source
+	// The server's identity, asked once by commitTimeKnown.
+	sysID, sysErr string
+	timeline      uint32
 }
 
 var _ sink.Remapper = (*Remapper)(nil)
@@ -52,7 +58,7 @@ func NewRemapper(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, sr
 	if err != nil {
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
-	r := &Remapper{cfg: cfg, pool: pool, m: m, rels: map[string]*replication.TableColumns{}}
+	r := &Remapper{cfg: cfg, pool: pool, m: m, rels: map[string]*replication.TableColumns{}, src: src}
 	if specs := TransformSpecs(cfg); len(specs) > 0 {
 		if r.tpool, err = replication.NewTransformPool(ctx, src); err != nil {
 			return nil, err
@@ -130,33 +136,98 @@ func (r *Remapper) remap(ctx context.Context, l sink.Letter) ([]json.RawMessage,
 		return nil, reason, err
 	}
 	// A mapping letter's first failure is its row's commit time (the sink
-	// writes it so), which an event without a timestamp column takes.
+	// writes it so), which an event without a timestamp takes; a
+	// backfilled row's is not (see commitTimeKnown).
 	pos := cdc.Position{CommitLSN: lsn, Ordinal: l.Ordinal}
-	var evs []*cdc.Event
-	if tbl.Transform != "" {
-		out, err := r.t.Evaluate(ctx, []transform.Input{{Rel: rel, Values: vals, Pos: pos, CommitTime: l.FirstFailedAt, Key: l.IdempotencyKey}})
+	at := func(commit time.Time) ([]json.RawMessage, string, error) {
+		var evs []*cdc.Event
+		if tbl.Transform != "" {
+			out, err := r.t.Evaluate(ctx, []transform.Input{{Rel: rel, Values: vals, Pos: pos, CommitTime: commit, Key: l.IdempotencyKey}})
+			if err != nil {
+				return nil, "", err
+			}
+			evs = out[0]
+		} else {
+			ev := r.m.Map(&replication.Change{Rel: rel, Values: vals, Pos: pos, CommitTime: commit, IdempotencyKey: l.IdempotencyKey})
+			if ev == nil {
+				return nil, fmt.Sprintf("the table %s has no rule", l.Table), nil
+			}
+			evs = []*cdc.Event{ev}
+		}
+		if len(evs) == 0 {
+			return nil, "the transform returns no event for this row", nil
+		}
+		out := make([]json.RawMessage, 0, len(evs))
+		for _, ev := range evs {
+			if ev.Reject != "" {
+				return nil, ev.Reject, nil
+			}
+			out = append(out, ev.JSON)
+		}
+		return out, "", nil
+	}
+	evs, reason, err := at(l.FirstFailedAt)
+	if reason != "" || err != nil {
+		return nil, reason, err
+	}
+	// Does the outcome depend on the commit time? Then it must be known.
+	other, otherReason, err := at(l.FirstFailedAt.Add(-1000 * time.Hour))
+	if err != nil {
+		return nil, "", err
+	}
+	if otherReason != "" || !sameEvents(evs, other) {
+		if why := r.commitTimeKnown(ctx, l, pos); why != "" {
+			return nil, why, nil
+		}
+	}
+	return evs, "", nil
+}
+
+func sameEvents(a, b []json.RawMessage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// commitTimeKnown returns "" when the letter's first failure is its row's
+// commit time: the letter is the stream's (its key is the stream's key
+// for its position, on one of the server's timelines); else why the
+// commit time is not known (a backfilled row's letter has the time it was
+// read). It asks the server's identity once (IDENTIFY_SYSTEM).
+func (r *Remapper) commitTimeKnown(ctx context.Context, l sink.Letter, pos cdc.Position) string {
+	const unknown = "the event takes its row's commit time (no timestamp column or a NULL one), which this letter does not keep"
+	if r.sysErr == "" && r.sysID == "" {
+		r.sysErr = "the server's identity is unknown"
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		conn, err := replication.ConnectReplication(ctx, r.src)
 		if err != nil {
-			return nil, "", err
+			r.sysErr = err.Error()
+		} else {
+			sys, err := pglogrepl.IdentifySystem(ctx, conn)
+			conn.Close(context.WithoutCancel(ctx))
+			if err != nil {
+				r.sysErr = fmt.Sprintf("identify system: %v", err)
+			} else {
+				r.sysID, r.timeline, r.sysErr = sys.SystemID, uint32(sys.Timeline), ""
+			}
 		}
-		evs = out[0]
-	} else {
-		ev := r.m.Map(&replication.Change{Rel: rel, Values: vals, Pos: pos, CommitTime: l.FirstFailedAt, IdempotencyKey: l.IdempotencyKey})
-		if ev == nil {
-			return nil, fmt.Sprintf("the table %s has no rule", l.Table), nil
+	}
+	if r.sysID == "" {
+		return unknown + " (its key cannot be checked against the stream's: " + r.sysErr + ")"
+	}
+	for tl := uint32(1); tl <= r.timeline; tl++ {
+		if cdc.TimelineIdempotencyKey(r.sysID, r.cfg.Source.Slot, tl, pos) == l.IdempotencyKey {
+			return ""
 		}
-		evs = []*cdc.Event{ev}
 	}
-	if len(evs) == 0 {
-		return nil, "the transform returns no event for this row", nil
-	}
-	out := make([]json.RawMessage, 0, len(evs))
-	for _, ev := range evs {
-		if ev.Reject != "" {
-			return nil, ev.Reject, nil
-		}
-		out = append(out, ev.JSON)
-	}
-	return out, "", nil
+	return unknown + " (its key is not the stream's: a backfilled row, or another slot's)"
 }
 
 // columns returns the current columns of t (read once per replay).

@@ -2,12 +2,17 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/sink"
 )
 
 // RebuildRow turns a row stored by mapper.RowJSON (as the file keeps it,
@@ -123,5 +128,74 @@ func TestRebuildRowRoundTrip(t *testing.T) {
 	sub, got, reason, err := RebuildRow(ctx, pool, tc.Rel, []byte(`{"i": 1, "dropped": 2}`))
 	if err != nil || reason != "" || len(sub.Columns) != 1 || sub.Columns[0].Name != "i" || string(got[0]) != "1" {
 		t.Errorf("subset: %+v %q %q %v", sub, got, reason, err)
+	}
+}
+
+// A letter's first failure is its row's commit time only for the stream's
+// letters: an event that takes the commit time (no timestamp column) is
+// re-mapped only when the letter's key is the stream's key for its
+// position; a letter with another key (a backfilled row's) is refused,
+// unless its event does not depend on the commit time.
+func TestRemapCommitTimeOnlyFromStreamLetters(t *testing.T) {
+	ctx := context.Background()
+	pg := pgtest.New(t, pgtest.Options{})
+	src := replication.Source{DSN: pg.DSN("")}
+	pool, err := replication.NewPool(ctx, src, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE ev (id int PRIMARY KEY, name text, uid text, ts timestamptz)`); err != nil {
+		t.Fatal(err)
+	}
+	var sysID string
+	if err := pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&sysID); err != nil {
+		t.Fatal(err)
+	}
+	newRemapper := func(timestamp string) *Remapper {
+		cfg := &config.Config{Source: config.Source{DSN: pg.DSN(""), Slot: "pgsignal"},
+			Tables: []config.Table{{Schema: "public", Name: "ev", EventName: "name", ExternalID: "uid", Timestamp: timestamp}}}
+		r, err := NewRemapper(ctx, cfg, pool, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		return r
+	}
+	pos := cdc.Position{CommitLSN: 0x1000000, Ordinal: 3}
+	commit := time.Date(2025, 1, 2, 3, 4, 5, 678000000, time.UTC)
+	letter := func(key, row string) sink.Letter {
+		return sink.Letter{ID: 1, CommitLSN: pos.CommitLSN.String(), Ordinal: pos.Ordinal, Table: "public.ev",
+			IdempotencyKey: key, Row: json.RawMessage(row), Reason: `external_id column "user_id" is NULL`, FirstFailedAt: commit}
+	}
+	streamKey := cdc.IdempotencyKey(sysID, "pgsignal", pos)
+	otherKey := cdc.BackfillKey(sysID, "public.ev", [][]byte{[]byte("1")})
+	noTS := newRemapper("")
+	evs, reason, keep, err := noTS.Remap(ctx, letter(streamKey, `{"id":1,"name":"n","uid":"u","ts":null}`))
+	if err != nil || reason != "" || keep || len(evs) != 1 ||
+		string(evs[0]) != `{"name":"n","external_id":"u","timestamp":"2025-01-02T03:04:05.678Z","idempotency_key":"`+streamKey+`"}` {
+		t.Fatalf("stream letter: %s %q %v %v", evs, reason, keep, err)
+	}
+	_, reason, _, err = noTS.Remap(ctx, letter(otherKey, `{"id":1,"name":"n","uid":"u","ts":null}`))
+	if err != nil || !strings.Contains(reason, "which this letter does not keep (its key is not the stream's") {
+		t.Fatalf("backfill letter: %q %v", reason, err)
+	}
+	withTS := newRemapper("ts")
+	evs, reason, _, err = withTS.Remap(ctx, letter(otherKey, `{"id":1,"name":"n","uid":"u","ts":"2024-01-01T00:00:00Z"}`))
+	if err != nil || reason != "" || len(evs) != 1 || !strings.Contains(string(evs[0]), `"timestamp":"2024-01-01T00:00:00.000Z","idempotency_key":"`+otherKey+`"`) {
+		t.Fatalf("backfill letter with a timestamp: %s %q %v", evs, reason, err)
+	}
+	_, reason, _, err = withTS.Remap(ctx, letter(streamKey, `{"id":1,"name":"n","uid":"u","ts":null}`))
+	if err != nil || reason != "" {
+		t.Fatalf("stream letter with a NULL timestamp: %q %v", reason, err)
+	}
+	for _, c := range []struct{ table, reason string }{
+		{"public.gone", "mapped again with the current configuration: the table public.gone is not in the configuration"},
+	} {
+		l := letter(streamKey, `{"id":1}`)
+		l.Table = c.table
+		if _, reason, _, err := noTS.Remap(ctx, l); err != nil || !strings.HasPrefix(reason, c.reason) {
+			t.Errorf("%s: %q %v", c.table, reason, err)
+		}
 	}
 }
