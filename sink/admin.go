@@ -415,31 +415,93 @@ func writeFileAtomic(path string, data []byte) error {
 
 // ReplayResult counts what a replay did.
 type ReplayResult struct {
+	// Delivered and Failed count letters: sent and accepted (and removed),
+	// sent and refused or not sent after retries (kept).
 	Delivered, Failed int
-	// Skipped letters hold a row that never became an event (a mapping
-	// failure); fix the row's data and insert it again instead.
+	// Skipped letters hold a row that never became an event and that does
+	// not become one now either: without a Remapper, every such letter;
+	// with one, those ReplayRemap returns as Unmapped (kept). Fix the
+	// configuration or the row.
 	Skipped int
+	// Remapped counts the letters whose row the Remapper turned into
+	// events with the current configuration, and RemappedEvents those
+	// events; they are among Delivered or Failed.
+	Remapped, RemappedEvents int
+}
+
+// Unmapped is a dead letter whose row still cannot become an event.
+type Unmapped struct {
+	ID     int64
+	Reason string
+}
+
+// Remapper maps the row of a dead letter whose event was never built again,
+// with the current configuration.
+type Remapper interface {
+	// Remap returns the events (serialized, each with its idempotency
+	// key) that the letter's row becomes now, or why it cannot become
+	// them (reason set, no events). keep is set when the letter's stored
+	// reason must not be replaced by reason (it records what the letter
+	// is). err is a failure that is not the letter's (a lost connection):
+	// the replay stops.
+	Remap(ctx context.Context, l Letter) (events []json.RawMessage, reason string, keep bool, err error)
 }
 
 // Replay sends the selected dead letters again, with their original
 // idempotency keys (the event JSON holds it), and deletes those OneSignal
 // accepts. A letter that fails again stays, with its attempts and reason
 // updated. 5xx, 429 and network errors are retried up to maxAttempts times.
+// Letters whose row never became an event are skipped (see ReplayRemap).
 func Replay(ctx context.Context, store LetterStore, client Sender, f Filter, maxAttempts int) (ReplayResult, error) {
-	var res ReplayResult
+	res, _, err := ReplayRemap(ctx, store, client, f, maxAttempts, nil)
+	return res, err
+}
+
+// ReplayRemap is Replay that also maps the row of each letter whose event
+// was never built again with rm (the current configuration), and sends the
+// events it becomes like the others; a letter is removed once all of its
+// events are accepted. A letter whose row still cannot become an event
+// stays, with its attempts and reason updated (unless Remap says to keep
+// the reason), and is returned in unmapped, with why. rm nil skips them.
+func ReplayRemap(ctx context.Context, store LetterStore, client Sender, f Filter, maxAttempts int, rm Remapper) (res ReplayResult, unmapped []Unmapped, err error) {
 	letters, err := store.List(ctx, f)
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	var todo []Letter
+	acc := &resolution{failed: map[int64]string{}}
 	for _, l := range letters {
+		if len(l.Event) == 0 && rm != nil {
+			evs, reason, keep, err := rm.Remap(ctx, l)
+			if err != nil {
+				return res, nil, fmt.Errorf("dead letter %d: map its row again: %w", l.ID, err)
+			}
+			if reason != "" || len(evs) == 0 {
+				if reason == "" {
+					reason = "the current configuration makes no event of this row"
+				}
+				res.Skipped++
+				unmapped = append(unmapped, Unmapped{ID: l.ID, Reason: reason})
+				if !keep {
+					acc.failed[l.ID] = reason
+				}
+				continue
+			}
+			res.Remapped++
+			res.RemappedEvents += len(evs)
+			for _, ev := range evs {
+				// One item per event; the letter is done once all are.
+				todo = append(todo, Letter{ID: l.ID, Event: ev})
+			}
+			continue
+		}
 		if len(l.Event) == 0 || (l.Storage != nil && l.Storage.Event != nil && l.Storage.Event.Truncated) {
 			res.Skipped++
 			continue
 		}
 		todo = append(todo, l)
 	}
-	acc := &resolution{failed: map[int64]string{}}
+	refused := len(acc.failed)
 	for len(todo) > 0 {
 		n, size := 0, bodyOverhead
 		for n < len(todo) && n < 500 && size+len(todo[n].Event)+1 <= MaxBodyBytes {
@@ -452,14 +514,23 @@ func Replay(ctx context.Context, store LetterStore, client Sender, f Filter, max
 		batch := todo[:n]
 		todo = todo[n:]
 		if err := replayBatch(ctx, client, batch, maxAttempts, acc); err != nil {
-			return res, err
+			return res, unmapped, err
 		}
 	}
-	res.Delivered, res.Failed = len(acc.done), len(acc.failed)
-	if err := store.Resolve(ctx, acc.done, acc.failed, time.Now()); err != nil {
-		return res, err
+	// A letter with several events is done when none of them failed.
+	var done []int64
+	seen := map[int64]bool{}
+	for _, id := range acc.done {
+		if _, bad := acc.failed[id]; !bad && !seen[id] {
+			seen[id] = true
+			done = append(done, id)
+		}
 	}
-	return res, nil
+	res.Delivered, res.Failed = len(done), len(acc.failed)-refused
+	if err := store.Resolve(ctx, done, acc.failed, time.Now()); err != nil {
+		return res, unmapped, err
+	}
+	return res, unmapped, nil
 }
 
 type resolution struct {

@@ -9,7 +9,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/app"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
 
@@ -22,7 +26,10 @@ Full mode reads census.dead_letters; read-only mode reads sink.dead_letter_file
 (they may run while pgsignal runs: replay and discard lock the file, and
 pgsignal waits to write its next dead letter until they are done). Replay
 sends each event with its original idempotency key and removes the letters
-OneSignal accepts.
+OneSignal accepts. A letter whose row never became an event (a mapping
+failure) is mapped again with the current configuration (fix it first),
+and its events are sent with the keys the stream gives them; one that still
+cannot become an event stays, with the new reason.
 `
 
 func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -125,14 +132,53 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	default:
 		client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 			APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
-		res, err := sink.Replay(ctx, store, client, f, 5)
+		rm, closeRemap, err := newRemapper(ctx, cfg)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "replayed: %d delivered, %d failed again (kept), %d skipped (rows that never became events)\n",
+		defer closeRemap()
+		res, unmapped, err := sink.ReplayRemap(ctx, store, client, f, 5, rm)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed: %d delivered, %d failed again (kept), %d skipped (rows that still cannot become events, kept)\n",
 			res.Delivered, res.Failed, res.Skipped)
+		if res.Remapped > 0 || len(unmapped) > 0 {
+			fmt.Fprintf(stdout, "re-mapped with the current configuration: %d letter(s) whose row never became an event became %d event(s) (sent with the keys the stream gives them; counted above); %d still cannot become an event:\n",
+				res.Remapped, res.RemappedEvents, len(unmapped))
+			for _, u := range unmapped {
+				fmt.Fprintf(stdout, "  letter %d: %s\n", u.ID, u.Reason)
+			}
+		}
 		return nil
 	}
+}
+
+// newRemapper returns what maps the rows of letters that never became
+// events again with cfg. It connects to the source database when a letter
+// needs it.
+func newRemapper(ctx context.Context, cfg *config.Config) (sink.Remapper, func(), error) {
+	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	if err != nil {
+		return nil, nil, err
+	}
+	src := replication.Source{DSN: cfg.Source.DSN, Dial: dial}
+	pool, err := replication.NewPool(ctx, src, 2)
+	if err != nil {
+		closeDial() //nolint:errcheck // best effort
+		return nil, nil, err
+	}
+	rm, err := app.NewRemapper(ctx, cfg, pool, src)
+	if err != nil {
+		pool.Close()
+		closeDial() //nolint:errcheck // best effort
+		return nil, nil, err
+	}
+	return rm, func() {
+		rm.Close()
+		pool.Close()
+		closeDial() //nolint:errcheck // best effort
+	}, nil
 }
 
 // letterStore opens the dead-letter store of the configured mode.
