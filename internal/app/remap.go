@@ -101,7 +101,13 @@ func (r *Remapper) Remap(ctx context.Context, l sink.Letter) ([]json.RawMessage,
 	return evs, reason, false, err
 }
 
+// remapTimeout bounds the database work of re-mapping one letter (the
+// catalog read, rebuilding the row, a transform).
+const remapTimeout = time.Minute
+
 func (r *Remapper) remap(ctx context.Context, l sink.Letter) ([]json.RawMessage, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, remapTimeout)
+	defer cancel()
 	var tbl *config.Table
 	for i := range r.cfg.Tables {
 		if r.cfg.Tables[i].QualifiedName() == l.Table {
