@@ -87,6 +87,7 @@ END $$`,
 )`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_from pg_lsn`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_to pg_lsn`,
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS version text`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.backfills (
   slot        text PRIMARY KEY,
   state       text NOT NULL,

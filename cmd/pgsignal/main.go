@@ -27,13 +27,21 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgsignal/pgsignal/internal/buildinfo"
 )
 
 // timeNow is the clock (a variable for tests).
 var timeNow = time.Now
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; it
+// wins over the module version in the build info.
 var version = "dev"
+
+// revision is the VCS revision set at build time with -ldflags
+// "-X main.revision=..." (a build without .git, e.g. in a container); it
+// wins over the revision in the build info.
+var revision = ""
 
 func main() {
 	// The heap is small and bounded (sink.max_pending_bytes); collecting
@@ -85,13 +93,14 @@ Usage:
                                  and the bookkeeping schema (refused while the slot is in use)
   pgsignal demo                  start a throwaway PostgreSQL and a fake OneSignal, stream, report
   pgsignal fake-onesignal        serve the fake OneSignal API on a loopback address
-  pgsignal version               print the version
+  pgsignal version               print the version, VCS revision and Go version
 
 Run "pgsignal COMMAND --help" for a command's flags.
 Exit codes: 0 success, 1 an error (configuration, database, OneSignal), 2 a wrong command line.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	buildinfo.SetVersion(version, revision)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
@@ -117,7 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "fake-onesignal":
 		return cmdFake(ctx, rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "pgsignal", version)
+		fmt.Fprintln(stdout, buildinfo.Get())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

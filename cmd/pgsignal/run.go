@@ -37,6 +37,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 	if err != nil {
 		return err
 	}
+	if err := applyListenEnv(cfg); err != nil {
+		return err
+	}
 	if backfill {
 		if err := applyBackfill(cfg, *since); err != nil {
 			return err
@@ -120,7 +123,7 @@ func startCPUProfile(path string) (func(), error) {
 func serve(addr string, h http.Handler, log *zap.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("server.listen %s: %w", addr, err)
+		return nil, listenError(addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

@@ -95,7 +95,7 @@ func newMonitor() *monitor {
 	for _, r := range sink.RetryReasons {
 		o.retries.WithLabelValues(r)
 	}
-	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health,
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, buildInfoGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/pgsignal/pgsignal/internal/buildinfo"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -21,7 +22,7 @@ func (a *App) startRun(ctx context.Context, pool *pgxpool.Pool, full bool) int64
 	cfg := a.opts.Config
 	var id int64
 	err := pool.QueryRow(ctx, `INSERT INTO `+pgx.Identifier{cfg.Source.Schema, "runs"}.Sanitize()+
-		` (slot) VALUES ($1) RETURNING id`, cfg.Source.Slot).Scan(&id)
+		` (slot, version) VALUES ($1, $2) RETURNING id`, cfg.Source.Slot, buildinfo.Get().Version).Scan(&id)
 	if err != nil {
 		a.log.Warn("could not record the run", zap.Error(err))
 		return 0

@@ -73,7 +73,7 @@ const (
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultStallTimeout     = 2 * time.Minute
 	DefaultOnSlotLost       = SlotLostError
-	DefaultListen           = "127.0.0.1:9187"
+	DefaultListen           = "127.0.0.1:8187"
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "auto"
 	DefaultSSHPort          = 22

@@ -61,7 +61,7 @@ sink:
   dead_letter_file: pgsignal-dead-letters.jsonl   # default that (used in read-only mode)
 shutdown_timeout: 30s        # default 30s
 server:
-  listen: 127.0.0.1:9187     # default that; "" disables
+  listen: 127.0.0.1:8187     # default that; "" disables
 log:
   level: info                # debug|info|warn|error, default info
   format: auto               # auto|json|console, default auto
@@ -218,7 +218,7 @@ func TestDefaults(t *testing.T) {
 		},
 		ShutdownTimeout: 30 * time.Second,
 		StallTimeout:    2 * time.Minute,
-		Server:          Server{Listen: "127.0.0.1:9187"},
+		Server:          Server{Listen: "127.0.0.1:8187"},
 		Log:             Log{Level: "info", Format: "auto"},
 	}
 	if !reflect.DeepEqual(d, want) {
@@ -335,7 +335,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad log level", func(t *testing.T) string { return minimal + "log:\n  level: verbose\n" },
 			[]string{`log.level (line 12): unknown value "verbose"; use "debug", "info", "warn" or "error"`}},
 		{"bad listen", func(t *testing.T) string { return minimal + "server:\n  listen: localhost\n" },
-			[]string{`server.listen (line 12): expected host:port like "127.0.0.1:9187" or ":9187" (or "" to disable the server), got "localhost"`}},
+			[]string{`server.listen (line 12): expected host:port like "127.0.0.1:8187" or ":8187" (or "" to disable the server), got "localhost"`}},
 		{"section of wrong type", func(t *testing.T) string { return minimal + "sink: fast\n" },
 			[]string{"sink (line 11): expected a mapping of keys (batch_size, linger, concurrency, max_pending_events, max_pending_bytes, max_backoff, unknown_user, dead_letter_file), got a string"}},
 		{"string of wrong type", func(t *testing.T) string { return minimal + "log:\n  level: [info]\n" },

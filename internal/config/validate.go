@@ -300,7 +300,7 @@ func validateListen(ps *problems, s string) {
 		}
 	}
 	if err != nil {
-		ps.add("server.listen", 0, `expected host:port like "127.0.0.1:9187" or ":9187" (or "" to disable the server), got %q`, short(s))
+		ps.add("server.listen", 0, `expected host:port like "127.0.0.1:8187" or ":8187" (or "" to disable the server), got %q`, short(s))
 	}
 }
 
