@@ -9,6 +9,7 @@
 //	pgsignal dead-letters list|replay|discard inspect and resend dead letters
 //	pgsignal setup --config F [--apply]       the SQL that prepares the database
 //	pgsignal check --config F [--json]        every prerequisite, with fixes
+//	pgsignal preview --config F [--json]      what the latest rows would send
 //	pgsignal teardown --config F [--apply]    the SQL that removes slot, publication, schema
 //	pgsignal demo                             run a self-contained demo
 //	pgsignal fake-onesignal                   serve the fake OneSignal API locally
@@ -88,6 +89,9 @@ Usage:
   pgsignal dead-letters list|replay|discard   inspect and resend dead letters
   pgsignal setup --config FILE   print (or --apply --admin-dsn DSN) the SQL that prepares the database
   pgsignal check --config FILE   check the database and OneSignal item by item, with fixes (--json)
+  pgsignal preview --config FILE [--table T] [--limit 20] [--json]
+                                 the events (or dead letters) the tables' latest rows would become;
+                                 reads only (no slot, nothing written)
   pgsignal teardown --config FILE
                                  print (or --apply) the SQL that drops the slot, the publication
                                  and the bookkeeping schema (refused while the slot is in use)
@@ -121,6 +125,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdSetup(ctx, rest, stdout, stderr)
 	case "check":
 		return cmdCheck(ctx, rest, stdout, stderr)
+	case "preview":
+		return cmdPreview(ctx, rest, stdout, stderr)
 	case "teardown":
 		return cmdTeardown(ctx, rest, stdout, stderr)
 	case "fake-onesignal":
