@@ -137,7 +137,9 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		defer closeRemap()
-		res, unmapped, err := sink.ReplayRemap(ctx, store, client, f, 5, rm)
+		sender, done := replaySender(ctx, stderr, store, f, client)
+		res, unmapped, err := sink.ReplayRemap(ctx, store, sender, f, 5, rm)
+		done()
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/app"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/progress"
 )
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfill bool) error {
@@ -48,7 +49,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 	if *level != "" {
 		cfg.Log.Level = *level
 	}
-	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, stderr)
+	logOut, line := stderr, (*progress.Line)(nil)
+	if backfill {
+		line, logOut = progressLine(stderr, cfg, "backfill", "rows")
+		defer line.Finish()
+	}
+	log, err := newLogger(cfg.Log.Level, cfg.Log.Format, logOut)
 	if err != nil {
 		return err
 	}
@@ -72,7 +78,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 		return err
 	}
 	defer closeDialer() //nolint:errcheck // best effort at exit
-	a := app.New(app.Options{Config: cfg, Logger: log, Dial: dial, ForceBackfill: backfill})
+	a := app.New(app.Options{Config: cfg, Logger: log, Dial: dial, ForceBackfill: backfill,
+		OnBackfillProgress: finishing(line)})
 	if cfg.Server.Listen != "" {
 		stopServer, err := serve(cfg.Server.Listen, a.Handler(), log)
 		if err != nil {

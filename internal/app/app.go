@@ -47,6 +47,9 @@ type Options struct {
 	// table that was replaced, renamed or taken out of the publication
 	// (default replication.RelationCheckInterval).
 	RelationCheck time.Duration
+	// OnBackfillProgress, when set, is told the rows a backfill has read
+	// and handed to the sink, of its total (a progress line).
+	OnBackfillProgress func(done, total int64)
 }
 
 // Summary reports what a run did.

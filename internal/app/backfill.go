@@ -294,6 +294,9 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 			}
 		}
 		rows += int64(len(batchRows))
+		if f := a.opts.OnBackfillProgress; f != nil {
+			f(rows, total)
+		}
 		if time.Since(lastLog) >= 2*time.Second {
 			lastLog = time.Now()
 			progress(false)

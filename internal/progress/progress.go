@@ -70,13 +70,17 @@ func (l *Line) Update(done, total int64) {
 	l.draw(Render(l.label, l.unit, done, total, t.Sub(l.start)))
 }
 
-// Finish draws the final state and ends the line.
+// Finish draws the final state and ends the line (nothing when no line is
+// shown).
 func (l *Line) Finish() {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.shown == "" {
+		return
+	}
 	l.draw(Render(l.label, l.unit, l.done, l.total, l.now().Sub(l.start)))
 	fmt.Fprint(l.w, "\n")
 	l.shown = ""
