@@ -110,6 +110,19 @@ analytics.orders: the latest 2 row(s) by id, through its transform
 		t.Fatalf("row 3: %s", js)
 	}
 
+	// A table that is not configured is a wrong command line's error.
+	if out, code := runBinary(t, []string{"TEST_ONESIGNAL_KEY=k"}, "preview", "--config", cfg, "--table", "analytics.nope"); code != 1 ||
+		!strings.Contains(out, "pgsignal: --table analytics.nope: not a configured table; the configured tables are analytics.user_events, analytics.orders\n") {
+		t.Fatalf("--table analytics.nope: exit %d\n%s", code, out)
+	}
+	// A table that cannot be read is said so; the others are previewed.
+	e.exec(`ALTER TABLE analytics.user_events RENAME TO user_events_old`)
+	out = e.runCLI(cfg, "preview", "--limit=1")
+	if !strings.HasPrefix(out, "analytics.user_events: cannot be previewed: ") || !strings.Contains(out, "table not found") ||
+		!strings.Contains(out, "\nanalytics.orders: the latest 1 row(s) by id, through its transform\n  row id=2: no event") {
+		t.Fatalf("preview with a missing table:\n%s", out)
+	}
+
 	// Nothing was written: no slot, no bookkeeping schema, no request.
 	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
 		t.Fatalf("%d slot(s)", n)
