@@ -21,31 +21,32 @@ import (
 
 // Letter is a stored dead letter, as listed and replayed by the operator.
 type Letter struct {
-	ID             int64
-	CommitLSN      string
-	Ordinal        uint32
-	Table          string
-	IdempotencyKey string
-	Event          json.RawMessage
-	Row            json.RawMessage
-	Reason         string
-	Attempts       int
-	FirstFailedAt  time.Time
-	LastFailedAt   time.Time
+	ID             int64           `json:"id"`
+	CommitLSN      string          `json:"commit_lsn"`
+	Ordinal        uint32          `json:"ordinal"`
+	Table          string          `json:"table"`
+	IdempotencyKey string          `json:"idempotency_key"`
+	Event          json.RawMessage `json:"event"`
+	Row            json.RawMessage `json:"row"`
+	Reason         string          `json:"reason"`
+	Attempts       int             `json:"attempts"`
+	FirstFailedAt  time.Time       `json:"first_failed_at"`
+	LastFailedAt   time.Time       `json:"last_failed_at"`
 	// Storage is set when the event or the row is kept as bytes (Kept):
 	// then Event or Row holds those bytes, which may not be JSON, or only
 	// the first MaxKeptBytes of them.
-	Storage *Storage `json:",omitempty"`
+	Storage *Storage `json:"storage,omitempty"`
 }
 
-// MarshalJSON encodes the letter with its fields' names; an Event or Row
-// that is not valid JSON in UTF-8 is encoded as EventBase64 or RowBase64 instead.
+// MarshalJSON encodes the letter with snake_case names, as status and check
+// do; an Event or Row that is not valid JSON in UTF-8 is encoded as
+// event_base64 or row_base64 instead.
 func (l Letter) MarshalJSON() ([]byte, error) {
 	type plain Letter // without this method
 	out := struct {
 		plain
-		EventBase64 []byte `json:",omitempty"`
-		RowBase64   []byte `json:",omitempty"`
+		EventBase64 []byte `json:"event_base64,omitempty"`
+		RowBase64   []byte `json:"row_base64,omitempty"`
 	}{plain: plain(l)}
 	if len(l.Event) > 0 && !(utf8.Valid(l.Event) && json.Valid(l.Event)) {
 		out.EventBase64, out.Event = l.Event, nil

@@ -76,9 +76,11 @@ func TestFileDeadLettersKeepUnencodableAsBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back []struct {
-		Row, Event             json.RawMessage
-		RowBase64, EventBase64 []byte
-		Storage                *Storage
+		Row         json.RawMessage `json:"row"`
+		Event       json.RawMessage `json:"event"`
+		RowBase64   []byte          `json:"row_base64"`
+		EventBase64 []byte          `json:"event_base64"`
+		Storage     *Storage        `json:"storage"`
 	}
 	if err := json.Unmarshal(out, &back); err != nil {
 		t.Fatal(err)

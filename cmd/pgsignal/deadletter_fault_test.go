@@ -64,7 +64,7 @@ func (e *env) listJSON(config string) []map[string]json.RawMessage {
 	}
 	// Undo the indentation of the listing in the event and the row.
 	for _, l := range ls {
-		for _, k := range []string{"Event", "Row"} {
+		for _, k := range []string{"event", "row"} {
 			var b bytes.Buffer
 			if err := json.Compact(&b, l[k]); err == nil {
 				l[k] = b.Bytes()
@@ -132,19 +132,19 @@ func TestDeadLetterUnstorableJSONFullMode(t *testing.T) {
 	wantRows := []string{`"event_data":{"a":"\u0000"}`, `"event_data":{"a":"\ud800"}`, `"event_data":{"a":"\u0000","pad":"` + pad + `"}`}
 	for i, w := range wantRows {
 		var row string
-		if err := json.Unmarshal(ls[i]["Row"], new(any)); err != nil {
+		if err := json.Unmarshal(ls[i]["row"], new(any)); err != nil {
 			t.Fatalf("letter %d: row is not JSON: %v", i, err)
 		}
-		row = string(ls[i]["Row"])
+		row = string(ls[i]["row"])
 		if !strings.Contains(row, w) {
 			t.Errorf("letter %d row %s lacks %s", i, row, w)
 		}
 	}
-	if !strings.Contains(jsonField(t, ls[2], "Reason"), "OneSignal accepts at most 2024 bytes") {
-		t.Errorf("letter 2 reason %q", jsonField(t, ls[2], "Reason"))
+	if !strings.Contains(jsonField(t, ls[2], "reason"), "OneSignal accepts at most 2024 bytes") {
+		t.Errorf("letter 2 reason %q", jsonField(t, ls[2], "reason"))
 	}
-	if ev := string(ls[3]["Event"]); !strings.Contains(ev, `"properties":{"a":"\u0000"}`) || !strings.Contains(jsonField(t, ls[3], "Reason"), "poison is not allowed") {
-		t.Errorf("letter 3: event %s reason %q", ev, jsonField(t, ls[3], "Reason"))
+	if ev := string(ls[3]["event"]); !strings.Contains(ev, `"properties":{"a":"\u0000"}`) || !strings.Contains(jsonField(t, ls[3], "reason"), "poison is not allowed") {
+		t.Errorf("letter 3: event %s reason %q", ev, jsonField(t, ls[3], "reason"))
 	}
 	if out := e.runCLI(cfg, "dead-letters", "list"); !strings.Contains(out, "4 dead letter(s)") || strings.Count(out, "kept as bytes; see --json]") != 4 {
 		t.Fatalf("list: %s", out)
@@ -245,8 +245,8 @@ func TestDeadLetterDeepJSONReadOnly(t *testing.T) {
 		t.Fatalf("%d letters, want 1", len(ls))
 	}
 	var row []byte
-	if err := json.Unmarshal(ls[0]["RowBase64"], &row); err != nil {
-		t.Fatalf("RowBase64: %v (%s)", err, ls[0]["RowBase64"])
+	if err := json.Unmarshal(ls[0]["row_base64"], &row); err != nil {
+		t.Fatalf("row_base64: %v (%s)", err, ls[0]["row_base64"])
 	}
 	if !bytes.Contains(row, []byte(`"event_data":`+deep+`}`)) {
 		t.Fatalf("row kept as %.200s...", row)
@@ -287,7 +287,7 @@ func TestDeadLetterHugeRowReadOnly(t *testing.T) {
 	ls := e.listJSON(cfg)
 	rows := 0
 	for _, l := range ls {
-		if strings.Contains(string(l["Row"]), `"event_data":{"big":"`+big+`"}`) {
+		if strings.Contains(string(l["row"]), `"event_data":{"big":"`+big+`"}`) {
 			rows++
 		}
 	}
@@ -330,8 +330,8 @@ SELECT 'ev', NULL, jsonb_build_object('n', i) FROM generate_series($1::int, $2::
 	}
 	id := ""
 	for _, l := range e.listJSON(cfg) {
-		if strings.Contains(string(l["Row"]), `"event_data":{"n":0}`) {
-			id = string(l["ID"])
+		if strings.Contains(string(l["row"]), `"event_data":{"n":0}`) {
+			id = string(l["id"])
 		}
 	}
 	out := e.runCLI(cfg, "dead-letters", "discard", "--id", id)
@@ -355,7 +355,7 @@ SELECT 'ev', NULL, jsonb_build_object('n', i) FROM generate_series($1::int, $2::
 		var row struct {
 			EventData json.RawMessage `json:"event_data"`
 		}
-		if err := json.Unmarshal(l["Row"], &row); err != nil {
+		if err := json.Unmarshal(l["row"], &row); err != nil {
 			t.Fatal(err)
 		}
 		left = append(left, string(row.EventData))

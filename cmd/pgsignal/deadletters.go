@@ -120,6 +120,9 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
+		if err := missingIDs(f.IDs, letters); err != nil {
+			return err
+		}
 		var done []int64
 		for _, l := range letters {
 			done = append(done, l.ID)
@@ -130,6 +133,15 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stdout, "discarded %d dead letter(s)\n", len(done))
 		return nil
 	default:
+		if len(f.IDs) > 0 {
+			letters, err := store.List(ctx, f)
+			if err != nil {
+				return err
+			}
+			if err := missingIDs(f.IDs, letters); err != nil {
+				return err
+			}
+		}
 		client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 			APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
 		rm, closeRemap, err := newRemapper(ctx, cfg)
@@ -217,4 +229,24 @@ func keptNote(st *sink.Storage) string {
 		return ""
 	}
 	return " [" + strings.Join(parts, ", ") + "; see --json]"
+}
+
+// missingIDs fails when --id names a letter that does not exist (or that
+// the other filters leave out): nothing is done then, rather than a quiet
+// "0 discarded".
+func missingIDs(ids []int64, letters []sink.Letter) error {
+	found := map[int64]bool{}
+	for _, l := range letters {
+		found[l.ID] = true
+	}
+	var missing []string
+	for _, id := range ids {
+		if !found[id] {
+			missing = append(missing, strconv.FormatInt(id, 10))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no dead letter with id %s (or it does not match the other filters): nothing was done; see pgsignal dead-letters list", strings.Join(missing, ", "))
+	}
+	return nil
 }

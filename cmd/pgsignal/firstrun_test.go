@@ -326,3 +326,44 @@ func TestNoPasswordSupplied(t *testing.T) {
 		t.Fatalf("run: exit %d\n%s", code, errOut)
 	}
 }
+
+// dead-letters list --json names fields in snake_case like status and
+// check; --id naming a letter that does not exist does nothing and exits 1.
+func TestDeadLetterCommandsJSONAndMissingID(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	cfg := e.writeConfig("full", "")
+	p := e.startProc(cfg)
+	e.waitStreaming(p)
+	e.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('signup', NULL)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for e.queryInt(`SELECT count(*) FROM census.dead_letters`) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter\n%s", p.tail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.term(t)
+	out, _, code := runCheckCLI(t, nil, "dead-letters", "list", "--json", "--config", cfg)
+	var ls []map[string]any
+	if err := json.Unmarshal([]byte(out), &ls); err != nil || code != 0 || len(ls) != 1 {
+		t.Fatalf("list --json: exit %d, %v\n%s", code, err, out)
+	}
+	for _, k := range []string{"id", "commit_lsn", "ordinal", "table", "idempotency_key", "row", "reason", "attempts", "first_failed_at", "last_failed_at"} {
+		if _, ok := ls[0][k]; !ok {
+			t.Errorf("list --json lacks %q: %v", k, ls[0])
+		}
+	}
+	if _, ok := ls[0]["CommitLSN"]; ok {
+		t.Errorf("list --json still has PascalCase names: %v", ls[0])
+	}
+	for _, action := range []string{"discard", "replay"} {
+		env := []string{"TEST_ONESIGNAL_KEY=" + e.fake.APIKey()}
+		out, errOut, code := runCheckCLI(t, env, "dead-letters", action, "--id", "99", "--config", cfg)
+		if code != 1 || !strings.Contains(errOut, "no dead letter with id 99") {
+			t.Errorf("%s --id 99: exit %d\n%s%s", action, code, out, errOut)
+		}
+	}
+	if n := e.queryInt(`SELECT count(*) FROM census.dead_letters`); n != 1 {
+		t.Fatalf("%d letters after the refused commands, want 1", n)
+	}
+}

@@ -55,12 +55,12 @@ func testReplayRemaps(t *testing.T, mode string) {
 	p.term(t)
 
 	type letter struct {
-		ID             int64
-		IdempotencyKey string
-		Reason         string
-		Attempts       int
-		FirstFailedAt  time.Time
-		Row            json.RawMessage
+		ID             int64           `json:"id"`
+		IdempotencyKey string          `json:"idempotency_key"`
+		Reason         string          `json:"reason"`
+		Attempts       int             `json:"attempts"`
+		FirstFailedAt  time.Time       `json:"first_failed_at"`
+		Row            json.RawMessage `json:"row"`
 	}
 	list := func() []letter {
 		t.Helper()
@@ -227,7 +227,7 @@ tables:
 	}
 	var whole, output map[string]json.RawMessage
 	for _, l := range ls {
-		switch r := jsonField(t, l, "Reason"); {
+		switch r := jsonField(t, l, "reason"); {
 		case strings.HasPrefix(r, "transform output: "):
 			output = l
 		case strings.Contains(r, "division by zero"):
@@ -248,13 +248,13 @@ tables:
 	for _, want := range []string{
 		"replayed: 1 delivered, 0 failed again (kept), 1 skipped",
 		"re-mapped with the current configuration: 1 letter(s) whose row never became an event became 2 event(s)",
-		"letter " + string(output["ID"]) + ": one event of the several a transform made of its row",
+		"letter " + string(output["id"]) + ": one event of the several a transform made of its row",
 	} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("replay output lacks %q", want)
 		}
 	}
-	rowKey := jsonField(t, whole, "IdempotencyKey")
+	rowKey := jsonField(t, whole, "idempotency_key")
 	got := map[string]string{}
 	for _, ev := range e.fake.Events() {
 		if strings.HasPrefix(ev.ExternalID, "zero_") {
@@ -266,7 +266,7 @@ tables:
 		t.Fatalf("re-mapped events %v (%d duplicates), want %v", got, e.fake.Duplicates(), want)
 	}
 	left := e.listJSON(cfg)
-	if len(left) != 1 || string(left[0]["Reason"]) != string(output["Reason"]) || string(left[0]["Attempts"]) != string(output["Attempts"]) {
+	if len(left) != 1 || string(left[0]["reason"]) != string(output["reason"]) || string(left[0]["attempts"]) != string(output["attempts"]) {
 		t.Fatalf("letters left %v; want the output letter unchanged", left)
 	}
 	out = e.runCLI(cfg, "dead-letters", "replay", "--all")
