@@ -347,6 +347,9 @@ func (t Table) BackfillColumn() string {
 	if t.Backfill != nil && t.Backfill.Column != "" {
 		return t.Backfill.Column
 	}
+	if t.Transform != "" {
+		return TransformTimestampColumn(t.Transform)
+	}
 	return t.Timestamp
 }
 
@@ -388,7 +391,11 @@ func (t Table) MappedColumns() []MappedColumn {
 	}
 	if t.Backfill != nil {
 		key := "backfill.column"
-		if t.Backfill.Column == "" {
+		switch {
+		case t.Backfill.Column != "":
+		case t.Transform != "":
+			key = "transform" // its timestamp column
+		default:
 			key = "timestamp"
 		}
 		out = append(out, MappedColumn{key, "backfill", t.BackfillColumn()})

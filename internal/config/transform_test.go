@@ -82,7 +82,7 @@ func TestTransformAndBackfillErrors(t *testing.T) {
 		{"backfill without column", minimal, "    backfill: {since: 7d}\n",
 			"tables[0].backfill.column: required without timestamp: name the column the window is measured on"},
 		{"transform backfill without column", transformTable, "    backfill: {since: 2h}\n",
-			"tables[0].backfill.column: required with transform: name the table's column the window is measured on"},
+			"tables[0].backfill.column: required with a transform whose timestamp is not a plain column of changes"},
 		{"backfill without since", minimal, "    timestamp: at\n    backfill: {column: at}\n",
 			`tables[0].backfill.since: required; how far back to send rows, e.g. "7d"`},
 		{"bad window", minimal, "    timestamp: at\n    backfill: {since: 7 days}\n",

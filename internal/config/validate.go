@@ -97,7 +97,7 @@ func validateBackfill(ps *problems, p string, t Table) {
 	}
 	if t.BackfillColumn() == "" {
 		if t.Transform != "" {
-			ps.add(p+".backfill.column", 0, "required with transform: name the table's column the window is measured on (a timestamptz, timestamp or date column, or epoch time with timestamp_unit), e.g. column: created_at")
+			ps.add(p+".backfill.column", 0, "required with a transform whose timestamp is not a plain column of changes (like c.created_at AS timestamp): name the table's column the window is measured on (a timestamptz, timestamp or date column, or epoch time with timestamp_unit), e.g. column: created_at")
 		} else {
 			ps.add(p+".backfill.column", 0, "required without timestamp: name the column the window is measured on, e.g. column: created_at, or set the table's timestamp")
 		}
