@@ -14,7 +14,7 @@ func TestTransformTimestampColumn(t *testing.T) {
 		{`SELECT 'a' AS name, c.u AS external_id, c.at AS timestamp FROM changes c
 		  UNION ALL SELECT 'b', c.u, c.other AS timestamp FROM changes c`, ""}, // two columns
 		{`SELECT 'a' AS name, c.u AS external_id, u.created_at AS timestamp FROM changes c JOIN users u ON u.id = c.u`, ""}, // another table's
-		{`SELECT 'a' AS name, c.u AS external_id, c.at + interval '1 hour' AS timestamp FROM changes c`, ""},          // an expression
+		{`SELECT 'a' AS name, c.u AS external_id, c.at + interval '1 hour' AS timestamp FROM changes c`, ""},                // an expression
 		{`SELECT 'a' AS name, c.u AS external_id, to_timestamp(c.epoch) AS timestamp FROM changes c`, ""},
 		{`SELECT 'a' AS name, c.u AS external_id FROM changes c`, ""}, // none: the commit time
 		{`SELECT 'x AS timestamp' AS name, c.u AS external_id, c.at AS timestamp FROM changes c -- , c.b AS timestamp`, "at"},
