@@ -198,7 +198,8 @@ func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int
 var ErrFileInUse = errors.New("the file stays locked by another process: a `pgsignal dead-letters replay` or `discard` is running on it; try again once it is done")
 
 // FileLetters is the LetterStore of the read-only mode's JSONL file; a
-// letter's id is its line number. It may be used while pgsignal runs on the
+// letter's id is the one in its line (FileRecord.ID), or its line number
+// for a line without one, and a rewrite keeps each letter's id. It may be used while pgsignal runs on the
 // file: listing reads what is there, and Resolve, which rewrites the file,
 // holds the file's lock, which pgsignal takes for each write, so nothing is
 // appended meanwhile and pgsignal writes to the new file afterwards. Lock
@@ -273,7 +274,11 @@ func (s *FileLetters) read() ([]Letter, error) {
 			}
 			return nil, fmt.Errorf("dead-letter file %s line %d: %w", s.Path, line, err)
 		}
-		l := Letter{ID: line, CommitLSN: r.CommitLSN, Ordinal: r.Ordinal, Table: r.Table,
+		id := r.ID
+		if id <= 0 {
+			id = line // written by an older version
+		}
+		l := Letter{ID: id, CommitLSN: r.CommitLSN, Ordinal: r.Ordinal, Table: r.Table,
 			IdempotencyKey: r.IdempotencyKey, Event: r.Event, Row: r.Row, Reason: r.Reason, Attempts: r.Attempts,
 			FirstFailedAt: r.FirstFailedAt, LastFailedAt: r.LastFailedAt, Storage: r.Storage}
 		if r.EventBase64 != nil {
@@ -312,8 +317,8 @@ func (s *FileLetters) List(_ context.Context, f Filter) ([]Letter, error) {
 	return out, nil
 }
 
-// Resolve implements LetterStore. The file is rewritten (lines are
-// renumbered afterwards) under its lock.
+// Resolve implements LetterStore. The file is rewritten under its lock;
+// each letter left keeps its id.
 func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]string, at time.Time) error {
 	if s.held == nil {
 		if err := s.Lock(); err != nil {
@@ -341,7 +346,7 @@ func (s *FileLetters) Resolve(_ context.Context, done []int64, failed map[int64]
 			l.Reason = reason
 			l.LastFailedAt = at.UTC()
 		}
-		r := FileRecord{CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
+		r := FileRecord{ID: l.ID, CommitLSN: l.CommitLSN, Ordinal: l.Ordinal, Table: l.Table,
 			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason, Attempts: l.Attempts,
 			FirstFailedAt: l.FirstFailedAt, LastFailedAt: l.LastFailedAt}
 		// What was kept as bytes stays so (and keeps its description).

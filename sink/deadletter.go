@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -247,8 +249,13 @@ func nullJSON(b []byte) *string {
 // FileRecord is one line of the read-only mode's dead-letter file. An event
 // or row that is not JSON Go can encode (nested over 10,000 levels) or that
 // is over MaxKeptBytes is in EventBase64 or RowBase64 instead, described in
-// Storage.
+// Storage. ID is the letter's id for `pgsignal dead-letters`, assigned when
+// the line is appended (one more than the highest id or line number in the
+// file) and kept when the file is rewritten, so that a discard or replay
+// does not renumber the other letters; a line without one (written by an
+// older version) has its line number, kept from its first rewrite on.
 type FileRecord struct {
+	ID             int64           `json:"id,omitempty"`
 	CommitLSN      string          `json:"commit_lsn"`
 	Ordinal        uint32          `json:"ordinal"`
 	Table          string          `json:"table"`
@@ -274,6 +281,9 @@ type FileDeadLetters struct {
 	Path string
 	mu   sync.Mutex
 	f    *os.File
+	// nextID is the id of the next letter appended to f while f's size is
+	// end (nothing else wrote to it since); 0 when unknown.
+	nextID, end int64
 }
 
 var _ DeadLetterStore = (*FileDeadLetters)(nil)
@@ -291,17 +301,16 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 	if len(letters) == 0 {
 		return nil
 	}
-	var buf []byte
-	for _, l := range letters {
-		line, err := encodeRecord(FileRecord{
+	recs := make([]FileRecord, len(letters))
+	for i, l := range letters {
+		recs[i] = FileRecord{
 			CommitLSN: l.Pos.CommitLSN.String(), Ordinal: l.Pos.Ordinal, Table: l.Table,
 			IdempotencyKey: l.IdempotencyKey, Event: l.Event, Row: l.Row, Reason: l.Reason,
 			Attempts: l.Attempts, FirstFailedAt: l.FirstFailure.UTC(), LastFailedAt: l.LastFailure.UTC(),
-		})
-		if err != nil {
+		}
+		if _, err := encodeRecord(recs[i]); err != nil {
 			return fmt.Errorf("encode dead letter %s: %w: %w", l.Pos, ErrLetterRefused, err)
 		}
-		buf = append(append(buf, line...), '\n')
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -326,6 +335,23 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 	if err != nil {
 		return fmt.Errorf("dead-letter file %s: %w", s.Path, err)
 	}
+	next := s.nextID
+	if fresh || next == 0 || s.end != fi.Size() {
+		// Another process appended or rewrote it (or it is new to us).
+		if next, err = nextLetterID(f, fi.Size()); err != nil {
+			return fmt.Errorf("read dead-letter file %s: %w", s.Path, err)
+		}
+	}
+	s.nextID = 0
+	var buf []byte
+	for i := range recs {
+		recs[i].ID = next + int64(i)
+		line, err := encodeRecord(recs[i])
+		if err != nil {
+			return fmt.Errorf("encode dead letter %s#%d: %w: %w", recs[i].CommitLSN, recs[i].Ordinal, ErrLetterRefused, err)
+		}
+		buf = append(append(buf, line...), '\n')
+	}
 	if _, err := f.Write(buf); err != nil {
 		s.undo(fi.Size())
 		return fmt.Errorf("write dead-letter file %s: %w", s.Path, err)
@@ -334,7 +360,37 @@ func (s *FileDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) e
 		s.undo(fi.Size())
 		return fmt.Errorf("sync dead-letter file %s: %w", s.Path, err)
 	}
+	s.nextID, s.end = next+int64(len(recs)), fi.Size()+int64(len(buf))
 	return nil
+}
+
+// nextLetterID returns the id for a letter appended to f (size bytes, all
+// whole lines): one more than the highest id in it, and than its number
+// of lines (the ids of lines without one).
+func nextLetterID(f *os.File, size int64) (int64, error) {
+	rd := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
+	var high, lines int64
+	for {
+		b, err := rd.ReadBytes('\n')
+		if len(b) > 0 {
+			lines++
+			var r struct {
+				ID int64 `json:"id"`
+			}
+			// A line that is not a record is reported by list; here it
+			// only counts as a line.
+			if json.Unmarshal(b, &r) == nil && r.ID > high {
+				high = r.ID
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return max(high, lines) + 1, nil
 }
 
 // undo truncates the file back to size after a failed write; if even that

@@ -138,7 +138,7 @@ func TestFileDeadLettersWriteAndList(t *testing.T) {
 	if len(lines) != 4 || lines[3] != "" {
 		t.Fatalf("file has lines %q, want 3 newline-terminated lines", lines)
 	}
-	want2 := `{"commit_lsn":"0/1200","ordinal":2,"table":"public.events","idempotency_key":"` + l2.IdempotencyKey +
+	want2 := `{"id":2,"commit_lsn":"0/1200","ordinal":2,"table":"public.events","idempotency_key":"` + l2.IdempotencyKey +
 		`","row":{"id":2,"kind":null},"reason":"event name column \"kind\" is NULL","attempts":0,` +
 		`"first_failed_at":"2025-10-21T19:09:32.263Z","last_failed_at":"2025-10-21T17:10:00Z"}`
 	if lines[1] != want2 {
@@ -225,16 +225,17 @@ func TestFileLettersResolve(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("x", -3600))
-	// IDs are line numbers: 2 is l2 (its duplicate on line 4 goes too), 5 is l4.
+	// IDs are assigned in order: 2 is l2 (its duplicate, 4, goes too), 5 is l4.
 	if err := (&FileLetters{Path: path}).Resolve(context.Background(), []int64{2}, map[int64]string{5: "r4 again", 1: "r1 again"}, at); err != nil {
 		t.Fatal(err)
 	}
 	checkMode(t, path)
 	want1 := asLetter(1, l1)
 	want1.Attempts, want1.Reason, want1.LastFailedAt = 2, "r1 again", at.UTC()
-	want4 := asLetter(3, l4)
+	want4 := asLetter(5, l4)
 	want4.Attempts, want4.Reason, want4.LastFailedAt = 2, "r4 again", at.UTC()
-	equalLetters(t, listAll(t, path), []Letter{want1, asLetter(2, l3), want4})
+	// The letters left keep their ids.
+	equalLetters(t, listAll(t, path), []Letter{want1, asLetter(3, l3), want4})
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +247,7 @@ func TestFileLettersResolve(t *testing.T) {
 	if err := (&FileLetters{Path: path}).Resolve(context.Background(), nil, nil, at); err != nil {
 		t.Fatal(err)
 	}
-	equalLetters(t, listAll(t, path), []Letter{want1, asLetter(2, l3), want4})
+	equalLetters(t, listAll(t, path), []Letter{want1, asLetter(3, l3), want4})
 }
 
 func TestFileLettersReadErrors(t *testing.T) {
@@ -262,8 +263,8 @@ func TestFileLettersReadErrors(t *testing.T) {
 	if err := os.WriteFile(path, append([]byte("\n  \n"), data...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Blank lines are skipped but still numbered.
-	equalLetters(t, listAll(t, path), []Letter{asLetter(3, l)})
+	// Blank lines are skipped; the letter keeps its id.
+	equalLetters(t, listAll(t, path), []Letter{asLetter(1, l)})
 
 	bad := filepath.Join(dir, "bad.jsonl")
 	if err := os.WriteFile(bad, append(data, "{not json\n"...), 0o600); err != nil {
@@ -329,9 +330,9 @@ func TestReplayAgainstFake(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("%d letters left, want 3: %+v", len(got), got)
 	}
-	wantGhost := asLetter(1, ghost)
+	wantGhost := asLetter(2, ghost)
 	wantGhost.Attempts = 2
-	wantInvalid := asLetter(3, invalid)
+	wantInvalid := asLetter(4, invalid)
 	wantInvalid.Attempts, wantInvalid.Reason = 2, "OneSignal rejected the event: OneSignal answered 400: events[0]: name is required"
 	for _, l := range []*Letter{&got[0], &got[2]} {
 		if l.LastFailedAt.Before(before.Truncate(time.Second)) || l.LastFailedAt.After(time.Now()) {
@@ -339,7 +340,7 @@ func TestReplayAgainstFake(t *testing.T) {
 		}
 	}
 	wantGhost.LastFailedAt, wantInvalid.LastFailedAt = got[0].LastFailedAt, got[2].LastFailedAt
-	equalLetters(t, got, []Letter{wantGhost, asLetter(2, rowOnly), wantInvalid})
+	equalLetters(t, got, []Letter{wantGhost, asLetter(3, rowOnly), wantInvalid})
 
 	// Replaying an event OneSignal already has: it answers 202 and drops
 	// the duplicate; the letter is done.
