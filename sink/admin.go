@@ -172,6 +172,16 @@ func compactJSON(s string) json.RawMessage {
 
 // Resolve implements LetterStore.
 func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int64]string, at time.Time) error {
+	// A reason the database encoding cannot hold is stored escaped.
+	reasons := make(map[int64]string, len(failed))
+	for id, reason := range failed {
+		r, err := storableText(ctx, s.Pool, cleanText(reason))
+		if err != nil {
+			return fmt.Errorf("update dead letter %d: %w", id, err)
+		}
+		reasons[id] = r
+	}
+	failed = reasons
 	tx, err := s.Pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("update dead letters: %w", err)

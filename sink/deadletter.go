@@ -176,6 +176,18 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 			}
 		}
 	}
+	// And the texts the database encoding cannot hold (a LATIN1 database
+	// refuses '€' with 22P05): those characters are escaped.
+	for i := range rows {
+		r := &rows[i]
+		var err error
+		if r.l.Reason, err = storableText(ctx, s.Pool, r.l.Reason); err != nil {
+			return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
+		}
+		if r.l.Table, err = storableText(ctx, s.Pool, r.l.Table); err != nil {
+			return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
+		}
+	}
 	if err := s.insert(ctx, rows); err != nil {
 		if dataError(err) {
 			return fmt.Errorf("write dead letters to %s: %w: %w", s.table(), ErrLetterRefused, err)
@@ -236,6 +248,75 @@ func dataError(err error) bool {
 		return false
 	}
 	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54") || pe.Code == "0A000"
+}
+
+// rowQuerier is what storableText needs of a pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// maxCheckedRunes bounds the characters storableText asks the database
+// about; any other character outside ASCII is escaped.
+const maxCheckedRunes = 32
+
+// storableText returns s (cleaned by cleanText) as the database can store
+// it in a text column: a character its encoding cannot hold (SQLSTATE
+// 22P05, e.g. '€' in a LATIN1 database) is written as \uXXXX (\UXXXXXXXX
+// above U+FFFF). s is returned as it is when the database takes it.
+func storableText(ctx context.Context, q rowQuerier, s string) (string, error) {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return s, nil
+	}
+	takes := func(t string) (bool, error) {
+		var ok bool
+		err := q.QueryRow(ctx, `SELECT $1::text IS NOT NULL`, t).Scan(&ok)
+		if dataError(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("check text against the database encoding: %w", err)
+		}
+		return true, nil
+	}
+	if ok, err := takes(s); ok || err != nil {
+		return s, err
+	}
+	refused := map[rune]bool{}
+	var b strings.Builder
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			b.WriteRune(r)
+			continue
+		}
+		bad, seen := refused[r]
+		if !seen {
+			bad = true
+			if len(refused) < maxCheckedRunes {
+				ok, err := takes(string(r))
+				if err != nil {
+					return s, err
+				}
+				bad = !ok
+			}
+			refused[r] = bad
+		}
+		switch {
+		case !bad:
+			b.WriteRune(r)
+		case r <= 0xFFFF:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			fmt.Fprintf(&b, "\\U%08x", r)
+		}
+	}
+	return b.String(), nil
 }
 
 func nullJSON(b []byte) *string {
