@@ -179,6 +179,11 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 			}
 			return w.swapError(ctx, pool, t, rec, cur, false)
 		}
+		if adopted, err := w.adoptedByPeer(ctx, pool, t, cur); err != nil {
+			return err
+		} else if adopted {
+			continue
+		}
 		since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
 		if err != nil {
 			return err
@@ -271,6 +276,11 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 					}
 					continue
 				}
+				if adopted, err := w.adoptedByPeer(ctx, pool, t, cur); err != nil {
+					return err
+				} else if adopted {
+					continue
+				}
 			}
 			if !in {
 				done, err := w.adopt(ctx, pool, t, bound, cur)
@@ -292,22 +302,63 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 
 // publishedSinceCreation reports whether the publication has published
 // relation oid since it was created: through TABLES IN SCHEMA or FOR ALL
-// TABLES, or added to it in the transaction that created it (the same
-// xmin on both catalog rows). Then no row of it was missed.
+// TABLES, or added to it in the transaction that created it. The creating
+// transaction is read from the relation's system-column rows in
+// pg_attribute (attnum < 0), which are written by CREATE only: ALTER TABLE
+// rewrites pg_class's row (a column added, REPLICA IDENTITY, a rename), not
+// these. It reports true only when every such row has the xmin of the
+// pg_publication_rel row; anything else (a GRANT on a system column, the
+// rows unreadable) is not a proof, and the relation is taken for one that
+// joined the publication after rows were written to it.
 func publishedSinceCreation(ctx context.Context, pool *pgxpool.Pool, publication string, oid uint32) (bool, error) {
+	var member bool
 	var same *bool
-	err := pool.QueryRow(ctx, `SELECT (SELECT pr.xmin::text = c.xmin::text FROM pg_catalog.pg_publication_rel pr
-    JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = c.oid)
-FROM pg_catalog.pg_class c WHERE c.oid = $2`, publication, oid).Scan(&same)
+	err := pool.QueryRow(ctx, `SELECT pr.xmin IS NOT NULL,
+  (SELECT bool_and(a.xmin::text = pr.xmin::text) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attnum < 0)
+FROM pg_catalog.pg_class c
+LEFT JOIN (pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid AND p.pubname = $1)
+  ON pr.prrelid = c.oid
+WHERE c.oid = $2`, publication, oid).Scan(&member, &same)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("look up relation %d in publication %q: %w", oid, publication, err)
 	}
-	// No row in pg_publication_rel: a member through its schema or FOR ALL
-	// TABLES, published from its creation.
-	return same == nil || *same, nil
+	if !member {
+		// No row in pg_publication_rel: a member through its schema or
+		// FOR ALL TABLES, published from its creation.
+		return true, nil
+	}
+	return same != nil && *same, nil
+}
+
+// adoptedByPeer reports whether relation cur, which t now names and the
+// publication holds, was added to it by a pgsignal on the same slot (high
+// availability: the active instance, while this one waits for the slot)
+// with its rows: the bookkeeping schema records it with the resend token
+// adoptNew wrote in the same transaction. Then nothing was missed, and t
+// follows cur quietly. Always false without Schema.
+func (w *RelationWatch) adoptedByPeer(ctx context.Context, pool *pgxpool.Pool, t TableRef, cur uint32) (bool, error) {
+	if w.Schema == "" {
+		return false, nil
+	}
+	var token string
+	err := pool.QueryRow(ctx, `SELECT resend_token FROM `+quoteIdent(w.Schema)+`.relations
+WHERE slot = $1 AND schema_name = $2 AND table_name = $3 AND relid = $4 AND resend_token IS NOT NULL`,
+		w.Slot, t.Schema, t.Name, cur).Scan(&token)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
+	}
+	w.mu.Lock()
+	w.bound[t], w.known[cur], w.tokens[cur] = cur, t, token
+	w.mu.Unlock()
+	w.log().Info("another pgsignal on this slot added the new table to the publication with its rows: pgsignal follows it",
+		zap.String("table", t.Display()), zap.Uint32("oid", cur))
+	return true, nil
 }
 
 // rebind makes t follow relation cur, published since its creation.

@@ -154,7 +154,7 @@ func canResend(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
 // (full mode, PostgreSQL 14 or later): in one transaction it locks the new
 // table against writes, adds it to the publication, records it, and emits
 // each row the table holds then (but the rows a migration copied from the
-// old table, found by primary key while the old table exists) as a
+// old table, identical to one of its rows while it exists: copiedCondition) as a
 // transactional message the stream turns into an event at that place of
 // the WAL. Rows committed after it are published as usual. It returns the
 // number of rows resent; an error leaves everything as it was.
@@ -203,6 +203,9 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+quoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
 		return 0, fmt.Errorf("add %s to publication %q: %w", t.Display(), w.Publication, err)
 	}
+	if err := w.adoptIdentity(ctx, tx, t.TableRef, cur); err != nil {
+		return 0, err
+	}
 	token := rand.Text()
 	if _, err := tx.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, schema_name, table_name, relid) DO UPDATE SET resend_token = EXCLUDED.resend_token`,
@@ -239,10 +242,52 @@ FROM ` + t.Quoted() + ` AS n` + where
 	return n, nil
 }
 
+// adoptIdentity returns a permanent error when the publication, with t's
+// new relation cur just added to it (in tx), publishes updates or deletes
+// and a table of it has no replica identity, or a row filter uses a column
+// outside it: PostgreSQL would reject every UPDATE or DELETE of it, the
+// application's own writes. Start-up refuses the same (applyPublication).
+func (w *RelationWatch) adoptIdentity(ctx context.Context, tx pgx.Tx, t TableRef, cur uint32) error {
+	var upd, del bool
+	if err := tx.QueryRow(ctx, `SELECT pubupdate, pubdelete FROM pg_catalog.pg_publication WHERE pubname = $1`, w.Publication).Scan(&upd, &del); err != nil {
+		return fmt.Errorf("look up publication %q: %w", w.Publication, err)
+	}
+	if !upd && !del {
+		return nil
+	}
+	bad, err := UpdateIdentityProblems(ctx, tx, w.Publication, nil)
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		what := "updates"
+		switch {
+		case upd && del:
+			what = "updates and deletes"
+		case del:
+			what = "deletes"
+		}
+		return permanent("table %s is now a new table (OID %d) without a replica identity, and publication %q publishes %s: were pgsignal to add it, PostgreSQL would reject every UPDATE or DELETE of %s, the application's own writes. pgsignal did not add it, and stops rather than lose its rows. As an owner of the table, give it a replica identity (a primary key, or):\n  %s\nthen start pgsignal again: it adds the table to the publication and sends the rows written to it since the migration",
+			t.Display(), cur, w.Publication, what, strings.Join(bad, ", "), strings.ReplaceAll(UpdateIdentityFix(bad), "\n", "\n  "))
+	}
+	if err := checkReplicaIdentity(ctx, tx, w.Publication); err != nil {
+		if errors.Is(err, ErrPermanent) {
+			return fmt.Errorf("table %s is now a new table (OID %d): pgsignal did not add it to the publication: %w", t.Display(), cur, err)
+		}
+		return err
+	}
+	return nil
+}
+
 // copiedCondition returns the condition that leaves out the rows of the new
-// table whose primary key the old relation was still holds (rows a
-// migration copied: they were sent already), "" when the old relation is
-// gone or the new table has no primary key.
+// table a migration copied from the old relation was, while it exists: they
+// were sent already. A row is left out only when the whole row is one of
+// the old relation's: same primary key and, in every column the two tables
+// share, the same value (compared in text form, so that any type
+// compares, a changed type included). A row that only reuses an old key (a
+// table rotated with a fresh sequence) is sent. It returns "" (every row is
+// sent) when the old relation is gone, or the new table has no primary key
+// that the old one has too, with the same types.
 func copiedCondition(ctx context.Context, tx pgx.Tx, was uint32, tc *TableColumns) (string, error) {
 	if len(tc.PrimaryKey) == 0 {
 		return "", nil
@@ -256,12 +301,40 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, was)
 	if err != nil {
 		return "", fmt.Errorf("look up relation %d: %w", was, err)
 	}
-	var eq []string
+	// The columns both tables have, and whether their types are the same.
+	rows, err := tx.Query(ctx, `SELECT a.attname::text, a.atttypid = o.atttypid FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_attribute o ON o.attrelid = $1 AND o.attname = a.attname AND o.attnum > 0 AND NOT o.attisdropped
+WHERE a.attrelid = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, was, tc.Rel.ID)
+	if err != nil {
+		return "", fmt.Errorf("read the columns of %s: %w", old.Display(), err)
+	}
+	sameType := map[string]bool{}
+	var shared []string
+	var name string
+	var same bool
+	if _, err := pgx.ForEachRow(rows, []any{&name, &same}, func() error {
+		sameType[name] = same
+		shared = append(shared, name)
+		return nil
+	}); err != nil {
+		return "", fmt.Errorf("read the columns of %s: %w", old.Display(), err)
+	}
+	var eq, oldVals, newVals []string
 	for _, k := range tc.PrimaryKey {
-		c := quoteIdent(tc.Rel.Columns[k].Name)
+		name := tc.Rel.Columns[k].Name
+		if !sameType[name] {
+			return "", nil
+		}
+		c := quoteIdent(name)
 		eq = append(eq, "o."+c+" = n."+c)
 	}
-	return "NOT EXISTS (SELECT 1 FROM " + old.Quoted() + " AS o WHERE " + strings.Join(eq, " AND ") + ")", nil
+	for _, name := range shared {
+		c := quoteIdent(name)
+		oldVals = append(oldVals, "o."+c+"::text")
+		newVals = append(newVals, "n."+c+"::text")
+	}
+	return "NOT EXISTS (SELECT 1 FROM " + old.Quoted() + " AS o WHERE " + strings.Join(eq, " AND ") +
+		" AND ROW(" + strings.Join(oldVals, ", ") + ") IS NOT DISTINCT FROM ROW(" + strings.Join(newVals, ", ") + "))", nil
 }
 
 // errAdopted: another pgsignal on the same slot adopted the table.
@@ -297,6 +370,9 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 		w.log().Warn("the new table is locked by a long transaction; adding it to the publication again soon", zap.String("table", t.Display()))
 		return false, fmt.Errorf("%w: %w", errLockBusy, err)
 	}
+	if errors.Is(err, ErrPermanent) {
+		return false, err
+	}
 	if err != nil {
 		w.log().Error("could not add the new table to the publication with its rows", zap.String("table", t.Display()), zap.Error(err))
 		return false, nil
@@ -304,7 +380,7 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 	w.mu.Lock()
 	w.bound[t], w.known[cur] = cur, t
 	w.mu.Unlock()
-	w.log().Warn("the configured table is now a new table: pgsignal added it to the publication and sends the rows written to it before (rows a migration copied from the old table, by primary key, were sent already)",
+	w.log().Warn("the configured table is now a new table: pgsignal added it to the publication and sends the rows written to it before (rows a migration copied from the old table, identical to one of its rows, were sent already)",
 		zap.String("table", t.Display()), zap.Uint32("oid", cur), zap.Uint32("previous_oid", was), zap.Int64("rows_resent", n))
 	return true, nil
 }
