@@ -293,6 +293,13 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err != nil {
 		return sum, err
 	}
+	legacy, err := legacyKeys(ctx, pool, cfg, full, sys.SystemID, uint32(sys.Timeline))
+	if err != nil {
+		return sum, err
+	}
+	if tb, ok := batchMapper.(*transforms); ok {
+		tb.t.KeepLegacyKeys(legacy.Before)
+	}
 	rconn.Close(context.Background())
 	// Start-up is over: from here a Stop drains the stream.
 	started()
@@ -311,6 +318,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
 		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap, Relations: rw,
+		LegacyKeys: legacy,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk

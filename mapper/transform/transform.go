@@ -122,6 +122,25 @@ type Transformer struct {
 	timeouts map[*pgconn.PgConn]time.Duration
 
 	statements, rows, rowErrors atomic.Uint64
+	// legacyBefore: rows committed before it keep the keys earlier
+	// versions gave their events (see KeepLegacyKeys).
+	legacyBefore atomic.Uint64
+}
+
+// KeepLegacyKeys makes the rows committed before lsn (a streamed row's
+// commit LSN; not a backfilled row's) keep the keys versions before
+// output-independent keys gave their events: a row that becomes exactly
+// one event gives it its own key, as they did. lsn is where this version
+// first ran (cdc.LegacyKeys.Before): an event such a version sent and did
+// not confirm before the upgrade is sent again under the key it had.
+// Those rows' keys depend on the number of events (see outputKey); the
+// rows committed later have output-independent keys.
+func (t *Transformer) KeepLegacyKeys(lsn cdc.LSN) { t.legacyBefore.Store(uint64(lsn)) }
+
+// legacyKey reports whether the single event of the row in takes the
+// row's key.
+func (t *Transformer) legacyKey(in *Input) bool {
+	return in.Pos.CommitLSN > 0 && uint64(in.Pos.CommitLSN) < t.legacyBefore.Load()
 }
 
 // spec is a validated Spec.
@@ -428,14 +447,19 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 		}
 		in := &rows[idx[groupOrd-1]]
 		occ := occurrences(group, c.out.Index("name"), c.out.Index("external_id"))
+		legacy := len(group) == 1 && t.legacyKey(in)
 		for j, vals := range group {
 			name, ext := vals[c.out.Index("name")], vals[c.out.Index("external_id")]
+			key := in.Key
+			if !legacy {
+				key = outputKey(in.Key, name, ext, occ[j])
+			}
 			ev := c.m.Map(&replication.Change{
 				Rel:            c.out,
 				Values:         vals,
 				Pos:            in.Pos,
 				CommitTime:     in.CommitTime,
-				IdempotencyKey: outputKey(in.Key, name, ext, occ[j]),
+				IdempotencyKey: key,
 			})
 			if ev == nil {
 				return errors.New("the output mapper has no rule for the table")
@@ -652,7 +676,8 @@ var outputKeyNamespace = [16]byte{0x2a, 0x7c, 0x91, 0x0e, 0x5d, 0x33, 0x4f, 0x86
 // again the key it had; and it does not depend on their order. A row's
 // only event, too, has a derived key, not the row's own (which earlier
 // versions gave it): one event cannot take the row's key without depending
-// on there being no other.
+// on there being no other. (Rows committed before this version first ran
+// keep the earlier keys: see KeepLegacyKeys.)
 func outputKey(key string, name, ext []byte, occ int) string {
 	return cdc.UUIDv5(outputKeyNamespace, key, "/", keyPart(name), "/", keyPart(ext), "/", strconv.Itoa(occ))
 }
