@@ -251,6 +251,17 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 			return sum, err
 		}
 	}
+	// Recorded on this version's first run before a slot is created: the
+	// commits (and the rows an interrupted backfill redoes, at positions
+	// below its slot's consistent point) an earlier version may have sent
+	// keep their keys.
+	legacy, err := legacyKeys(ctx, pool, cfg, full, sys.SystemID, uint32(sys.Timeline))
+	if err != nil {
+		return sum, err
+	}
+	if tb, ok := batchMapper.(*transforms); ok {
+		tb.t.KeepLegacyKeys(legacy.Before)
+	}
 	// A backfill creates the slot itself, with an exported snapshot, before
 	// anything else uses rconn.
 	bf, err := a.prepareBackfill(ctx, pool, rconn, sys.SystemID, confirmed)
@@ -292,13 +303,6 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	overlap, err := a.backfillOverlap(ctx, pool)
 	if err != nil {
 		return sum, err
-	}
-	legacy, err := legacyKeys(ctx, pool, cfg, full, sys.SystemID, uint32(sys.Timeline))
-	if err != nil {
-		return sum, err
-	}
-	if tb, ok := batchMapper.(*transforms); ok {
-		tb.t.KeepLegacyKeys(legacy.Before)
 	}
 	rconn.Close(context.Background())
 	// Start-up is over: from here a Stop drains the stream.

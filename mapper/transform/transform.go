@@ -127,8 +127,9 @@ type Transformer struct {
 	legacyBefore atomic.Uint64
 }
 
-// KeepLegacyKeys makes the rows committed before lsn (a streamed row's
-// commit LSN; not a backfilled row's) keep the keys versions before
+// KeepLegacyKeys makes the rows at positions before lsn (a streamed
+// row's commit LSN; a backfilled row's is below its slot's consistent
+// point) keep the keys versions before
 // output-independent keys gave their events: a row that becomes exactly
 // one event gives it its own key, as they did. lsn is where this version
 // first ran (cdc.LegacyKeys.Before): an event such a version sent and did
