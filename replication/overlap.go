@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -26,7 +27,12 @@ import (
 // row version it inserted is, at the time of the check, still the table's
 // live version (same key, xmin = the inserting transaction), so it was
 // visible in the backfill's snapshot, and it passes the same window and row
-// filter the backfill selected on. A row changed since (updated, deleted
+// filter the backfill selected on, and its columns hold the values the
+// stream carries (a transaction that inserted a key, deleted it and
+// inserted it again leaves only its last version live: the earlier insert
+// has other values and is streamed). At most one streamed insert per key
+// and transaction is skipped: the backfill sent the live version once. A
+// row changed since (updated, deleted
 // after the backfill's snapshot) or inserted in a subtransaction cannot be
 // proven to be in the backfill and is streamed as well: sent twice, under
 // different keys.
@@ -64,11 +70,16 @@ type Overlap struct {
 	until   cdc.LSN
 	tables  map[TableRef]*overlapTable
 	skipped atomic.Uint64
+
+	// The keys of the transaction xid whose insert was skipped (the
+	// changes of one transaction arrive together).
+	xid  uint32
+	seen map[string]bool
 }
 
 type overlapTable struct {
-	key []string // primary key (or replica identity) column names
-	sql string   // $1..$n the key values, $n+1 the xid
+	key   []string // primary key (or replica identity) column names
+	where []string // the window, row filter, key ($1..$n) and xmin ($n+1) conditions
 }
 
 // NewOverlap prepares the checks for tables, the backfill's tables and
@@ -108,8 +119,7 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 			where = append(where, quoteIdent(cols[k].Name)+" = $"+strconv.Itoa(i+1))
 		}
 		where = append(where, "xmin = $"+strconv.Itoa(len(key)+1)+"::xid")
-		ot.sql = `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(t.Table.Schema) + "." + quoteIdent(t.Table.Name) +
-			` WHERE ` + strings.Join(where, " AND ") + `)`
+		ot.where = where
 		o.tables[t.Table] = ot
 	}
 	return o, nil
@@ -132,15 +142,41 @@ func (o *Overlap) Covered(ctx context.Context, ch *Change, xid uint32) (bool, er
 	if ot == nil {
 		return false, nil
 	}
-	params := make([][]byte, 0, len(ot.key)+1)
+	params := make([][]byte, 0, len(ot.key)+1+len(ch.Values))
+	var seen strings.Builder
+	seen.WriteString(ch.Rel.QualifiedName())
 	for _, k := range ot.key {
 		i := ch.Rel.Index(k)
 		if i < 0 || ch.Values[i] == nil {
 			return false, nil
 		}
 		params = append(params, ch.Values[i])
+		seen.WriteByte(0)
+		seen.WriteString(strconv.Quote(string(ch.Values[i])))
+	}
+	if xid != o.xid {
+		o.xid, o.seen = xid, nil
+	}
+	if o.seen[seen.String()] {
+		return false, nil // the backfill sent the live version once
 	}
 	params = append(params, []byte(strconv.FormatUint(uint64(xid), 10)))
+	// The live version holds the streamed values: each published column
+	// compared as text after the streamed text is read as the column's
+	// type, in this session (types without an equality operator too).
+	where := append([]string(nil), ot.where...)
+	oids := make([]uint32, len(params), len(params)+len(ch.Values))
+	for i, c := range ch.Rel.Columns {
+		if ch.Values[i] == nil {
+			where = append(where, quoteIdent(c.Name)+" IS NULL")
+			continue
+		}
+		params = append(params, ch.Values[i])
+		oids = append(oids, c.TypeOID)
+		where = append(where, "CAST("+quoteIdent(c.Name)+" AS text) = CAST($"+strconv.Itoa(len(params))+" AS text)")
+	}
+	sql := `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(ch.Rel.Namespace) + "." + quoteIdent(ch.Rel.Name) +
+		` WHERE ` + strings.Join(where, " AND ") + `)`
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := o.pool.Acquire(qctx)
@@ -148,12 +184,21 @@ func (o *Overlap) Covered(ctx context.Context, ch *Change, xid uint32) (bool, er
 		return false, fmt.Errorf("backfill overlap: connect: %w", err)
 	}
 	defer conn.Release()
-	res := conn.Conn().PgConn().ExecParams(qctx, ot.sql, params, nil, nil, nil).Read()
+	res := conn.Conn().PgConn().ExecParams(qctx, sql, params, oids, nil, nil).Read()
 	if res.Err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(res.Err, &pgErr) && (pgErr.Code == "42703" || pgErr.Code == "42P01") {
+			// A column or the table is gone since: not provably sent.
+			return false, nil
+		}
 		return false, fmt.Errorf("look up whether the backfill sent the row of %s inserted at %s: %w", ch.Rel.QualifiedName(), ch.Pos, res.Err)
 	}
 	covered := len(res.Rows) == 1 && string(res.Rows[0][0]) == "t"
 	if covered {
+		if o.seen == nil {
+			o.seen = map[string]bool{}
+		}
+		o.seen[seen.String()] = true
 		o.skipped.Add(1)
 	}
 	return covered, nil

@@ -102,6 +102,14 @@ END $$`,
 		// A redone backfill's snapshot LSN: streamed inserts committed
 		// before it may have been backfilled (see Overlap).
 		`ALTER TABLE ` + s + `.backfills ADD COLUMN IF NOT EXISTS overlap_until pg_lsn`,
+		// Where and on which timeline this version first ran for a slot:
+		// earlier commits keep their earlier keys (see RecordLegacyKeys).
+		`CREATE TABLE IF NOT EXISTS ` + s + `.legacy_keys (
+  slot        text PRIMARY KEY,
+  before_lsn  pg_lsn NOT NULL,
+  timeline    bigint NOT NULL,
+  recorded_at timestamptz NOT NULL DEFAULT now()
+)`,
 	}
 }
 

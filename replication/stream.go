@@ -81,6 +81,9 @@ type Config struct {
 	// Overlap, when set, skips the inserts a redone backfill already sent
 	// (see Overlap).
 	Overlap *Overlap
+	// LegacyKeys are the commits whose rows keep the keys earlier
+	// versions gave them (see cdc.LegacyKeys and RecordLegacyKeys).
+	LegacyKeys cdc.LegacyKeys
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.
@@ -730,7 +733,7 @@ func (s *Stream) submit(ctx context.Context, conn *pgconn.PgConn, ev *cdc.Event)
 // change is the Change of the row at pos of the current transaction.
 func (s *Stream) change(rel *Relation, vals [][]byte, pos cdc.Position) *Change {
 	return &Change{Rel: rel, Values: vals, Pos: pos, CommitTime: s.commitTime,
-		IdempotencyKey: cdc.TimelineIdempotencyKey(s.systemID, s.cfg.Slot, s.timelines.At(pos.CommitLSN), pos)}
+		IdempotencyKey: cdc.TimelineIdempotencyKey(s.systemID, s.cfg.Slot, s.cfg.LegacyKeys.KeyTimeline(pos.CommitLSN, s.timelines.At(pos.CommitLSN)), pos)}
 }
 
 // mapChange maps one row with the Mapper (an update with MapUpdate).

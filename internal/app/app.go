@@ -251,6 +251,17 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 			return sum, err
 		}
 	}
+	// Recorded on this version's first run before a slot is created: the
+	// commits (and the rows an interrupted backfill redoes, at positions
+	// below its slot's consistent point) an earlier version may have sent
+	// keep their keys.
+	legacy, err := legacyKeys(ctx, pool, cfg, full, sys.SystemID, uint32(sys.Timeline))
+	if err != nil {
+		return sum, err
+	}
+	if tb, ok := batchMapper.(*transforms); ok {
+		tb.t.KeepLegacyKeys(legacy.Before)
+	}
 	// A backfill creates the slot itself, with an exported snapshot, before
 	// anything else uses rconn.
 	bf, err := a.prepareBackfill(ctx, pool, rconn, sys.SystemID, confirmed)
@@ -311,6 +322,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
 		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap, Relations: rw,
+		LegacyKeys: legacy,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk

@@ -117,11 +117,31 @@ type Transformer struct {
 	cache map[*replication.Relation]*compiled
 	// good is, per table, the last compiled transform that prepared.
 	good map[string]*compiled
-	// timeouts is the statement_timeout each connection was set to (a
-	// connection not in it has the pool's: config.DefaultTransformTimeout).
+	// timeouts is the statement_timeout each connection was set to (with
+	// its lock_timeout; a connection not in it has the pool's settings).
 	timeouts map[*pgconn.PgConn]time.Duration
 
 	statements, rows, rowErrors atomic.Uint64
+	// legacyBefore: rows committed before it keep the keys earlier
+	// versions gave their events (see KeepLegacyKeys).
+	legacyBefore atomic.Uint64
+}
+
+// KeepLegacyKeys makes the rows at positions before lsn (a streamed
+// row's commit LSN; a backfilled row's is below its slot's consistent
+// point) keep the keys versions before
+// output-independent keys gave their events: a row that becomes exactly
+// one event gives it its own key, as they did. lsn is where this version
+// first ran (cdc.LegacyKeys.Before): an event such a version sent and did
+// not confirm before the upgrade is sent again under the key it had.
+// Those rows' keys depend on the number of events (see outputKey); the
+// rows committed later have output-independent keys.
+func (t *Transformer) KeepLegacyKeys(lsn cdc.LSN) { t.legacyBefore.Store(uint64(lsn)) }
+
+// legacyKey reports whether the single event of the row in takes the
+// row's key.
+func (t *Transformer) legacyKey(in *Input) bool {
+	return in.Pos.CommitLSN > 0 && uint64(in.Pos.CommitLSN) < t.legacyBefore.Load()
 }
 
 // spec is a validated Spec.
@@ -354,13 +374,33 @@ func (t *Transformer) eval(ctx context.Context, pc *pgconn.PgConn, c *compiled, 
 	if !ok && !timedOut {
 		return err
 	}
+	if len(idx) == 1 && timedOut {
+		// A timeout may be the server's doing (a lock wait that began too
+		// late for lock_timeout, a busy server): the row alone is tried
+		// again after a pause before it counts as the row's fault.
+		for _, wait := range rowTimeoutRetries {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			evs, err = t.run(ctx, pc, c, rows, idx)
+			if err == nil {
+				out[idx[0]] = evs[0]
+				return nil
+			}
+			if ctx.Err() != nil || !isStatementTimeout(err) {
+				return fmt.Errorf("evaluate a row again after it timed out: %w", err)
+			}
+		}
+	}
 	if len(idx) == 1 {
 		var reason string
 		if !timedOut {
 			reason = fmt.Sprintf("transform failed: %s (SQLSTATE %s)", pe.Message, pe.Code)
 		} else {
-			reason = fmt.Sprintf("transform timed out: evaluating this row alone took longer than %s (raise tables[].transform_timeout, or make the transform faster; PostgreSQL: %v)",
-				c.spec.timeout(), err)
+			reason = fmt.Sprintf("transform timed out: evaluating this row alone took longer than %s, %d times (raise tables[].transform_timeout, or make the transform faster; PostgreSQL: %v)",
+				c.spec.timeout(), 1+len(rowTimeoutRetries), err)
 		}
 		out[idx[0]] = []*cdc.Event{rejectEvent(&rows[idx[0]], reason)}
 		t.rowErrors.Add(1)
@@ -408,14 +448,19 @@ func (t *Transformer) run(ctx context.Context, pc *pgconn.PgConn, c *compiled, r
 		}
 		in := &rows[idx[groupOrd-1]]
 		occ := occurrences(group, c.out.Index("name"), c.out.Index("external_id"))
+		legacy := len(group) == 1 && t.legacyKey(in)
 		for j, vals := range group {
 			name, ext := vals[c.out.Index("name")], vals[c.out.Index("external_id")]
+			key := in.Key
+			if !legacy {
+				key = outputKey(in.Key, name, ext, occ[j])
+			}
 			ev := c.m.Map(&replication.Change{
 				Rel:            c.out,
 				Values:         vals,
 				Pos:            in.Pos,
 				CommitTime:     in.CommitTime,
-				IdempotencyKey: outputKey(in.Key, name, ext, occ[j]),
+				IdempotencyKey: key,
 			})
 			if ev == nil {
 				return errors.New("the output mapper has no rule for the table")
@@ -483,20 +528,32 @@ func batchParams(c *compiled, rows []Input, idx []int) ([][]byte, []uint32) {
 	return params, oids
 }
 
-// setTimeout sets pc's statement_timeout to d unless it has it already.
+// rowTimeoutRetries are the pauses before a row that timed out alone is
+// evaluated again; it is a dead letter when it times out every time.
+var rowTimeoutRetries = []time.Duration{500 * time.Millisecond, 2 * time.Second}
+
+// lockTimeout is the lock_timeout of an evaluation whose statement_timeout
+// is d: below it, so that waiting for a lock (a migration, VACUUM FULL on
+// a table the transform reads) ends in lock_not_available, which is
+// retried for the whole batch, rather than in a statement timeout, which
+// is blamed on the rows.
+func lockTimeout(d time.Duration) time.Duration {
+	return max(d*3/4, time.Millisecond)
+}
+
+// setTimeout sets pc's statement_timeout to d, and its lock_timeout to
+// lockTimeout(d), unless it has them already.
 func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.Duration) error {
-	cur, ok := t.timeouts[pc]
-	if !ok {
-		cur = config.DefaultTransformTimeout // the pool's
-	}
-	if cur == d {
+	if cur, ok := t.timeouts[pc]; ok && cur == d {
 		return nil
 	}
 	if len(t.timeouts) >= maxCached {
 		clear(t.timeouts) // connections come and go; re-set is harmless
 	}
-	if _, err := pc.Exec(ctx, "SET statement_timeout = "+strconv.FormatInt(d.Milliseconds(), 10)).ReadAll(); err != nil {
-		return fmt.Errorf("set statement_timeout: %w", err)
+	set := "SET statement_timeout = " + strconv.FormatInt(d.Milliseconds(), 10) +
+		"; SET lock_timeout = " + strconv.FormatInt(lockTimeout(d).Milliseconds(), 10)
+	if _, err := pc.Exec(ctx, set).ReadAll(); err != nil {
+		return fmt.Errorf("set statement_timeout and lock_timeout: %w", err)
 	}
 	t.timeouts[pc] = d
 	return nil
@@ -620,7 +677,8 @@ var outputKeyNamespace = [16]byte{0x2a, 0x7c, 0x91, 0x0e, 0x5d, 0x33, 0x4f, 0x86
 // again the key it had; and it does not depend on their order. A row's
 // only event, too, has a derived key, not the row's own (which earlier
 // versions gave it): one event cannot take the row's key without depending
-// on there being no other.
+// on there being no other. (Rows committed before this version first ran
+// keep the earlier keys: see KeepLegacyKeys.)
 func outputKey(key string, name, ext []byte, occ int) string {
 	return cdc.UUIDv5(outputKeyNamespace, key, "/", keyPart(name), "/", keyPart(ext), "/", strconv.Itoa(occ))
 }
