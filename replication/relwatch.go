@@ -106,16 +106,30 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
 // relationName returns the current name of the relation oid, "" when it
 // no longer exists.
 func relationName(ctx context.Context, pool *pgxpool.Pool, oid uint32) (string, error) {
-	var t TableRef
-	err := pool.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&t.Schema, &t.Name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up relation %d: %w", oid, err)
+	t, ok, err := relationRef(ctx, pool, oid)
+	if err != nil || !ok {
+		return "", err
 	}
 	return t.Display(), nil
+}
+
+// rowQuerier is what relationRef needs of a pool or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// relationRef returns the schema and name of the relation oid; ok is false
+// when it no longer exists.
+func relationRef(ctx context.Context, q rowQuerier, oid uint32) (t TableRef, ok bool, err error) {
+	err = q.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&t.Schema, &t.Name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, false, nil
+	}
+	if err != nil {
+		return t, false, fmt.Errorf("look up relation %d: %w", oid, err)
+	}
+	return t, true, nil
 }
 
 // Prepare runs before the publication is synchronized (full mode only; a

@@ -6,11 +6,7 @@ import (
 	"io"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/pgsignal/pgsignal/internal/check"
-	"github.com/pgsignal/pgsignal/internal/config"
-	"github.com/pgsignal/pgsignal/replication"
 )
 
 const checkUsage = `Usage:
@@ -35,21 +31,14 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path)
+	cfg, src, closeSrc, err := loadSource("check", *path, true, stderr)
 	if err != nil {
 		return err
 	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintln(stderr, "pgsignal check: warning:", w)
-	}
+	defer closeSrc()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
-	if err != nil {
-		return err
-	}
-	defer closeDial() //nolint:errcheck // best effort at exit
-	rep := check.Run(ctx, check.Options{Config: cfg, Source: replication.Source{DSN: cfg.Source.DSN, Dial: dial}})
+	rep := check.Run(ctx, check.Options{Config: cfg, Source: src})
 	if *asJSON {
 		err = rep.WriteJSON(stdout)
 	} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -97,12 +96,10 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
 			if letters == nil {
 				letters = []sink.Letter{}
 			}
-			return enc.Encode(letters)
+			return writeJSON(stdout, letters)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tPOSITION\tTABLE\tATTEMPTS\tLAST FAILURE\tREASON")

@@ -2,18 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/preview"
 	"github.com/pgsignal/pgsignal/internal/progress"
-	"github.com/pgsignal/pgsignal/replication"
 )
 
 const previewUsage = `Usage:
@@ -47,22 +42,15 @@ func cmdPreview(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "pgsignal preview: --limit must be at least 1")
 		return errUsage
 	}
-	cfg, err := config.Load(*path)
+	cfg, src, closeSrc, err := loadSource("preview", *path, false, stderr)
 	if err != nil {
 		return err
 	}
-	for _, w := range cfg.Warnings {
-		fmt.Fprintln(stderr, "pgsignal preview: warning:", w)
-	}
+	defer closeSrc()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
-	if err != nil {
-		return err
-	}
-	defer closeDial() //nolint:errcheck // best effort at exit
 	line := progress.New(stderr, "preview", "rows")
-	rep, err := preview.Run(ctx, preview.Options{Config: cfg, Source: replication.Source{DSN: cfg.Source.DSN, Dial: dial},
+	rep, err := preview.Run(ctx, preview.Options{Config: cfg, Source: src,
 		Table: *table, Limit: *limit, Progress: line.Update})
 	if line != nil {
 		line.Finish()
@@ -71,9 +59,7 @@ func cmdPreview(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(stdout, rep)
 	}
 	return writePreview(stdout, rep)
 }

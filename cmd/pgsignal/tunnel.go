@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,4 +45,34 @@ func openPool(ctx context.Context, cfg *config.Config, conns int32) (pool *pgxpo
 		pool.Close()
 		closeDial() //nolint:errcheck // best effort
 	}, nil
+}
+
+// loadSource loads the configuration for command name — without the
+// OneSignal key unless needKey — prints its warnings, and returns the
+// source as every connection reaches it (through the SSH tunnel when one is
+// configured) and the function that closes the tunnel.
+func loadSource(name, path string, needKey bool, stderr io.Writer) (*config.Config, replication.Source, func(), error) {
+	load := config.LoadForDatabase
+	if needKey {
+		load = config.Load
+	}
+	cfg, err := load(path)
+	if err != nil {
+		return nil, replication.Source{}, nil, err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "pgsignal %s: warning: %s\n", name, w)
+	}
+	dial, closeDial, err := dialerFor(cfg, zap.NewNop())
+	if err != nil {
+		return nil, replication.Source{}, nil, err
+	}
+	return cfg, replication.Source{DSN: cfg.Source.DSN, Dial: dial}, func() { closeDial() }, nil //nolint:errcheck // best effort at exit
+}
+
+// writeJSON writes v as indented JSON, the form of every --json output.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
