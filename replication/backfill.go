@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/mapper/codec"
 )
 
 // SnapshotSlot is a slot just created with an exported snapshot: the
@@ -260,7 +261,7 @@ func (b *Backfill) fetch(ctx context.Context, c *backfillCursor) error {
 		if len(r) != ncol+1 {
 			return fmt.Errorf("backfill %s: fetched %d columns, want %d", c.rel.QualifiedName(), len(r), ncol+1)
 		}
-		ts, err := ParseTimestamp(pgtype.TimestamptzOID, r[ncol], time.UTC)
+		ts, err := codec.ParseTimestamp(pgtype.TimestamptzOID, r[ncol], time.UTC)
 		if err != nil {
 			// Cannot happen for the values the window selects; should it,
 			// the row keeps its place after the previous one, and the

@@ -15,7 +15,7 @@ import (
 )
 
 // sessionParams are set on every replication connection so that pgoutput's
-// text values have one well-known form (see AppendJSON), and on every
+// text values have one well-known form (see codec.AppendJSON), and on every
 // ordinary one. client_encoding UTF8 makes the server convert text from
 // its encoding (LATIN1, ...) to UTF-8.
 var sessionParams = map[string]string{
