@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // A redone backfill keeps the slot of the first attempt, which holds every
@@ -94,7 +95,7 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 		if len(key) == 0 || col < 0 {
 			continue // cannot have been backfilled
 		}
-		cond, _, err := windowSQL(quoteIdent(t.Column), cols[col].TypeOID, t)
+		cond, _, err := windowSQL(pgcat.QuoteIdent(t.Column), cols[col].TypeOID, t)
 		if err != nil {
 			continue
 		}
@@ -105,10 +106,10 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 		}
 		for i, k := range key {
 			ot.key = append(ot.key, cols[k].Name)
-			where = append(where, quoteIdent(cols[k].Name)+" = $"+strconv.Itoa(i+1))
+			where = append(where, pgcat.QuoteIdent(cols[k].Name)+" = $"+strconv.Itoa(i+1))
 		}
 		where = append(where, "xmin = $"+strconv.Itoa(len(key)+1)+"::xid")
-		ot.sql = `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(t.Table.Schema) + "." + quoteIdent(t.Table.Name) +
+		ot.sql = `SELECT EXISTS (SELECT 1 FROM ` + pgcat.QuoteIdent(t.Table.Schema) + "." + pgcat.QuoteIdent(t.Table.Name) +
 			` WHERE ` + strings.Join(where, " AND ") + `)`
 		o.tables[t.Table] = ot
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // RelationWatch keeps each configured table bound to the relation (OID)
@@ -62,7 +64,7 @@ func (w *RelationWatch) log() *zap.Logger {
 
 // relationsDDL creates the table of bound OIDs (full mode).
 func relationsDDL(schema string) string {
-	return `CREATE TABLE IF NOT EXISTS ` + quoteIdent(schema) + `.relations (
+	return `CREATE TABLE IF NOT EXISTS ` + pgcat.QuoteIdent(schema) + `.relations (
   slot        text NOT NULL,
   schema_name text NOT NULL,
   table_name  text NOT NULL,
@@ -79,11 +81,11 @@ func (w *RelationWatch) ensureRelations(ctx context.Context, pool *pgxpool.Pool)
 	for attempt := 1; ; attempt++ {
 		_, err := pool.Exec(ctx, relationsDDL(w.Schema))
 		var pgErr *pgconn.PgError
-		if err != nil && attempt < 3 && errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P07") {
+		if err != nil && attempt < 3 && errors.As(err, &pgErr) && (pgErr.Code == pgcat.UniqueViolation || pgErr.Code == pgcat.DuplicateTable) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("create %s.relations: %w", quoteIdent(w.Schema), err)
+			return fmt.Errorf("create %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
 		}
 		return nil
 	}
@@ -131,10 +133,10 @@ func (w *RelationWatch) Prepare(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := w.ensureRelations(ctx, pool); err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid, coalesce(resend_token, '') FROM `+quoteIdent(w.Schema)+`.relations
+	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid, coalesce(resend_token, '') FROM `+pgcat.QuoteIdent(w.Schema)+`.relations
 WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 	if err != nil {
-		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
+		return fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
 	}
 	last := map[TableRef]uint32{}
 	var t TableRef
@@ -148,7 +150,7 @@ WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
+		return fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
 	}
 	for _, t := range w.Tables {
 		rec, ok := last[t]
@@ -223,7 +225,7 @@ func (w *RelationWatch) Bind(ctx context.Context, pool *pgxpool.Pool) error {
 		if w.Schema == "" {
 			continue
 		}
-		if _, err := pool.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
+		if _, err := pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, oid); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
@@ -258,7 +260,7 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 				what = "was renamed to " + now
 			}
 			return permanent("table %s no longer exists: the table pgsignal streamed (OID %d) %s. pgsignal stops rather than lose its rows: point tables[].table at the table the rows now go to (pgsignal adds it to publication %s at its next start in full mode), or restore the name",
-				t.Display(), bound, what, quoteIdent(w.Publication))
+				t.Display(), bound, what, pgcat.QuoteIdent(w.Publication))
 		case cur != bound:
 			if in {
 				since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
@@ -284,7 +286,7 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 			return w.swapError(ctx, pool, t, bound, cur, in)
 		case !in:
 			return permanent("table %s is no longer in publication %s, so its rows are not streamed; pgsignal stops rather than skip them. As an owner of the table, add it back:\n  ALTER PUBLICATION %s ADD TABLE %s;\nthen start pgsignal again (rows committed to the table meanwhile were not streamed: re-send them as described in the README, \"Migrations that replace a table\")",
-				t.Display(), quoteIdent(w.Publication), quoteIdent(w.Publication), t.Quoted())
+				t.Display(), pgcat.QuoteIdent(w.Publication), pgcat.QuoteIdent(w.Publication), t.Quoted())
 		}
 	}
 	return nil
@@ -316,7 +318,7 @@ func (w *RelationWatch) rebind(ctx context.Context, pool *pgxpool.Pool, t TableR
 	w.bound[t], w.known[cur] = cur, t
 	w.mu.Unlock()
 	if w.Schema != "" {
-		if _, err := pool.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
+		if _, err := pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
@@ -338,7 +340,7 @@ func (w *RelationWatch) swapError(ctx context.Context, pool *pgxpool.Pool, t Tab
 	} else {
 		old = "now " + old
 	}
-	pub := quoteIdent(w.Publication)
+	pub := pgcat.QuoteIdent(w.Publication)
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s is now a different table (OID %d; the table pgsignal streamed, OID %d, is %s)", t.Display(), cur, was, old)
 	if inPublication {

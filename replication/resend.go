@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // ResendPrefix is the prefix of the transactional logical decoding
@@ -76,7 +78,7 @@ func (c *resendCache) relation(r *resendRow, cols []byte) *Relation {
 // pluginArgs returns the pgoutput options of the stream: logical decoding
 // messages are asked for where pgoutput has them (PostgreSQL 14 on).
 func (s *Stream) pluginArgs(conn *pgconn.PgConn) []string {
-	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)}
+	args := []string{"proto_version '1'", "publication_names " + pgcat.QuoteReplLiteral(s.cfg.Publication)}
 	if serverMajor(conn.ParameterStatus("server_version")) >= minMessagesVersion/10000 {
 		args = append(args, "messages 'true'")
 	}
@@ -193,18 +195,18 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 	vals := make([]string, len(tc.Rel.Columns))
 	for i, c := range tc.Rel.Columns {
 		cols[i] = resendColumn{Name: c.Name, Type: c.TypeOID, Mod: c.TypeMod, Key: c.Key}
-		q := "n." + quoteIdent(c.Name)
+		q := "n." + pgcat.QuoteIdent(c.Name)
 		vals[i] = "CASE WHEN num_nulls(" + q + ") = 1 THEN NULL ELSE format('%s', " + q + ") END"
 	}
 	colsJSON, err := json.Marshal(cols)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+quoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
+	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pgcat.QuoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
 		return 0, fmt.Errorf("add %s to publication %q: %w", t.Display(), w.Publication, err)
 	}
 	token := rand.Text()
-	if _, err := tx.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
+	if _, err := tx.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, schema_name, table_name, relid) DO UPDATE SET resend_token = EXCLUDED.resend_token`,
 		w.Slot, t.Schema, t.Name, cur, token); err != nil {
 		return 0, fmt.Errorf("record the relation of %s: %w", t.Display(), err)
@@ -258,7 +260,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, was)
 	}
 	var eq []string
 	for _, k := range tc.PrimaryKey {
-		c := quoteIdent(tc.Rel.Columns[k].Name)
+		c := pgcat.QuoteIdent(tc.Rel.Columns[k].Name)
 		eq = append(eq, "o."+c+" = n."+c)
 	}
 	return "NOT EXISTS (SELECT 1 FROM " + old.Quoted() + " AS o WHERE " + strings.Join(eq, " AND ") + ")", nil
@@ -293,7 +295,7 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 		return true, nil
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+	if errors.As(err, &pgErr) && pgErr.Code == pgcat.LockNotAvailable {
 		w.log().Warn("the new table is locked by a long transaction; adding it to the publication again soon", zap.String("table", t.Display()))
 		return false, fmt.Errorf("%w: %w", errLockBusy, err)
 	}
@@ -326,7 +328,7 @@ func (w *RelationWatch) resendToken(ctx context.Context, oid uint32, token strin
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var stored *string
-	err := pool.QueryRow(qctx, `SELECT resend_token FROM `+quoteIdent(w.Schema)+`.relations WHERE slot = $1 AND relid = $2 AND resend_token = $3`,
+	err := pool.QueryRow(qctx, `SELECT resend_token FROM `+pgcat.QuoteIdent(w.Schema)+`.relations WHERE slot = $1 AND relid = $2 AND resend_token = $3`,
 		w.Slot, oid, token).Scan(&stored)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil

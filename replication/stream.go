@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // Change is one inserted row.
@@ -322,11 +323,11 @@ func (s *Stream) session(ctx context.Context) error {
 			return lostErr
 		}
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55006" {
+		if errors.As(err, &pgErr) && pgErr.Code == pgcat.ObjectInUse {
 			// Another reader holds the slot (a second instance): wait and retry.
 			return fmt.Errorf("%w: %w", errSlotBusy, err)
 		}
-		if errors.As(err, &pgErr) && (pgErr.Code == "42704" || pgErr.Code == "42501" || pgErr.Code[:2] == "28") {
+		if errors.As(err, &pgErr) && (pgErr.Code == pgcat.UndefinedObject || pgErr.Code == pgcat.InsufficientPrivilege || pgErr.Code[:2] == pgcat.ClassInvalidAuthorization) {
 			return permanent("start replication on slot %q: %w", s.cfg.Slot, err)
 		}
 		return fmt.Errorf("start replication on slot %q: %w", s.cfg.Slot, err)

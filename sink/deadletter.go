@@ -16,10 +16,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // DeadLetterStore durably records dead letters. Write returns only when they
@@ -152,7 +152,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 		rows[i] = r
 	}
 	err := s.insert(ctx, rows)
-	if !dataError(err) {
+	if !pgcat.IsDataError(err) {
 		return err
 	}
 	// Find the parts jsonb refuses, each on its own.
@@ -167,7 +167,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 			}
 			var ok bool
 			perr := s.Pool.QueryRow(ctx, `SELECT $1::text::jsonb IS NOT NULL`, string(part.b)).Scan(&ok)
-			if dataError(perr) {
+			if pgcat.IsDataError(perr) {
 				r.asBytes(part.name, "PostgreSQL's jsonb refused it: "+cleanText(perr.Error()))
 			} else if perr != nil {
 				return fmt.Errorf("write dead letters to %s: %w", s.table(), perr)
@@ -175,7 +175,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 		}
 	}
 	if err := s.insert(ctx, rows); err != nil {
-		if dataError(err) {
+		if pgcat.IsDataError(err) {
 			return fmt.Errorf("write dead letters to %s: %w: %w", s.table(), ErrLetterRefused, err)
 		}
 		return err
@@ -222,18 +222,6 @@ ON CONFLICT (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `) DO NOTHING
 		return fmt.Errorf("commit dead letters to %s: %w", s.table(), err)
 	}
 	return nil
-}
-
-// dataError reports whether err is PostgreSQL refusing a value (SQLSTATE
-// class 22, data exception, or 54, program limit exceeded, or 0A000 for a
-// jsonb \u escape above U+007F in a SQL_ASCII database, which cannot
-// convert it): the same value is refused again.
-func dataError(err error) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54") || pe.Code == "0A000"
 }
 
 func nullJSON(b []byte) *string {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -109,7 +110,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if dsnUser, _ := dsnUserDB(cfg.Source.DSN); dsnUser != "" && dsnUser != *user {
 		fmt.Fprintf(stderr, "pgsignal setup: note: source.dsn logs in as %s, not %s: pass --user %s or change source.dsn\n",
-			setupsql.QuoteIdent(dsnUser), setupsql.QuoteIdent(*user), dsnUser)
+			pgcat.QuoteIdent(dsnUser), pgcat.QuoteIdent(*user), dsnUser)
 	}
 	if !*apply {
 		if !fromEnv {
@@ -161,7 +162,7 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 	}
 	if _, sourceDB := dsnUserDB(cfg.Source.DSN); sourceDB != "" && sourceDB != database {
 		return fmt.Errorf("--admin-dsn connects to database %s but source.dsn to %s: grants and publications belong to one database; connect --admin-dsn to %s",
-			setupsql.QuoteIdent(database), setupsql.QuoteIdent(sourceDB), setupsql.QuoteIdent(sourceDB))
+			pgcat.QuoteIdent(database), pgcat.QuoteIdent(sourceDB), pgcat.QuoteIdent(sourceDB))
 	}
 	how := "from --platform"
 	if opts.Platform == "" {
@@ -185,13 +186,13 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 		return err
 	}
 	fmt.Fprintf(stdout, "applying as %s to database %s (platform %s, %s)\n",
-		setupsql.QuoteIdent(admin), setupsql.QuoteIdent(database), opts.Platform, how)
+		pgcat.QuoteIdent(admin), pgcat.QuoteIdent(database), opts.Platform, how)
 	applied, err := setupsql.Apply(ctx, conn, script, stdout)
 	if opts.PasswordGenerated && applied > 0 {
 		fmt.Fprintf(stdout, "password of %s (generated, shown only this once; store it now, e.g. as PGPASSWORD for pgsignal): %s\n",
-			setupsql.QuoteIdent(opts.User), opts.Password)
+			pgcat.QuoteIdent(opts.User), opts.Password)
 	} else if exists && opts.Password == "" {
-		fmt.Fprintf(stdout, "%s existed: its password is unchanged (set one with --password-env VAR)\n", setupsql.QuoteIdent(opts.User))
+		fmt.Fprintf(stdout, "%s existed: its password is unchanged (set one with --password-env VAR)\n", pgcat.QuoteIdent(opts.User))
 	}
 	if len(script.Notes) > 0 {
 		fmt.Fprintln(stdout, "note:")

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -97,22 +98,13 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nRuns int) (*statusReport, error) {
 	rep := &statusReport{Runs: []runReport{}}
 	rep.Slot.Name = cfg.Source.Slot
-	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	if err != nil {
 		return nil, err
 	}
 	rep.Slot.Exists, rep.Slot.Active, rep.Slot.ActivePID = si.Exists, si.Active, si.ActivePID
 	rep.Slot.ConfirmedFlushLSN, rep.Slot.WALStatus = si.ConfirmedFlushLSN, si.WALStatus
-	if si.Exists {
-		var lag, retained *int64
-		err := pool.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - confirmed_flush_lsn)::bigint,
-  (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint
-FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &retained)
-		if err != nil {
-			return nil, fmt.Errorf("slot lag: %w", err)
-		}
-		rep.Slot.LagBytes, rep.Slot.RetainedBytes = lag, retained
-	}
+	rep.Slot.LagBytes, rep.Slot.RetainedBytes = si.LagBytes, si.RetainedBytes
 	loss, err := replication.StoredSlotLoss(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, cfg.Source.Mode != config.ModeReadOnly)
 	if err != nil {
 		return nil, err
@@ -159,7 +151,7 @@ FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &re
 	switch {
 	case err == nil:
 		rep.Backfill = bf
-	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "42P01":
+	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == pgcat.UndefinedTable:
 		// No backfill, or a bookkeeping schema from before backfills.
 	default:
 		return nil, fmt.Errorf("read backfill: %w", err)

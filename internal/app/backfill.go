@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -133,7 +134,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	si, err := replication.LookupSlot(ctx, pool, slot)
+	si, err := pgcat.LookupSlot(ctx, pool, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +206,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		overlap = snap.ConsistentPoint
 	} else {
 		if si.Exists {
-			if err := replication.DropSlot(ctx, pool, slot); err != nil {
+			if err := pgcat.DropSlot(ctx, pool, slot); err != nil {
 				return nil, err
 			}
 		}
@@ -392,7 +393,7 @@ func (a *App) backfillOverlap(ctx context.Context, pool *pgxpool.Pool) (*replica
 	if err != nil || until == 0 {
 		return nil, err
 	}
-	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -308,21 +309,15 @@ func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, st
 }
 
 func (o *monitor) pollSlot(ctx context.Context, pool *pgxpool.Pool, slot string) {
-	var status *string
-	var safe *int64
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := pool.QueryRow(qctx, `SELECT to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
-FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&status, &safe)
-	if err != nil {
+	si, err := pgcat.LookupSlot(qctx, pool, slot)
+	if err != nil || !si.Exists {
 		return
 	}
-	s := slotState{known: true, safeWALSize: -1}
-	if status != nil {
-		s.walStatus = *status
-	}
-	if safe != nil {
-		s.safeWALSize = float64(*safe)
+	s := slotState{known: true, safeWALSize: -1, walStatus: si.WALStatus}
+	if si.SafeWALSize != nil {
+		s.safeWALSize = float64(*si.SafeWALSize)
 	}
 	o.mu.Lock()
 	o.slotState = s

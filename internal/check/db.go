@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/mapper/transform"
@@ -73,7 +74,7 @@ type tableState struct {
 	owned  bool
 }
 
-func (t tableState) quoted() string { return setupsql.QualifiedName(t.cfg.Schema, t.cfg.Name) }
+func (t tableState) quoted() string { return pgcat.QualifiedName(t.cfg.Schema, t.cfg.Name) }
 
 // displayName returns schema.name as it is written in the configuration:
 // each part bare when it reads back unchanged, double-quoted otherwise.
@@ -82,7 +83,7 @@ func displayName(t config.Table) string { return displayIdent(t.Schema) + "." + 
 func displayIdent(id string) string {
 	for i, c := range id {
 		if !(c == '_' || 'a' <= c && c <= 'z' || i > 0 && ('0' <= c && c <= '9' || c == '$')) {
-			return setupsql.QuoteIdent(id)
+			return pgcat.QuoteIdent(id)
 		}
 	}
 	if id == "" {
@@ -175,28 +176,28 @@ func (r *runner) connect(ctx context.Context) (*db, string) {
 		return nil, "the database is not reachable"
 	}
 	r.pass(itemReach, target+" answered")
-	user, dbname := setupsql.QuoteIdent(ccfg.User), setupsql.QuoteIdent(ccfg.Database)
+	user, dbname := pgcat.QuoteIdent(ccfg.User), pgcat.QuoteIdent(ccfg.Database)
 	var fix string
 	switch pe.Code {
-	case "28P01":
+	case pgcat.InvalidPassword:
 		fix = "check the password: the one in source.dsn (better through ${VAR}) or PGPASSWORD. To set a new one, as an admin:\n" +
 			"ALTER ROLE " + user + " WITH PASSWORD '...';  (or: pgsignal setup --apply --password-env VAR)"
 		if ccfg.Password == "" {
 			fix = "no password was supplied: source.dsn has none, PGPASSWORD is not set and no ~/.pgpass (or PGPASSFILE) line matches; " +
 				"set PGPASSWORD, add a .pgpass line, or write it in the dsn (through ${VAR}, percent-encoded in a URL)"
 		}
-	case "28000":
+	case pgcat.InvalidAuthorization:
 		fix = "the user is unknown, or pg_hba.conf has no line for this user, database and client address; " +
 			"create the user with pgsignal setup, or add a line like\n" +
 			"host " + ccfg.Database + " " + ccfg.User + " <client-address>/32 scram-sha-256\n" +
 			"to pg_hba.conf, then SELECT pg_reload_conf();"
-	case "3D000":
+	case pgcat.InvalidCatalogName:
 		fix = "fix the database name in source.dsn"
-	case "42501":
+	case pgcat.InsufficientPrivilege:
 		fix = "GRANT CONNECT ON DATABASE " + dbname + " TO " + user + ";"
-	case "53300":
+	case pgcat.TooManyConnections:
 		fix = "the server has no free connection: close idle ones or raise max_connections (a restart applies it)"
-	case "57P03":
+	case pgcat.CannotConnectNow:
 		fix = "the server is starting up or shutting down: retry in a moment"
 	default:
 		fix = "see the server's message above"
@@ -246,7 +247,7 @@ func (r *runner) session(ctx context.Context, d *db) string {
 		return "the session could not be read"
 	}
 	r.tls(ctx, d)
-	who := fmt.Sprintf("logged in as %s to database %s", setupsql.QuoteIdent(d.user), setupsql.QuoteIdent(d.database))
+	who := fmt.Sprintf("logged in as %s to database %s", pgcat.QuoteIdent(d.user), pgcat.QuoteIdent(d.database))
 	if d.super {
 		who += " (a superuser: more rights than pgsignal needs)"
 	}
@@ -292,7 +293,7 @@ func (r *runner) encoding(ctx context.Context, d *db) {
 		r.warn(itemEncoding, fmt.Sprintf("SQL_ASCII: database %s stores text bytes as they were given, without checking or converting them; "+
 			"a row whose name, external_id or properties hold bytes that are not valid UTF-8 (such as Latin-1 \"caf\\xe9\") becomes a dead letter "+
 			"instead of an event, since sending it would make different users one (OneSignal reads such bytes as U+FFFD)",
-			setupsql.QuoteIdent(d.database)),
+			pgcat.QuoteIdent(d.database)),
 			"the database should use UTF8: create one with CREATE DATABASE ... TEMPLATE template0 ENCODING 'UTF8', "+
 				"and move the data into it converting the text from the encoding the application really wrote (pg_dump, then restore with that client_encoding); "+
 				"until then keep the mapped columns valid UTF-8")
@@ -480,7 +481,7 @@ FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&repl, &rds)
 	case rds:
 		r.pass(itemReplPriv, "a member of rds_replication")
 	default:
-		user := setupsql.QuoteIdent(d.user)
+		user := pgcat.QuoteIdent(d.user)
 		fix := "ALTER ROLE " + user + " WITH REPLICATION;  -- as a superuser (or pgsignal setup --apply)"
 		if d.platform == setupsql.RDS {
 			fix = "GRANT rds_replication TO " + user + ";  -- as the master user (or pgsignal setup --apply)"
@@ -508,7 +509,7 @@ func (r *runner) replicationConnection(ctx context.Context, d *db) {
 	}
 	fix := "check that pg_hba.conf lets this user connect to this database from here, and that max_wal_senders has room"
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "53300" {
+	if errors.As(err, &pe) && pe.Code == pgcat.TooManyConnections {
 		fix = restartFix(d.platform, "max_wal_senders", "<more>")
 	}
 	r.fail(itemReplConn, "cannot open a replication connection: "+err.Error(), fix)
@@ -525,7 +526,7 @@ func (r *runner) selectTable(ctx context.Context, d *db, i int, t config.Table) 
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&ts.oid, &kind, &usage, &sel, &ts.owned)
 	if errors.Is(err, pgx.ErrNoRows) {
-		r.fail(name, ts.quoted()+" does not exist in database "+setupsql.QuoteIdent(d.database),
+		r.fail(name, ts.quoted()+" does not exist in database "+pgcat.QuoteIdent(d.database),
 			fmt.Sprintf("create the table, or fix tables[%d].table (a quoted name keeps its case: \"Events\" is not events)", i))
 		return ts
 	}
@@ -550,13 +551,13 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&ts.oid, &kind,
 			fmt.Sprintf("point tables[%d].table at the table the rows are inserted into", i))
 		return ts
 	}
-	user := setupsql.QuoteIdent(d.user)
+	user := pgcat.QuoteIdent(d.user)
 	switch {
 	case usage && sel:
 		r.pass(name, "SELECT granted on "+ts.quoted())
 	case !usage:
-		r.fail(name, user+" lacks USAGE on schema "+setupsql.QuoteIdent(t.Schema),
-			"GRANT USAGE ON SCHEMA "+setupsql.QuoteIdent(t.Schema)+" TO "+user+";\nGRANT SELECT ON "+ts.quoted()+" TO "+user+";")
+		r.fail(name, user+" lacks USAGE on schema "+pgcat.QuoteIdent(t.Schema),
+			"GRANT USAGE ON SCHEMA "+pgcat.QuoteIdent(t.Schema)+" TO "+user+";\nGRANT SELECT ON "+ts.quoted()+" TO "+user+";")
 	default:
 		r.fail(name, user+" lacks SELECT on "+ts.quoted(), "GRANT SELECT ON "+ts.quoted()+" TO "+user+";")
 	}
@@ -573,9 +574,9 @@ func (r *runner) schema(ctx context.Context, d *db) {
 		r.skip(itemSchema, "a standby cannot be written to (see primary or standby)")
 		return
 	}
-	schema, user := setupsql.QuoteIdent(r.cfg.Source.Schema), setupsql.QuoteIdent(d.user)
+	schema, user := pgcat.QuoteIdent(r.cfg.Source.Schema), pgcat.QuoteIdent(d.user)
 	grant := "GRANT USAGE, CREATE ON SCHEMA " + schema + " TO " + user + ";"
-	grantDB := "GRANT CREATE ON DATABASE " + setupsql.QuoteIdent(d.database) + " TO " + user + ";"
+	grantDB := "GRANT CREATE ON DATABASE " + pgcat.QuoteIdent(d.database) + " TO " + user + ";"
 	var found, dbCreate, owner, create, usage bool
 	var oid uint32
 	err := d.conn.QueryRow(ctx, `SELECT pg_catalog.has_database_privilege(current_database(), 'CREATE'), n.oid IS NOT NULL,
@@ -588,7 +589,7 @@ FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1`, r.c
 		return
 	}
 	// CREATE on the database is needed only to create a missing schema.
-	noDB := user + " lacks CREATE on database " + setupsql.QuoteIdent(d.database) + ", which pgsignal needs to create it"
+	noDB := user + " lacks CREATE on database " + pgcat.QuoteIdent(d.database) + ", which pgsignal needs to create it"
 	switch {
 	case !found && !dbCreate:
 		r.fail(itemSchema, schema+" does not exist and "+noDB,
@@ -638,7 +639,7 @@ type pubTable struct {
 // covers every table with every mapped column.
 func (r *runner) publication(ctx context.Context, d *db) {
 	pubName := r.cfg.Source.Publication
-	pub := setupsql.QuoteIdent(pubName)
+	pub := pgcat.QuoteIdent(pubName)
 	full := r.cfg.Source.Mode != config.ModeReadOnly
 	var refs []setupsql.Table
 	ownsAll, allExist := true, true
@@ -838,7 +839,7 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 		case m.Key == "timestamp" && t.cfg.TimestampUnit == "" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
 			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
 			fixes = append(fixes, fmt.Sprintf("map %stimestamp to a timestamptz, timestamp or date column, remove it to use the commit time, or:\nALTER TABLE %s ALTER COLUMN %s TYPE timestamptz USING %s::timestamptz;",
-				path, t.quoted(), setupsql.QuoteIdent(m.Column), setupsql.QuoteIdent(m.Column)))
+				path, t.quoted(), pgcat.QuoteIdent(m.Column), pgcat.QuoteIdent(m.Column)))
 		case m.Key == "properties" && c.typ != pgtype.JSONOID && c.typ != pgtype.JSONBOID:
 			problems = append(problems, fmt.Sprintf("properties column %q is %s, not json or jsonb", m.Column, c.typName))
 			fixes = append(fixes, fmt.Sprintf("write %sproperties as a list, [%s], to send the column as one property, or map it to a json/jsonb column", path, m.Column))
@@ -907,15 +908,7 @@ func backfillProblems(ctx context.Context, d *db, t tableState, path string, col
 // slot checks the replication slot: kind, database, activity, WAL and lag.
 func (r *runner) slot(ctx context.Context, d *db) {
 	slotName := r.cfg.Source.Slot
-	lit := setupsql.QuoteLiteral(slotName)
-	walStatus := `NULL::text`
-	if d.version >= 130000 {
-		walStatus = `wal_status`
-	}
-	current := `pg_catalog.pg_current_wal_lsn()`
-	if d.standby {
-		current = `pg_catalog.pg_last_wal_replay_lsn()`
-	}
+	lit := pgcat.QuoteLiteral(slotName)
 	// What `pgsignal run` decides about a lost slot, in its words.
 	loss, err := replication.StoredSlotLoss(ctx, d.pool, r.cfg.Source.Schema, slotName, r.cfg.Source.Mode != config.ModeReadOnly)
 	if err != nil {
@@ -926,16 +919,10 @@ func (r *runner) slot(ctx context.Context, d *db) {
 		r.slotLost(*loss)
 		return
 	}
-	var typ, plugin, database, confirmed, status string
-	var active bool
-	var pid *int32
-	var lag *int64
-	err = d.conn.QueryRow(ctx, `SELECT slot_type, COALESCE(plugin, ''), COALESCE(database::text, ''), active, active_pid,
-  COALESCE(confirmed_flush_lsn::text, ''), COALESCE(`+walStatus+`, ''),
-  pg_catalog.pg_wal_lsn_diff(`+current+`, confirmed_flush_lsn)::bigint
-FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slotName).
-		Scan(&typ, &plugin, &database, &active, &pid, &confirmed, &status, &lag)
-	if errors.Is(err, pgx.ErrNoRows) {
+	si, err := pgcat.LookupSlot(ctx, d.conn, slotName)
+	typ, plugin, database, confirmed, status := si.SlotType, si.Plugin, si.Database, si.ConfirmedFlushLSN, si.WALStatus
+	active, lag := si.Active, si.LagBytes
+	if err == nil && !si.Exists {
 		if !d.logical {
 			r.skip(itemSlot, fmt.Sprintf("slot %q does not exist and cannot be created while wal_level is not logical", slotName))
 			return
@@ -977,8 +964,8 @@ FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slotName).
 	switch {
 	case active:
 		p := "?"
-		if pid != nil {
-			p = strconv.Itoa(int(*pid))
+		if si.ActivePID != 0 {
+			p = strconv.Itoa(int(si.ActivePID))
 		}
 		r.warn(itemSlot, detail+"; it is active (pid "+p+"): another client reads it, and pgsignal waits until it stops", "")
 	case status == "unreserved":

@@ -36,6 +36,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -507,7 +508,7 @@ func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.
 // request" is a cancel, which is not the rows' doing).
 func isStatementTimeout(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "57014" && strings.Contains(pe.Message, "statement timeout")
+	return errors.As(err, &pe) && pe.Code == pgcat.QueryCanceled && strings.Contains(pe.Message, "statement timeout")
 }
 
 // parseOrdinal reads a positive bigint's text.
@@ -542,7 +543,7 @@ func rowError(err error) (*pgconn.PgError, bool) {
 	case "21", "22", "23", "2F", "38", "39", "44", "P0":
 		return pe, true
 	}
-	if pe.Code == "25006" {
+	if pe.Code == pgcat.ReadOnlySQLTransaction {
 		// A write (nextval(), a function that writes) in the read-only
 		// session: it fails the same way every time.
 		return pe, true
