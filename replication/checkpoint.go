@@ -14,6 +14,16 @@ import (
 // (see RunCheckpointer).
 const minSaveInterval = 50 * time.Millisecond
 
+// Store keeps the checkpoint outside the slot (full mode); internal/store
+// implements it with <schema>.sync_state.
+type Store interface {
+	// Load returns the stored watermark (zero when none).
+	Load(ctx context.Context) (cdc.Position, cdc.LSN, error)
+	// Save durably stores the watermark: the position of the last handled
+	// event and the confirmable LSN.
+	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
+}
+
 // RunCheckpointer hands the tracker's checkpoint to the stream (which
 // confirms it to the slot) and, with a Store (full mode), saves the watermark
 // there, until ctx ends.

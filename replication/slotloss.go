@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // What to do when the slot is lost (source.on_slot_lost).
@@ -129,12 +130,12 @@ func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirm
 func StoredSlotLoss(ctx context.Context, pool *pgxpool.Pool, schema, slot string, full bool) (*SlotLoss, error) {
 	var confirmed cdc.LSN
 	if full {
-		var exists bool
-		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgcat.QuoteIdent(schema)+".sync_state").Scan(&exists); err != nil {
-			return nil, fmt.Errorf("look up %s.sync_state: %w", schema, err)
+		exists, err := store.Exists(ctx, pool, schema)
+		if err != nil {
+			return nil, err
 		}
 		if exists {
-			_, c, err := (&TableStore{Pool: pool, Schema: schema, Slot: slot}).Load(ctx)
+			_, c, err := (&store.TableStore{Pool: pool, Schema: schema, Slot: slot}).Load(ctx)
 			if err != nil {
 				return nil, err
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -210,13 +211,13 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		return sum, fmt.Errorf("identify system: %w", err)
 	}
 	tables := TableRefs(cfg)
-	var store replication.Store
+	var ckStore replication.Store
 	var dl sink.DeadLetterStore
 	if full {
-		if err := replication.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
+		if err := store.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
 			return sum, err
 		}
-		store = &replication.TableStore{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
+		ckStore = &store.TableStore{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
 		dl = &sink.TableDeadLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
 	} else {
 		fdl := &sink.FileDeadLetters{Path: cfg.Sink.DeadLetterFile}
@@ -243,8 +244,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 	var resume cdc.Position
 	var confirmed cdc.LSN
-	if store != nil {
-		if resume, confirmed, err = store.Load(ctx); err != nil {
+	if ckStore != nil {
+		if resume, confirmed, err = ckStore.Load(ctx); err != nil {
 			return sum, err
 		}
 	}
@@ -330,7 +331,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	ckDone := make(chan struct{})
 	go func() {
 		defer close(ckDone)
-		replication.RunCheckpointer(ckCtx, tracker, store, stream, log.Named("checkpoint"))
+		replication.RunCheckpointer(ckCtx, tracker, ckStore, stream, log.Named("checkpoint"))
 	}()
 
 	watchCtx, cancelWatch := context.WithCancel(hard)
@@ -397,9 +398,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 
 	pos, conf := tracker.Checkpoint()
-	if store != nil {
+	if ckStore != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := store.Save(sctx, pos, conf); err != nil {
+		if err := ckStore.Save(sctx, pos, conf); err != nil {
 			log.Warn("final checkpoint not saved", zap.Error(err))
 		}
 		cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -130,7 +131,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 			releaseBackfillLock(context.WithoutCancel(ctx), lock)
 		}
 	}()
-	state, windows, err := replication.BackfillState(ctx, pool, schema, slot)
+	state, windows, err := store.BackfillState(ctx, pool, schema, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	redo := state == replication.BackfillRunning
+	redo := state == store.BackfillRunning
 	// keep: a redo keeps the slot of the interrupted attempt, which holds
 	// every change committed since that attempt's snapshot, and reads the
 	// windows in a new snapshot from a temporary slot; the stream then
@@ -189,7 +190,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		names = append(names, t.Table.String())
 		windows[t.Table.String()] = t.From
 	}
-	if err := replication.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
+	if err := store.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
 		return nil, err
 	}
 	var snap replication.SnapshotSlot
@@ -219,8 +220,8 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	if err := errors.Join(replication.SetBackfillOverlap(ctx, pool, schema, slot, overlap),
-		replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total())); err != nil {
+	if err := errors.Join(store.SetBackfillOverlap(ctx, pool, schema, slot, overlap),
+		store.SetBackfillTotal(ctx, pool, schema, slot, src.Total())); err != nil {
 		src.Close(context.WithoutCancel(ctx)) // the lock goes with the deferred release
 		return nil, err
 	}
@@ -298,7 +299,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 		if time.Since(lastLog) >= 2*time.Second {
 			lastLog = time.Now()
 			progress(false)
-			_ = replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, false)
+			_ = store.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, false)
 		}
 	}
 	progress(true)
@@ -308,7 +309,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 	if a.stopping() && !tracker.Drained() {
 		return false, nil
 	}
-	if err := replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, true); err != nil {
+	if err := store.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, true); err != nil {
 		return false, err
 	}
 	st := sk.Stats()
@@ -389,7 +390,7 @@ func (a *App) backfillOverlap(ctx context.Context, pool *pgxpool.Pool) (*replica
 	if cfg.Source.Mode == config.ModeReadOnly || len(backfillTables(cfg, time.Now(), nil)) == 0 {
 		return nil, nil
 	}
-	until, windows, err := replication.BackfillOverlap(ctx, pool, cfg.Source.Schema, cfg.Source.Slot)
+	until, windows, err := store.BackfillOverlap(ctx, pool, cfg.Source.Schema, cfg.Source.Slot)
 	if err != nil || until == 0 {
 		return nil, err
 	}

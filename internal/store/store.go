@@ -1,4 +1,4 @@
-package replication
+package store
 
 import (
 	"context"
@@ -13,15 +13,6 @@ import (
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
-
-// Store keeps the checkpoint outside the slot (full mode).
-type Store interface {
-	// Load returns the stored watermark (zero when none).
-	Load(ctx context.Context) (cdc.Position, cdc.LSN, error)
-	// Save durably stores the watermark: the position of the last handled
-	// event and the confirmable LSN.
-	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
-}
 
 // SchemaDDL returns the statements that create pgsignal's bookkeeping schema
 // (full mode). They are idempotent.
@@ -178,16 +169,14 @@ func ensureSchema(ctx context.Context, tx pgx.Tx, schema string) error {
 	return nil
 }
 
-// TableStore is the full-mode Store: one row per slot in <schema>.sync_state.
+// TableStore is the full-mode checkpoint store (replication.Store): one row per slot in <schema>.sync_state.
 type TableStore struct {
 	Pool   *pgxpool.Pool
 	Schema string
 	Slot   string
 }
 
-var _ Store = (*TableStore)(nil)
-
-// Load implements Store.
+// Load implements replication.Store.
 func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	var commit, confirmed string
 	var ord int64
@@ -211,7 +200,7 @@ func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	return cdc.Position{CommitLSN: c, Ordinal: uint32(ord)}, f, nil
 }
 
-// Save implements Store.
+// Save implements replication.Store.
 func (s *TableStore) Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error {
 	_, err := s.Pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(s.Schema)+`.sync_state AS s (slot, commit_lsn, ordinal, confirmed_lsn, updated_at)
 VALUES ($1, $2::pg_lsn, $3, $4::pg_lsn, now())
