@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/mapper/codec"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -23,7 +24,7 @@ const (
 	// MaxEventBytes is the largest serialized event OneSignal accepts.
 	MaxEventBytes = 2024
 	// MaxNameChars is the longest event name OneSignal accepts.
-	MaxNameChars = 128
+	MaxNameChars = defaults.MaxEventNameLen
 )
 
 // Rule maps one table's rows to events.

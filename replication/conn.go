@@ -12,6 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"strconv"
 )
 
 // sessionParams are set on every replication connection so that pgoutput's
@@ -102,7 +105,7 @@ func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
 		return nil, err
 	}
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
-	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60s"
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(defaults.TransformTimeout.Milliseconds(), 10)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open the transform connection pool: %w", err)

@@ -12,16 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/store"
-)
-
-// What to do when the slot is lost (source.on_slot_lost).
-const (
-	// SlotLostError stops with an error that says what happened (default).
-	SlotLostError = "error"
-	// SlotLostRecreate recreates the slot, records the gap and goes on.
-	SlotLostRecreate = "recreate"
 )
 
 // SlotLoss describes a slot that was invalidated or dropped.
@@ -182,7 +175,7 @@ func (s *Stream) handleStartError(ctx context.Context, startErr error) error {
 	if err != nil || loss == nil {
 		return err
 	}
-	if s.cfg.OnSlotLost != SlotLostRecreate {
+	if s.cfg.OnSlotLost != defaults.SlotLostRecreate {
 		return *loss
 	}
 	// The slot's connection must not stream to drop or create a slot: use

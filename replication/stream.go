@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
@@ -58,7 +59,8 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxReconnectBackoff caps the wait between reconnects (default 30s).
 	MaxReconnectBackoff time.Duration
-	// OnSlotLost is SlotLostError (default) or SlotLostRecreate.
+	// OnSlotLost is defaults.SlotLostError (the default) or
+	// defaults.SlotLostRecreate.
 	OnSlotLost string
 	// OnGap, when set, is called after a lost slot was recreated.
 	OnGap func(SlotLoss)
@@ -150,7 +152,7 @@ func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, s
 		cfg.StatusInterval = 10 * time.Second
 	}
 	if cfg.MaxOutstanding <= 0 {
-		cfg.MaxOutstanding = 20000
+		cfg.MaxOutstanding = defaults.MaxPendingEvents
 	}
 	if cfg.MaxReconnectBackoff <= 0 {
 		cfg.MaxReconnectBackoff = 30 * time.Second
@@ -159,7 +161,7 @@ func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, s
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.BatchRows <= 0 {
-		cfg.BatchRows = 500
+		cfg.BatchRows = defaults.BatchSize
 	}
 	if cfg.BatchLinger <= 0 {
 		cfg.BatchLinger = 10 * time.Millisecond

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 )
 
 // Config configures a Sink. Zero values take the defaults shown.
@@ -116,22 +117,22 @@ func Outcome(err error) string {
 
 func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
-		c.BatchSize = 500
+		c.BatchSize = defaults.BatchSize
 	}
 	if c.Linger <= 0 {
-		c.Linger = 20 * time.Millisecond
+		c.Linger = defaults.Linger
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 8
+		c.Concurrency = defaults.Concurrency
 	}
 	if c.MaxPendingEvents <= 0 {
-		c.MaxPendingEvents = 20000
+		c.MaxPendingEvents = defaults.MaxPendingEvents
 	}
 	if c.MaxPendingBytes <= 0 {
-		c.MaxPendingBytes = 64 << 20
+		c.MaxPendingBytes = defaults.MaxPendingBytes
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 60 * time.Second
+		c.MaxBackoff = defaults.MaxBackoff
 	}
 	if c.UnknownUser == "" {
 		c.UnknownUser = "dead-letter"
@@ -634,7 +635,7 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 	debug := s.log.Core().Enabled(zap.DebugLevel)
 	for _, ev := range evs {
 		if f, ok := failed[ev.ExternalID]; ok {
-			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
+			if s.cfg.UnknownUser == defaults.UnknownUserDrop && strings.EqualFold(f.Code, "not found") {
 				s.stats.dropped.Add(1)
 				s.cfg.Metrics.Handled(ev.Table, OutcomeDropped, 1)
 				continue

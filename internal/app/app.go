@@ -34,7 +34,7 @@ type Options struct {
 	// Dial, when set, replaces the network dialer of every database
 	// connection (an SSH tunnel).
 	Dial pgconn.DialFunc
-	// OnSlotLost is replication.SlotLostError (default) or SlotLostRecreate.
+	// OnSlotLost is config.SlotLostError (default) or SlotLostRecreate.
 	OnSlotLost string
 	// StallTimeout is how long pending events may make no progress before
 	// pgsignal reports itself stalled (/readyz fails, an error is logged).
@@ -275,7 +275,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		if full {
 			loss.Schema = cfg.Source.Schema // as StoredSlotLoss says it to check and status
 		}
-		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+		if a.opts.OnSlotLost != config.SlotLostRecreate {
 			a.finishRun(ctx, pool, runID, sum, "slot lost")
 			return sum, *loss
 		}

@@ -154,7 +154,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		if loss == nil {
 			loss = &replication.SlotLoss{Slot: slot}
 		}
-		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+		if a.opts.OnSlotLost != config.SlotLostRecreate {
 			return nil, *loss
 		}
 		a.log.Error("the slot of the interrupted backfill was lost; redoing the backfill with a new slot: changes committed meanwhile outside its windows are lost",

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgsignal/pgsignal/internal/app"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
@@ -857,7 +858,7 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 // transform checks a table's SQL transform: PostgreSQL prepares it against
 // the table's columns and it returns the event's columns.
 func (r *runner) transform(ctx context.Context, d *db, t tableState, name, path string, problems, fixes []string) {
-	tr, err := transform.New(d.pool, []transform.Spec{transform.ForTable(t.cfg)})
+	tr, err := transform.New(d.pool, []transform.Spec{app.TransformSpec(t.cfg)})
 	if err == nil {
 		err = tr.Check(ctx)
 	}

@@ -35,7 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
-	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
@@ -53,17 +53,9 @@ type Spec struct {
 	// the fields of the same names of mapper.Rule do.
 	NamePrefix, TimestampZone, TimestampUnit string
 	// Timeout is the statement timeout of an evaluation (0:
-	// config.DefaultTransformTimeout). A batch that exceeds it is split,
+	// defaults.TransformTimeout). A batch that exceeds it is split,
 	// down to one row; a row that alone exceeds it is rejected.
 	Timeout time.Duration
-}
-
-// ForTable returns the transform of a configured table (one with
-// Transform set).
-func ForTable(t config.Table) Spec {
-	return Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
-		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
-		Timeout: t.TransformTimeout}
 }
 
 // timeout returns the spec's statement timeout.
@@ -71,7 +63,7 @@ func (s *Spec) timeout() time.Duration {
 	if s.Timeout > 0 {
 		return s.Timeout
 	}
-	return config.DefaultTransformTimeout
+	return defaults.TransformTimeout
 }
 
 // Input is one row to transform.
@@ -119,7 +111,7 @@ type Transformer struct {
 	// good is, per table, the last compiled transform that prepared.
 	good map[string]*compiled
 	// timeouts is the statement_timeout each connection was set to (a
-	// connection not in it has the pool's: config.DefaultTransformTimeout).
+	// connection not in it has the pool's: defaults.TransformTimeout).
 	timeouts map[*pgconn.PgConn]time.Duration
 
 	statements, rows, rowErrors atomic.Uint64
@@ -488,7 +480,7 @@ func batchParams(c *compiled, rows []Input, idx []int) ([][]byte, []uint32) {
 func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.Duration) error {
 	cur, ok := t.timeouts[pc]
 	if !ok {
-		cur = config.DefaultTransformTimeout // the pool's
+		cur = defaults.TransformTimeout // the pool's
 	}
 	if cur == d {
 		return nil
