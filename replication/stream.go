@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
@@ -91,7 +92,7 @@ type Stream struct {
 	pool    *pgxpool.Pool
 	mapper  Mapper
 	sink    Sink
-	tracker *Tracker
+	tracker *checkpoint.Tracker
 	log     *zap.Logger
 
 	systemID string
@@ -146,7 +147,7 @@ type Stream struct {
 // NewStream prepares a stream. resume is the position of the last handled
 // event (from the Store, or zero): changes at or before it are skipped.
 // systemID is the database system identifier (see IdentifySystem).
-func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, sink Sink, tracker *Tracker, resume cdc.Position) *Stream {
+func NewStream(cfg Config, pool *pgxpool.Pool, systemID string, mapper Mapper, sink Sink, tracker *checkpoint.Tracker, resume cdc.Position) *Stream {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
@@ -189,6 +190,10 @@ func (s *Stream) SetFlushed(lsn cdc.LSN) {
 		}
 	}
 }
+
+// MaxOutstanding returns the bound on events received but not yet in the
+// durable watermark (Config.MaxOutstanding, defaulted).
+func (s *Stream) MaxOutstanding() int { return s.cfg.MaxOutstanding }
 
 // Flushed returns the LSN the slot may be confirmed to.
 func (s *Stream) Flushed() cdc.LSN { return cdc.LSN(s.flushed.Load()) }

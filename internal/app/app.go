@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/mapper"
@@ -211,7 +212,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		return sum, fmt.Errorf("identify system: %w", err)
 	}
 	tables := TableRefs(cfg)
-	var ckStore replication.Store
+	var ckStore checkpoint.Store
 	var dl sink.DeadLetterStore
 	if full {
 		if err := store.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
@@ -295,7 +296,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	// Start-up is over: from here a Stop drains the stream.
 	started()
 	sctx, ctx = nil, runCtx
-	tracker := replication.NewTracker(resume, confirmed)
+	tracker := checkpoint.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
 	sk := sink.New(sink.Config{
@@ -331,7 +332,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	ckDone := make(chan struct{})
 	go func() {
 		defer close(ckDone)
-		replication.RunCheckpointer(ckCtx, tracker, ckStore, stream, log.Named("checkpoint"))
+		checkpoint.RunCheckpointer(ckCtx, tracker, ckStore, stream, log.Named("checkpoint"))
 	}()
 
 	watchCtx, cancelWatch := context.WithCancel(hard)

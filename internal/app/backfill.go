@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/store"
@@ -241,7 +242,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 // one is handled and records the backfill as done. It returns false when
 // stopped before the end (the next start redoes it).
 func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, mp *mapper.Mapper, batch replication.BatchMapper,
-	sk *sink.Sink, tracker *replication.Tracker) (finished bool, err error) {
+	sk *sink.Sink, tracker *checkpoint.Tracker) (finished bool, err error) {
 	defer b.close(context.WithoutCancel(ctx))
 	cfg := a.opts.Config
 	log := a.log.Named("backfill")
@@ -369,7 +370,7 @@ func (a *App) submitBackfill(ctx context.Context, sk *sink.Sink, ev *cdc.Event) 
 }
 
 // waitHandled waits until every event given to the tracker is handled.
-func (a *App) waitHandled(ctx context.Context, tracker *replication.Tracker) error {
+func (a *App) waitHandled(ctx context.Context, tracker *checkpoint.Tracker) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for tracker.Pending() > 0 {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -38,7 +39,7 @@ type monitor struct {
 	mu        sync.Mutex
 	stream    *replication.Stream
 	sink      *sink.Sink
-	tracker   *replication.Tracker
+	tracker   *checkpoint.Tracker
 	slotState slotState
 
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
@@ -137,7 +138,7 @@ func (o *monitor) tables(names []string) {
 // Accepted implements sink.Metrics.
 func (o *monitor) Accepted(latency time.Duration) { o.latency.Observe(latency.Seconds()) }
 
-func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *replication.Tracker) {
+func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *checkpoint.Tracker) {
 	o.mu.Lock()
 	o.stream, o.sink, o.tracker = st, sk, t
 	o.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -33,7 +34,7 @@ const runCounterInterval = 5 * time.Second
 
 // keepRunCurrent writes the run's counters and checkpoint to its row every
 // runCounterInterval until ctx ends.
-func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, sk *sink.Sink, tracker *replication.Tracker) {
+func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, sk *sink.Sink, tracker *checkpoint.Tracker) {
 	if id == 0 {
 		return
 	}

@@ -1,7 +1,9 @@
 // Package store is the one home of pgsignal's bookkeeping in PostgreSQL
 // (full mode): the schema's DDL (SchemaDDL, EnsureSchema), the checkpoint
-// row of sync_state (TableStore, which implements replication.Store), the
+// row of sync_state (TableStore, which implements checkpoint.Store), the
 // backfills row, the runs rows, and the reads `pgsignal status` makes. Its
 // functions take the schema and slot as plain values and return plain
 // structs; it depends only on the kernel (internal/cdc) and internal/pgcat.
 package store
+
+import ()

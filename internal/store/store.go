@@ -169,14 +169,14 @@ func ensureSchema(ctx context.Context, tx pgx.Tx, schema string) error {
 	return nil
 }
 
-// TableStore is the full-mode checkpoint store (replication.Store): one row per slot in <schema>.sync_state.
+// TableStore is the full-mode checkpoint store (checkpoint.Store): one row per slot in <schema>.sync_state.
 type TableStore struct {
 	Pool   *pgxpool.Pool
 	Schema string
 	Slot   string
 }
 
-// Load implements replication.Store.
+// Load implements checkpoint.Store.
 func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	var commit, confirmed string
 	var ord int64
@@ -200,7 +200,7 @@ func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	return cdc.Position{CommitLSN: c, Ordinal: uint32(ord)}, f, nil
 }
 
-// Save implements replication.Store.
+// Save implements checkpoint.Store.
 func (s *TableStore) Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error {
 	_, err := s.Pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(s.Schema)+`.sync_state AS s (slot, commit_lsn, ordinal, confirmed_lsn, updated_at)
 VALUES ($1, $2::pg_lsn, $3, $4::pg_lsn, now())

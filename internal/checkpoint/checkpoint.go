@@ -1,4 +1,4 @@
-package replication
+package checkpoint
 
 import (
 	"context"
@@ -24,6 +24,14 @@ type Store interface {
 	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
 }
 
+// Slot is where the checkpoint is confirmed: replication.Stream.
+type Slot interface {
+	// SetFlushed sets the LSN the next status update confirms.
+	SetFlushed(lsn cdc.LSN)
+	// MaxOutstanding is the bound on events received but not yet durable.
+	MaxOutstanding() int
+}
+
 // RunCheckpointer hands the tracker's checkpoint to the stream (which
 // confirms it to the slot) and, with a Store (full mode), saves the watermark
 // there, until ctx ends.
@@ -39,7 +47,7 @@ type Store interface {
 // stream's MaxOutstanding events wait to become durable, so that a fast
 // stream writes the bookkeeping row tens of times a second, not hundreds;
 // past that half it saves at once, so the bound rarely stops reading.
-func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, log *zap.Logger) {
+func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s Slot, log *zap.Logger) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -72,7 +80,7 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 			t.MarkDurable(seq)
 			continue
 		}
-		if wait := minSaveInterval - time.Since(lastSave); wait > 0 && !failing && t.Outstanding() < s.cfg.MaxOutstanding/2 {
+		if wait := minSaveInterval - time.Since(lastSave); wait > 0 && !failing && t.Outstanding() < s.MaxOutstanding()/2 {
 			retry.Reset(wait) // save what is handled by then
 			continue
 		}
