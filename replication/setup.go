@@ -123,7 +123,7 @@ func CheckRowFilterVersion(num int, version string, tables []PublishedTable) err
 	if len(names) == 0 {
 		return nil
 	}
-	return permanent("the where of table %s needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL %s (server_version_num %d): remove where and filter in the application (SQL transforms are not available yet), or upgrade the server to PostgreSQL 15 or later",
+	return permanent("the where of table %s needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL %s (server_version_num %d): remove where and filter in a SQL transform (tables[].transform) or in the application, or upgrade the server to PostgreSQL 15 or later",
 		strings.Join(names, ", "), version, num)
 }
 

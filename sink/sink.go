@@ -606,7 +606,7 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 			}
 			return d.deliver(ctx, right)
 		case Unauthorized:
-			return fmt.Errorf("%w (%v): set onesignal.api_key to the App API key of app %s (Settings > Keys & IDs); nothing after the last delivered event was confirmed", ErrUnauthorized, err, "the configured app")
+			return fmt.Errorf("%w (%v): set onesignal.api_key to the App API key of %s (Settings > Keys & IDs); nothing after the last delivered event was confirmed", ErrUnauthorized, err, appOf(s.client))
 		default:
 			return fmt.Errorf("OneSignal request failed permanently: %w; check onesignal.app_id and onesignal.url", err)
 		}
@@ -664,4 +664,13 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 			s.cfg.OnDelivered(ev, now)
 		}
 	}
+}
+
+// appOf names the OneSignal app that client posts to, for a message: "app
+// <id>" for a *Client, else the configuration key.
+func appOf(client Sender) string {
+	if c, ok := client.(*Client); ok && c.cfg.AppID != "" {
+		return "app " + c.cfg.AppID
+	}
+	return "the app of onesignal.app_id"
 }
