@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"strconv"
 )
 
@@ -144,16 +144,9 @@ func lookupThroughDialer(_ context.Context, host string) ([]string, error) {
 // redactParseError drops the connection string from a pgconn parse error,
 // which may quote it (with its password).
 func redactParseError(err error) error {
-	var pe *pgconn.ParseConfigError
-	if !errors.As(err, &pe) {
+	msg, ok := pgcat.RedactParseError(err)
+	if !ok {
 		return err
-	}
-	msg := pe.Error()
-	if i := strings.LastIndex(msg, "`: "); i >= 0 {
-		msg = msg[i+3:]
-	}
-	if pe.ConnString != "" {
-		msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
 	}
 	return errors.New("invalid connection string: " + msg)
 }

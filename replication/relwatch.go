@@ -108,16 +108,26 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
 // relationName returns the current name of the relation oid, "" when it
 // no longer exists.
 func relationName(ctx context.Context, pool *pgxpool.Pool, oid uint32) (string, error) {
-	var t TableRef
-	err := pool.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&t.Schema, &t.Name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up relation %d: %w", oid, err)
+	t, ok, err := lookupRelation(ctx, pool, oid)
+	if !ok || err != nil {
+		return "", err
 	}
 	return t.Display(), nil
+}
+
+// lookupRelation returns the current schema and name of the relation oid;
+// false when it no longer exists.
+func lookupRelation(ctx context.Context, q pgcat.Querier, oid uint32) (TableRef, bool, error) {
+	var t TableRef
+	err := q.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&t.Schema, &t.Name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return TableRef{}, false, nil
+	}
+	if err != nil {
+		return TableRef{}, false, fmt.Errorf("look up relation %d: %w", oid, err)
+	}
+	return t, true, nil
 }
 
 // Prepare runs before the publication is synchronized (full mode only; a

@@ -249,14 +249,9 @@ func copiedCondition(ctx context.Context, tx pgx.Tx, was uint32, tc *TableColumn
 	if len(tc.PrimaryKey) == 0 {
 		return "", nil
 	}
-	var old TableRef
-	err := tx.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, was).Scan(&old.Schema, &old.Name)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up relation %d: %w", was, err)
+	old, ok, err := lookupRelation(ctx, tx, was)
+	if !ok || err != nil {
+		return "", err
 	}
 	var eq []string
 	for _, k := range tc.PrimaryKey {

@@ -42,11 +42,7 @@ Flags:
 const setupPlaceholder = "00000000-0000-4000-8000-000000000000"
 
 func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("setup", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, setupUsage)
-		printFlagList(fs)
-	}
+	fs := newFlagSetWithUsage("setup", setupUsage, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	user := fs.String("user", "", "the user pgsignal logs in as (default: source.dsn's user, else census)")
 	passwordEnv := fs.String("password-env", "", "environment variable holding the user's password (default: generate one)")
@@ -113,13 +109,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			pgcat.QuoteIdent(dsnUser), pgcat.QuoteIdent(*user), dsnUser)
 	}
 	if !*apply {
-		if !fromEnv {
-			if opts.Password, err = generatePassword(); err != nil {
-				return err
-			}
-			opts.PasswordGenerated = true
-		}
-		script, err := setupsql.Generate(opts)
+		script, err := generateScript(&opts, !fromEnv)
 		if err != nil {
 			return err
 		}
@@ -134,18 +124,11 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setupsql.Options, stdout io.Writer) error {
 	pcfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		var pe *pgconn.ParseConfigError
-		if !errors.As(err, &pe) {
-			return fmt.Errorf("parse --admin-dsn: %w", err)
-		}
 		// The message quotes the connection string, password included
 		// when it is malformed: keep only what follows it.
-		msg := pe.Error()
-		if i := strings.LastIndex(msg, "`: "); i >= 0 {
-			msg = msg[i+3:]
-		}
-		if pe.ConnString != "" {
-			msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
+		msg, ok := pgcat.RedactParseError(err)
+		if !ok {
+			return fmt.Errorf("parse --admin-dsn: %w", err)
 		}
 		return errors.New("parse --admin-dsn: " + msg)
 	}
@@ -175,13 +158,7 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 	if err != nil {
 		return err
 	}
-	if opts.Password == "" && !exists {
-		if opts.Password, err = generatePassword(); err != nil {
-			return err
-		}
-		opts.PasswordGenerated = true
-	}
-	script, err := setupsql.Generate(opts)
+	script, err := generateScript(&opts, opts.Password == "" && !exists)
 	if err != nil {
 		return err
 	}
@@ -311,4 +288,17 @@ func dsnNamedUser(dsn string) string {
 		v = strings.NewReplacer(`\'`, "'", `\\`, `\`).Replace(v[1 : len(v)-1])
 	}
 	return v
+}
+
+// generateScript generates the setup script, with a new password for the
+// user when newPassword is set (recorded in opts).
+func generateScript(opts *setupsql.Options, newPassword bool) (*setupsql.Script, error) {
+	if newPassword {
+		pw, err := generatePassword()
+		if err != nil {
+			return nil, err
+		}
+		opts.Password, opts.PasswordGenerated = pw, true
+	}
+	return setupsql.Generate(*opts)
 }

@@ -31,11 +31,7 @@ Flags:
 `
 
 func cmdTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("teardown", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, teardownUsage)
-		printFlagList(fs)
-	}
+	fs := newFlagSetWithUsage("teardown", teardownUsage, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	apply := fs.Bool("apply", false, "run the SQL instead of printing it")
 	adminDSN := fs.String("admin-dsn", "", "connection string of a user allowed to drop the objects (with --apply; default source.dsn)")

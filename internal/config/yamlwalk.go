@@ -286,14 +286,20 @@ func (d *decoder) str(dst *string, secret bool) func(*yaml.Node, string) {
 	}
 }
 
+// present is scalar for a value that may not be null (what, e.g. "an
+// integer", and like, e.g. ` like "30s"`, word the error).
+func (d *decoder) present(n *yaml.Node, path, what, like string) (string, bool) {
+	if isNull(n) {
+		d.fail(path, n.Line, "expected %s%s, got nothing; remove the key to use the default", what, like)
+		return "", false
+	}
+	return d.scalar(n, path, what, false)
+}
+
 // integer decodes an integer value into dst.
 func (d *decoder) integer(dst *int) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
-		if isNull(n) {
-			d.fail(path, n.Line, "expected an integer, got nothing; remove the key to use the default")
-			return
-		}
-		s, ok := d.scalar(n, path, "an integer", false)
+		s, ok := d.present(n, path, "an integer", "")
 		if !ok {
 			return
 		}
@@ -313,11 +319,7 @@ func (d *decoder) integer(dst *int) func(*yaml.Node, string) {
 // duration decodes a Go duration string into dst.
 func (d *decoder) duration(dst *time.Duration) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
-		if isNull(n) {
-			d.fail(path, n.Line, `expected a duration like "30s", got nothing; remove the key to use the default`)
-			return
-		}
-		s, ok := d.scalar(n, path, "a duration", false)
+		s, ok := d.present(n, path, "a duration", ` like "30s"`)
 		if !ok {
 			return
 		}
@@ -333,11 +335,7 @@ func (d *decoder) duration(dst *time.Duration) func(*yaml.Node, string) {
 // size decodes a byte size into dst.
 func (d *decoder) size(dst *int64) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
-		if isNull(n) {
-			d.fail(path, n.Line, `expected a size like "64MiB", got nothing; remove the key to use the default`)
-			return
-		}
-		s, ok := d.scalar(n, path, "a size", false)
+		s, ok := d.present(n, path, "a size", ` like "64MiB"`)
 		if !ok {
 			return
 		}

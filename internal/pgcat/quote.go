@@ -1,6 +1,12 @@
 package pgcat
 
-import "strings"
+import (
+	"strings"
+
+	"errors"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // QuoteIdent returns id as a double-quoted SQL identifier ("" doubles a
 // quote). It always quotes, so the case of id is kept.
@@ -30,4 +36,22 @@ func QuoteLiteral(s string) string {
 // operator copies from a message.
 func QuoteReplLiteral(s string) string {
 	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
+}
+
+// RedactParseError returns the message of a pgconn connection-string parse
+// error without the connection string, which it may quote (with its
+// password), and whether err was such an error.
+func RedactParseError(err error) (string, bool) {
+	var pe *pgconn.ParseConfigError
+	if !errors.As(err, &pe) {
+		return "", false
+	}
+	msg := pe.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		msg = msg[i+3:]
+	}
+	if pe.ConnString != "" {
+		msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
+	}
+	return msg, true
 }
