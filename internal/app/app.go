@@ -355,37 +355,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if a.opts.OnStreaming != nil {
 		a.opts.OnStreaming()
 	}
-	var runErr error
-	stopReason := "stopped"
-	select {
-	case runErr = <-streamErr:
-	case err := <-sk.Err():
-		cancelHard(err)
-		<-streamErr
-		runErr = err
-	case <-a.stopCh:
-		log.Info("stopping: draining in-flight events", zap.Duration("timeout", cfg.ShutdownTimeout))
-		stream.Stop()
-		timer := time.AfterFunc(a.shutdownLeft(), func() {
-			cancelHard(errors.New("shutdown timeout"))
-		})
-		select {
-		case runErr = <-streamErr:
-		case err := <-sk.Err():
-			cancelHard(err)
-			<-streamErr
-			runErr = err
-		}
-		timer.Stop()
-		if runErr != nil && context.Cause(hard) != nil && ctx.Err() == nil && !errors.Is(context.Cause(hard), sink.ErrUnauthorized) {
-			log.Warn("shutdown timeout passed before every event was delivered; the rest is sent again on the next start")
-			stopReason = "shutdown timeout"
-			runErr = nil
-		}
-	}
-	if err := a.obs.health.err(); err != nil && runErr == nil {
-		runErr = err // stopped by watchRelations
-	}
+	stopReason, runErr := a.awaitEnd(ctx, hard, cancelHard, streamErr, sk, stream)
 	cancelSink()
 	sk.Wait()
 	cancelCk()
@@ -417,6 +387,47 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	log.Info("stopped", zap.Uint64("delivered", sum.Delivered), zap.Uint64("dead_lettered", sum.DeadLettered),
 		zap.Stringer("checkpoint", pos), zap.Stringer("confirmed_lsn", sum.Confirmed))
 	return sum, runErr
+}
+
+// awaitEnd waits until the run ends: the stream or the backfill returns
+// (streamErr), the sink fails, or Stop asks for a drain (bounded by
+// shutdown_timeout, then a hard stop through cancelHard). It returns the
+// stop reason recorded in the run's row and the run's error.
+func (a *App) awaitEnd(ctx, hard context.Context, cancelHard context.CancelCauseFunc, streamErr <-chan error, sk *sink.Sink, stream *replication.Stream) (stopReason string, runErr error) {
+	log := a.log
+	// sinkFailed stops the stream hard after a sink failure.
+	sinkFailed := func(err error) error {
+		cancelHard(err)
+		<-streamErr
+		return err
+	}
+	stopReason = "stopped"
+	select {
+	case runErr = <-streamErr:
+	case err := <-sk.Err():
+		runErr = sinkFailed(err)
+	case <-a.stopCh:
+		log.Info("stopping: draining in-flight events", zap.Duration("timeout", a.opts.Config.ShutdownTimeout))
+		stream.Stop()
+		timer := time.AfterFunc(a.shutdownLeft(), func() {
+			cancelHard(errors.New("shutdown timeout"))
+		})
+		select {
+		case runErr = <-streamErr:
+		case err := <-sk.Err():
+			runErr = sinkFailed(err)
+		}
+		timer.Stop()
+		if runErr != nil && context.Cause(hard) != nil && ctx.Err() == nil && !errors.Is(context.Cause(hard), sink.ErrUnauthorized) {
+			log.Warn("shutdown timeout passed before every event was delivered; the rest is sent again on the next start")
+			stopReason = "shutdown timeout"
+			runErr = nil
+		}
+	}
+	if err := a.obs.health.err(); err != nil && runErr == nil {
+		runErr = err // stopped by watchRelations
+	}
+	return stopReason, runErr
 }
 
 func (a *App) ensureSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool.Pool) error {
