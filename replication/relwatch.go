@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // RelationWatch keeps each configured table bound to the relation (OID)
@@ -60,35 +60,6 @@ func (w *RelationWatch) log() *zap.Logger {
 		return zap.NewNop()
 	}
 	return w.Logger
-}
-
-// relationsDDL creates the table of bound OIDs (full mode).
-func relationsDDL(schema string) string {
-	return `CREATE TABLE IF NOT EXISTS ` + pgcat.QuoteIdent(schema) + `.relations (
-  slot        text NOT NULL,
-  schema_name text NOT NULL,
-  table_name  text NOT NULL,
-  relid       oid NOT NULL,
-  bound_at    timestamptz NOT NULL DEFAULT now(),
-  resend_token text,
-  PRIMARY KEY (slot, schema_name, table_name, relid)
-)`
-}
-
-// ensureRelations creates the table of bound OIDs, tolerating a concurrent
-// creator.
-func (w *RelationWatch) ensureRelations(ctx context.Context, pool *pgxpool.Pool) error {
-	for attempt := 1; ; attempt++ {
-		_, err := pool.Exec(ctx, relationsDDL(w.Schema))
-		var pgErr *pgconn.PgError
-		if err != nil && attempt < 3 && errors.As(err, &pgErr) && (pgErr.Code == pgcat.UniqueViolation || pgErr.Code == pgcat.DuplicateTable) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("create %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
-		}
-		return nil
-	}
 }
 
 // relationOID returns the OID of t, 0 when it does not exist.
@@ -140,27 +111,21 @@ func (w *RelationWatch) Prepare(ctx context.Context, pool *pgxpool.Pool) error {
 	if w.Schema == "" {
 		return nil
 	}
-	if err := w.ensureRelations(ctx, pool); err != nil {
+	if err := store.EnsureRelations(ctx, pool, w.Schema); err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid, coalesce(resend_token, '') FROM `+pgcat.QuoteIdent(w.Schema)+`.relations
-WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
+	bound, err := store.ReadRelations(ctx, pool, w.Schema, w.Slot)
 	if err != nil {
-		return fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
+		return err
 	}
 	last := map[TableRef]uint32{}
-	var t TableRef
-	var oid uint32
-	var token string
-	if _, err := pgx.ForEachRow(rows, []any{&t.Schema, &t.Name, &oid, &token}, func() error {
-		last[t] = oid
-		w.known[oid] = t
-		if token != "" {
-			w.tokens[oid] = token
+	for _, b := range bound {
+		t := TableRef{Schema: b.Schema, Name: b.Name}
+		last[t] = b.RelID
+		w.known[b.RelID] = t
+		if b.ResendToken != "" {
+			w.tokens[b.RelID] = b.ResendToken
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
 	}
 	for _, t := range w.Tables {
 		rec, ok := last[t]
@@ -235,8 +200,7 @@ func (w *RelationWatch) Bind(ctx context.Context, pool *pgxpool.Pool) error {
 		if w.Schema == "" {
 			continue
 		}
-		if _, err := pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, oid); err != nil {
+		if err := store.RecordRelation(ctx, pool, w.Schema, w.Slot, t.Schema, t.Name, oid); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
 	}
@@ -328,8 +292,7 @@ func (w *RelationWatch) rebind(ctx context.Context, pool *pgxpool.Pool, t TableR
 	w.bound[t], w.known[cur] = cur, t
 	w.mu.Unlock()
 	if w.Schema != "" {
-		if _, err := pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur); err != nil {
+		if err := store.RecordRelation(ctx, pool, w.Schema, w.Slot, t.Schema, t.Name, cur); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // ResendPrefix is the prefix of the transactional logical decoding
@@ -206,9 +207,7 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 		return 0, fmt.Errorf("add %s to publication %q: %w", t.Display(), w.Publication, err)
 	}
 	token := rand.Text()
-	if _, err := tx.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, schema_name, table_name, relid) DO UPDATE SET resend_token = EXCLUDED.resend_token`,
-		w.Slot, t.Schema, t.Name, cur, token); err != nil {
+	if err := store.RecordResend(ctx, tx, w.Schema, w.Slot, t.Schema, t.Name, cur, token); err != nil {
 		return 0, fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 	}
 	var conds []string
@@ -322,14 +321,9 @@ func (w *RelationWatch) resendToken(ctx context.Context, oid uint32, token strin
 	}
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var stored *string
-	err := pool.QueryRow(qctx, `SELECT resend_token FROM `+pgcat.QuoteIdent(w.Schema)+`.relations WHERE slot = $1 AND relid = $2 AND resend_token = $3`,
-		w.Slot, oid, token).Scan(&stored)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("look up a resend token: %w", err)
+	found, err := store.HasResendToken(qctx, pool, w.Schema, w.Slot, oid, token)
+	if !found || err != nil {
+		return false, err
 	}
 	w.mu.Lock()
 	w.tokens[oid] = token

@@ -15,11 +15,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // DeadLetterStore durably records dead letters. Write returns only when they
@@ -183,45 +183,23 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 	return nil
 }
 
-func (s *TableDeadLetters) table() string { return pgx.Identifier{s.Schema, "dead_letters"}.Sanitize() }
+func (s *TableDeadLetters) table() string { return store.DeadLettersTable(s.Schema) }
 
 func (s *TableDeadLetters) insert(ctx context.Context, rows []tableRow) error {
-	q := `INSERT INTO ` + s.table() + `
-  (slot, commit_lsn, ordinal, table_name, idempotency_key, event, source_row, reason, attempts, first_failed_at, last_failed_at,
-   event_bytes, source_row_bytes, storage)
-VALUES ($1, $2::pg_lsn, $3, $4, $5::uuid, $6::text::jsonb, $7::text::jsonb, $8, $9, $10, $11, $12, $13, $14::text::jsonb)
-ON CONFLICT (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `) DO NOTHING`
-	b := &pgx.Batch{}
-	for _, r := range rows {
-		l := r.l
-		var key *string
-		if l.IdempotencyKey != "" {
-			key = &l.IdempotencyKey
-		}
+	out := make([]store.DeadLetterRow, len(rows))
+	for i, r := range rows {
 		var storage *string
 		if !r.storage.empty() {
 			js, err := json.Marshal(r.storage)
 			if err != nil {
-				return fmt.Errorf("encode dead letter %s: %w", l.Pos, err)
+				return fmt.Errorf("encode dead letter %s: %w", r.l.Pos, err)
 			}
 			storage = nullJSON(js)
 		}
-		b.Queue(q, s.Slot, l.Pos.CommitLSN.String(), int64(l.Pos.Ordinal), l.Table, key,
-			nullJSON(r.event), nullJSON(r.row), l.Reason, l.Attempts, l.FirstFailure, l.LastFailure,
-			r.eventRaw, r.rowRaw, storage)
+		out[i] = store.DeadLetterRow{Letter: r.l, Event: nullJSON(r.event), Row: nullJSON(r.row),
+			EventBytes: r.eventRaw, RowBytes: r.rowRaw, Storage: storage}
 	}
-	tx, err := s.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // after Commit it is a no-op
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit dead letters to %s: %w", s.table(), err)
-	}
-	return nil
+	return store.InsertDeadLetters(ctx, s.Pool, s.Schema, s.Slot, out)
 }
 
 func nullJSON(b []byte) *string {
