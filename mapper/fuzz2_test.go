@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/pgsignal/pgsignal/mapper/codec"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -158,7 +159,7 @@ func checkRulesEvent(t *testing.T, ri int, rule Rule, vals [][]byte, raw []byte,
 			want = pgLocal(tt, ny)
 		}
 	}
-	if got := string(replication.AppendTimestampMillis(nil, want)); ev.Timestamp != got {
+	if got := string(codec.AppendTimestampMillis(nil, want)); ev.Timestamp != got {
 		t.Fatalf("rule %d: timestamp %s, want %s (row %q)", ri, ev.Timestamp, got, vals)
 	}
 	// The properties: the json object less exclude and the columns, then
@@ -177,7 +178,7 @@ func checkRulesEvent(t *testing.T, ri int, rule Rule, vals [][]byte, raw []byte,
 	for _, c := range rule.PropertiesColumns {
 		hasProps = true
 		i := fuzz2Rel.Index(c)
-		wantProps[c] = replication.AppendJSON(nil, fuzz2Rel.Columns[i].TypeOID, vals[i])
+		wantProps[c] = codec.AppendJSON(nil, fuzz2Rel.Columns[i].TypeOID, vals[i])
 	}
 	if !hasProps {
 		if ev.Properties != nil {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/mapper/codec"
 	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
 
@@ -87,7 +87,7 @@ func FuzzMap(f *testing.F) {
 			// embeds it as is.
 			vals[4] = nil
 		}
-		if ts, err := replication.ParseTimestamp(pgtype.TimestamptzOID, vals[5], time.UTC); vals[5] != nil && err == nil && (ts.UTC().Year() < 1 || ts.UTC().Year() > 9999) {
+		if ts, err := codec.ParseTimestamp(pgtype.TimestamptzOID, vals[5], time.UTC); vals[5] != nil && err == nil && (ts.UTC().Year() < 1 || ts.UTC().Year() > 9999) {
 			// The replication connection runs with TimeZone=UTC, so
 			// PostgreSQL prints timestamptz with +00, and years 1 to 9999
 			// AD in four digits (BC and five-digit years are rejected):
@@ -150,7 +150,7 @@ func checkFuzzEvent(t *testing.T, fake *onesignaltest.Server, ri int, rule Rule,
 		t.Fatalf("rule %d: NULL timestamp gave %v, want the commit time", ri, ts)
 	}
 	if vals[5] != nil {
-		want, err := replication.ParseTimestamp(pgtype.TimestamptzOID, vals[5], time.UTC)
+		want, err := codec.ParseTimestamp(pgtype.TimestamptzOID, vals[5], time.UTC)
 		if err != nil || !ts.Equal(want.Truncate(time.Millisecond)) {
 			t.Fatalf("rule %d: timestamp %v from %q (parsed %v, %v)", ri, ts, vals[5], want, err)
 		}

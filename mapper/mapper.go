@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"github.com/pgsignal/pgsignal/mapper/codec"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -22,7 +24,7 @@ const (
 	// MaxEventBytes is the largest serialized event OneSignal accepts.
 	MaxEventBytes = 2024
 	// MaxNameChars is the longest event name OneSignal accepts.
-	MaxNameChars = 128
+	MaxNameChars = defaults.MaxEventNameLen
 )
 
 // Rule maps one table's rows to events.
@@ -42,7 +44,7 @@ type Rule struct {
 	Timestamp string
 	// TimestampZone is the IANA zone timestamp (without time zone) and date
 	// values are read in, as PostgreSQL's AT TIME ZONE reads them across
-	// DST changes (see replication.InZone); "" is UTC.
+	// DST changes (see codec.InZone); "" is UTC.
 	TimestampZone string
 	// TimestampUnit is UnitSeconds or UnitMillis when Timestamp is an
 	// integer or numeric column holding epoch time; "" otherwise.
@@ -206,7 +208,7 @@ func compile(r *Rule, rel *replication.Relation) *plan {
 	for _, c := range props {
 		i := col(c)
 		p.props = append(p.props, i)
-		p.keys = append(p.keys, append(replication.AppendString(nil, c), ':'))
+		p.keys = append(p.keys, append(codec.AppendString(nil, c), ':'))
 	}
 	if !list && len(props) == 1 {
 		p.compileMerge(col)
@@ -313,7 +315,7 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 		if p.tsUnit != "" {
 			t, err = parseEpoch(ch.Values[p.ts], p.tsUnit)
 		} else {
-			t, err = replication.ParseTimestamp(p.tsType, ch.Values[p.ts], p.tsLoc)
+			t, err = codec.ParseTimestamp(p.tsType, ch.Values[p.ts], p.tsLoc)
 		}
 		if err != nil {
 			return fmt.Sprintf("timestamp column %q: %v", r.Timestamp, err)
@@ -322,11 +324,11 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 	}
 	b := m.buf[:0]
 	b = append(b, `{"name":`...)
-	b = replication.AppendString(b, name)
+	b = codec.AppendString(b, name)
 	b = append(b, `,"external_id":`...)
-	b = replication.AppendString(b, ext)
+	b = codec.AppendString(b, ext)
 	b = append(b, `,"timestamp":"`...)
-	b = replication.AppendTimestampMillis(b, ts)
+	b = codec.AppendTimestampMillis(b, ts)
 	b = append(b, '"')
 	if ev.IdempotencyKey != "" {
 		b = append(b, `,"idempotency_key":"`...)
@@ -383,7 +385,7 @@ func appendProperties(b []byte, p *plan, ch *replication.Change) ([]byte, string
 			b = append(b, ',')
 		}
 		b = append(b, p.keys[i]...)
-		b = replication.AppendJSON(b, p.rel.Columns[idx].TypeOID, ch.Values[idx])
+		b = codec.AppendJSON(b, p.rel.Columns[idx].TypeOID, ch.Values[idx])
 	}
 	return append(b, '}'), ""
 }
@@ -425,7 +427,7 @@ func RowJSON(rel *replication.Relation, vals [][]byte) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = replication.AppendString(b, escapeNotUTF8(c.Name))
+		b = codec.AppendString(b, escapeNotUTF8(c.Name))
 		b = append(b, ':')
 		var v []byte
 		if i < len(vals) {
@@ -437,7 +439,7 @@ func RowJSON(rel *replication.Relation, vals [][]byte) []byte {
 			b = append(b, `"}`...)
 			continue
 		}
-		b = replication.AppendJSON(b, c.TypeOID, v)
+		b = codec.AppendJSON(b, c.TypeOID, v)
 	}
 	return append(b, '}')
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/mapper/codec"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -61,7 +62,7 @@ func (p *plan) compileMerge(col func(string) int) {
 	}
 	for _, c := range r.PropertiesColumns {
 		p.extra = append(p.extra, col(c))
-		p.extraKeys = append(p.extraKeys, append(replication.AppendString(nil, c), ':'))
+		p.extraKeys = append(p.extraKeys, append(codec.AppendString(nil, c), ':'))
 		p.drop[c] = true // the column wins over the json key
 	}
 }
@@ -122,7 +123,7 @@ func appendMerged(b []byte, p *plan, ch *replication.Change) ([]byte, string) {
 			b = append(b, ',')
 		}
 		n++
-		b = replication.AppendString(b, kv.key)
+		b = codec.AppendString(b, kv.key)
 		b = append(b, ':')
 		b = appendCompact(b, kv.val)
 	}
@@ -132,7 +133,7 @@ func appendMerged(b []byte, p *plan, ch *replication.Change) ([]byte, string) {
 		}
 		n++
 		b = append(b, p.extraKeys[i]...)
-		b = replication.AppendJSON(b, p.rel.Columns[idx].TypeOID, ch.Values[idx])
+		b = codec.AppendJSON(b, p.rel.Columns[idx].TypeOID, ch.Values[idx])
 	}
 	return append(b, '}'), ""
 }

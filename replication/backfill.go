@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/mapper/codec"
 )
 
 // SnapshotSlot is a slot just created with an exported snapshot: the
@@ -41,15 +43,6 @@ func CreateSlotWithSnapshot(ctx context.Context, conn *pgconn.PgConn, slot strin
 		return SnapshotSlot{}, fmt.Errorf("slot %q consistent point: %w", slot, err)
 	}
 	return SnapshotSlot{Snapshot: res.SnapshotName, ConsistentPoint: lsn}, nil
-}
-
-// DropSlot drops slot if it exists and no one reads it.
-func DropSlot(ctx context.Context, pool *pgxpool.Pool, slot string) error {
-	_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
-	if err != nil {
-		return fmt.Errorf("drop replication slot %q: %w", slot, err)
-	}
-	return nil
 }
 
 // BackfillTable says which rows of a table a backfill sends: those whose
@@ -119,7 +112,7 @@ func OpenBackfill(ctx context.Context, pool *pgxpool.Pool, systemID, snapshot st
 	if _, err := conn.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`); err != nil {
 		return b, fmt.Errorf("backfill: begin: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `SET TRANSACTION SNAPSHOT `+quoteLiteral(snapshot)); err != nil {
+	if _, err := conn.Exec(ctx, `SET TRANSACTION SNAPSHOT `+pgcat.QuoteLiteral(snapshot)); err != nil {
 		return b, fmt.Errorf("backfill: import the slot's snapshot %s: %w", snapshot, err)
 	}
 	for i, t := range tables {
@@ -136,7 +129,7 @@ func OpenBackfill(ctx context.Context, pool *pgxpool.Pool, systemID, snapshot st
 // openCursor resolves t's columns and key, counts its window and declares
 // its cursor.
 func openCursor(ctx context.Context, conn *pgx.Conn, i int, t BackfillTable) (*backfillCursor, int64, error) {
-	qname := quoteIdent(t.Table.Schema) + "." + quoteIdent(t.Table.Name)
+	qname := pgcat.QuoteIdent(t.Table.Schema) + "." + pgcat.QuoteIdent(t.Table.Name)
 	tc, err := ReadTableColumns(ctx, conn.PgConn(), t.Table)
 	if err != nil {
 		return nil, 0, err
@@ -153,7 +146,7 @@ func openCursor(ctx context.Context, conn *pgx.Conn, i int, t BackfillTable) (*b
 	if col < 0 {
 		return nil, 0, permanent("backfill column %q does not exist", t.Column)
 	}
-	cond, norm, err := windowSQL(quoteIdent(t.Column), cols[col].TypeOID, t)
+	cond, norm, err := windowSQL(pgcat.QuoteIdent(t.Column), cols[col].TypeOID, t)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -167,12 +160,12 @@ func openCursor(ctx context.Context, conn *pgx.Conn, i int, t BackfillTable) (*b
 	}
 	list := make([]string, 0, len(cols)+1)
 	for _, c := range cols {
-		list = append(list, quoteIdent(c.Name))
+		list = append(list, pgcat.QuoteIdent(c.Name))
 	}
 	list = append(list, "("+norm+")::timestamptz")
-	order := []string{quoteIdent(t.Column)}
+	order := []string{pgcat.QuoteIdent(t.Column)}
 	for _, k := range key {
-		order = append(order, quoteIdent(cols[k].Name))
+		order = append(order, pgcat.QuoteIdent(cols[k].Name))
 	}
 	name := "pgsignal_backfill_" + strconv.Itoa(i)
 	if _, err := conn.Exec(ctx, `DECLARE `+name+` NO SCROLL CURSOR FOR SELECT `+strings.Join(list, ", ")+
@@ -185,12 +178,12 @@ func openCursor(ctx context.Context, conn *pgx.Conn, i int, t BackfillTable) (*b
 // windowSQL returns the condition selecting a column's window and the
 // expression of its value as a timestamptz, for the column's type.
 func windowSQL(col string, typ uint32, t BackfillTable) (cond, norm string, err error) {
-	start := "(" + quoteLiteral(t.From.UTC().Format(time.RFC3339Nano)) + "::timestamptz)"
+	start := "(" + pgcat.QuoteLiteral(t.From.UTC().Format(time.RFC3339Nano)) + "::timestamptz)"
 	zone := t.Zone
 	if zone == "" {
 		zone = "UTC"
 	}
-	z := quoteLiteral(zone)
+	z := pgcat.QuoteLiteral(zone)
 	// Values past the year 9999 (and infinity) have no event time; they are
 	// left out, as the stream would dead-letter them.
 	const end = "'10000-01-01 00:00:00+00'::timestamptz"
@@ -260,7 +253,7 @@ func (b *Backfill) fetch(ctx context.Context, c *backfillCursor) error {
 		if len(r) != ncol+1 {
 			return fmt.Errorf("backfill %s: fetched %d columns, want %d", c.rel.QualifiedName(), len(r), ncol+1)
 		}
-		ts, err := ParseTimestamp(pgtype.TimestamptzOID, r[ncol], time.UTC)
+		ts, err := codec.ParseTimestamp(pgtype.TimestamptzOID, r[ncol], time.UTC)
 		if err != nil {
 			// Cannot happen for the values the window selects; should it,
 			// the row keeps its place after the previous one, and the

@@ -6,16 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"strconv"
 )
 
 // sessionParams are set on every replication connection so that pgoutput's
-// text values have one well-known form (see AppendJSON), and on every
+// text values have one well-known form (see codec.AppendJSON), and on every
 // ordinary one. client_encoding UTF8 makes the server convert text from
 // its encoding (LATIN1, ...) to UTF-8.
 var sessionParams = map[string]string{
@@ -102,7 +105,7 @@ func NewTransformPool(ctx context.Context, src Source) (*pgxpool.Pool, error) {
 		return nil, err
 	}
 	cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
-	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "60s"
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(defaults.TransformTimeout.Milliseconds(), 10)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open the transform connection pool: %w", err)
@@ -141,16 +144,9 @@ func lookupThroughDialer(_ context.Context, host string) ([]string, error) {
 // redactParseError drops the connection string from a pgconn parse error,
 // which may quote it (with its password).
 func redactParseError(err error) error {
-	var pe *pgconn.ParseConfigError
-	if !errors.As(err, &pe) {
+	msg, ok := pgcat.RedactParseError(err)
+	if !ok {
 		return err
-	}
-	msg := pe.Error()
-	if i := strings.LastIndex(msg, "`: "); i >= 0 {
-		msg = msg[i+3:]
-	}
-	if pe.ConnString != "" {
-		msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
 	}
 	return errors.New("invalid connection string: " + msg)
 }

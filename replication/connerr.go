@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // ExplainConnectError returns err, the failure of a connection to the
@@ -47,7 +49,7 @@ func ExplainConnectError(err error) error {
 func explainNoPassword(err error) string {
 	var ce *pgconn.ConnectError
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password != "" || !errors.As(err, &pgErr) || pgErr.Code != "28P01" {
+	if !errors.As(err, &ce) || ce.Config == nil || ce.Config.Password != "" || !errors.As(err, &pgErr) || pgErr.Code != pgcat.InvalidPassword {
 		return ""
 	}
 	return "no password was supplied (source.dsn has none, PGPASSWORD is not set and no ~/.pgpass or PGPASSFILE line matches): " +
@@ -97,11 +99,11 @@ func explainTLS(err error) string {
 		return "TLS: the server refused the TLS handshake; if it asks for a client certificate, check source.sslcert and source.sslkey (the certificate must be signed by a CA in the server's ssl_ca_file and, for cert authentication, name the user)"
 	case errors.As(err, &recordErr):
 		return "TLS: the server did not answer in TLS; check that source.dsn's host and port are those of PostgreSQL"
-	case errors.As(err, &pgErr) && pgErr.Code == "28000" && (strings.Contains(pgErr.Message, "no encryption") || strings.Contains(pgErr.Message, "SSL off")):
+	case errors.As(err, &pgErr) && pgErr.Code == pgcat.InvalidAuthorization && (strings.Contains(pgErr.Message, "no encryption") || strings.Contains(pgErr.Message, "SSL off")):
 		return "TLS: the server accepts this connection only over TLS (a hostssl line in pg_hba.conf); set source.sslmode to verify-full (or require)"
-	case errors.As(err, &pgErr) && pgErr.Code == "28000" && strings.Contains(pgErr.Message, "requires a valid client certificate"):
+	case errors.As(err, &pgErr) && pgErr.Code == pgcat.InvalidAuthorization && strings.Contains(pgErr.Message, "requires a valid client certificate"):
 		return "TLS: the server requires a client certificate for this user; set source.sslcert and source.sslkey"
-	case errors.As(err, &pgErr) && pgErr.Code == "28000" && strings.Contains(pgErr.Message, "certificate authentication failed"):
+	case errors.As(err, &pgErr) && pgErr.Code == pgcat.InvalidAuthorization && strings.Contains(pgErr.Message, "certificate authentication failed"):
 		return "TLS: the server did not accept the client certificate for this user: its common name must be the user name (or map to it in pg_ident.conf); check source.sslcert"
 	case strings.Contains(err.Error(), sslOffServer):
 		return "TLS: the server does not accept TLS (SSL is not enabled on the server); turn ssl on in postgresql.conf, or set source.sslmode to prefer or disable if the network is trusted"
@@ -133,13 +135,13 @@ func slotCreateError(what string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "55000":
+		case pgcat.ObjectNotInPrerequisiteState:
 			if strings.Contains(pgErr.Message, "wal_level") {
 				return permanent("%s: logical decoding needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical; as a superuser, then restart PostgreSQL (RDS: rds.logical_replication = 1 in the parameter group; Cloud SQL: the flag cloudsql.logical_decoding = on; pgsignal check names the fix for the platform): %w", what, err)
 			}
-		case "53400":
+		case pgcat.ConfigurationLimitExceeded:
 			return permanent("%s: every replication slot is in use: raise max_replication_slots (then restart PostgreSQL) or drop an unused slot (SELECT slot_name, active FROM pg_replication_slots): %w", what, err)
-		case "42501":
+		case pgcat.InsufficientPrivilege:
 			return permanent("%s: the user lacks the REPLICATION attribute: ALTER ROLE ... WITH REPLICATION; as a superuser (rds_replication on RDS), or pgsignal setup --apply: %w", what, err)
 		}
 	}

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -18,7 +19,7 @@ import (
 // A record is never changed afterwards, so a commit's keys do not change
 // from one run to the next. Instances starting together record once.
 func RecordLegacyKeys(ctx context.Context, pool *pgxpool.Pool, schema, slot string, timeline uint32) (cdc.LegacyKeys, error) {
-	s := quoteIdent(schema)
+	s := pgcat.QuoteIdent(schema)
 	if _, err := pool.Exec(ctx, `INSERT INTO `+s+`.legacy_keys (slot, before_lsn, timeline)
 VALUES ($1, pg_current_wal_lsn(), $2) ON CONFLICT (slot) DO NOTHING`, slot, int64(timeline)); err != nil {
 		return cdc.LegacyKeys{}, fmt.Errorf("record where this version first ran (legacy keys): %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // A redone backfill keeps the slot of the first attempt, which holds every
@@ -105,7 +106,7 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 		if len(key) == 0 || col < 0 {
 			continue // cannot have been backfilled
 		}
-		cond, _, err := windowSQL(quoteIdent(t.Column), cols[col].TypeOID, t)
+		cond, _, err := windowSQL(pgcat.QuoteIdent(t.Column), cols[col].TypeOID, t)
 		if err != nil {
 			continue
 		}
@@ -116,7 +117,7 @@ func NewOverlap(ctx context.Context, pool *pgxpool.Pool, tables []BackfillTable,
 		}
 		for i, k := range key {
 			ot.key = append(ot.key, cols[k].Name)
-			where = append(where, quoteIdent(cols[k].Name)+" = $"+strconv.Itoa(i+1))
+			where = append(where, pgcat.QuoteIdent(cols[k].Name)+" = $"+strconv.Itoa(i+1))
 		}
 		where = append(where, "xmin = $"+strconv.Itoa(len(key)+1)+"::xid")
 		ot.where = where
@@ -168,14 +169,14 @@ func (o *Overlap) Covered(ctx context.Context, ch *Change, xid uint32) (bool, er
 	oids := make([]uint32, len(params), len(params)+len(ch.Values))
 	for i, c := range ch.Rel.Columns {
 		if ch.Values[i] == nil {
-			where = append(where, quoteIdent(c.Name)+" IS NULL")
+			where = append(where, pgcat.QuoteIdent(c.Name)+" IS NULL")
 			continue
 		}
 		params = append(params, ch.Values[i])
 		oids = append(oids, c.TypeOID)
-		where = append(where, "CAST("+quoteIdent(c.Name)+" AS text) = CAST($"+strconv.Itoa(len(params))+" AS text)")
+		where = append(where, "CAST("+pgcat.QuoteIdent(c.Name)+" AS text) = CAST($"+strconv.Itoa(len(params))+" AS text)")
 	}
-	sql := `SELECT EXISTS (SELECT 1 FROM ` + quoteIdent(ch.Rel.Namespace) + "." + quoteIdent(ch.Rel.Name) +
+	sql := `SELECT EXISTS (SELECT 1 FROM ` + pgcat.QuoteIdent(ch.Rel.Namespace) + "." + pgcat.QuoteIdent(ch.Rel.Name) +
 		` WHERE ` + strings.Join(where, " AND ") + `)`
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

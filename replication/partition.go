@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // MinPartitionRootVersion is the first server_version_num that publishes a
@@ -68,7 +70,7 @@ func CheckPartitionVersion(num int, version string, tables []PublishedTable) err
 // ViaRootSQL returns the statement that makes the publication publish the
 // changes of partitions as changes of their partitioned table.
 func ViaRootSQL(publication string) string {
-	return fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", quoteIdent(publication))
+	return fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true);", pgcat.QuoteIdent(publication))
 }
 
 // publicationMembers returns the publication's tables and their row
@@ -116,7 +118,7 @@ WHERE p.pubname = $1`, publication)
 // publication holds only through TABLES IN SCHEMA cannot get a filter that
 // way: that is a permanent error with the statements to review.
 func refilterStatements(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, have map[TableRef]string, missing []PublishedTable) ([]string, error) {
-	pub := quoteIdent(publication)
+	pub := pgcat.QuoteIdent(publication)
 	var stmts []string
 	for _, t := range tables {
 		cur, ok := have[t.TableRef]
@@ -142,7 +144,7 @@ func refilterStatements(ctx context.Context, pool *pgxpool.Pool, publication str
 		if len(cols) > 0 {
 			q := make([]string, len(cols))
 			for i, c := range cols {
-				q[i] = quoteIdent(c)
+				q[i] = pgcat.QuoteIdent(c)
 			}
 			add += " (" + strings.Join(q, ", ") + ")"
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // Column is one column of a published relation.
@@ -170,15 +169,4 @@ func parseUpdate(msg []byte, vals, old [][]byte, unchangedCols ...*[]int) (rel u
 		}
 	}
 	return rel, vals, old, missing, nil
-}
-
-// quoteIdent quotes a SQL identifier.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-}
-
-// quoteLiteral quotes a SQL string literal (for the few commands of the
-// replication protocol that take no parameters).
-func quoteLiteral(s string) string {
-	return `'` + strings.ReplaceAll(s, `'`, `''`) + `'`
 }

@@ -212,40 +212,6 @@ func FuzzParseInsert(f *testing.F) {
 	})
 }
 
-func TestQuoteIdent(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"events", `"events"`},
-		{"", `""`},
-		{"Mixed Case", `"Mixed Case"`},
-		{"odd; name", `"odd; name"`},
-		{`a"b`, `"a""b"`},
-		{`"`, `""""`},
-		{`""`, `""""""`},
-		{`x"; DROP TABLE t; --`, `"x""; DROP TABLE t; --"`},
-		{"naïve", `"naïve"`},
-	}
-	for _, tt := range tests {
-		if got := quoteIdent(tt.in); got != tt.want {
-			t.Errorf("quoteIdent(%q) = %s, want %s", tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestQuoteLiteral(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"pgsignal", `'pgsignal'`},
-		{"", `''`},
-		{"it's", `'it''s'`},
-		{"''", `''''''`},
-		{`a"b`, `'a"b'`},
-	}
-	for _, tt := range tests {
-		if got := quoteLiteral(tt.in); got != tt.want {
-			t.Errorf("quoteLiteral(%q) = %s, want %s", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestPublicationSQL(t *testing.T) {
 	tests := []struct {
 		name   string

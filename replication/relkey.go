@@ -1,5 +1,9 @@
 package replication
 
+import (
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+)
+
 // Key returns the relation's table as a TableRef, a map key that keeps the
 // schema and the name apart: "a.b".c and a."b.c" are different keys, while
 // their QualifiedName (for display) is the same.
@@ -22,5 +26,5 @@ func displayIdent(id string) string {
 	if plain {
 		return id
 	}
-	return quoteIdent(id)
+	return pgcat.QuoteIdent(id)
 }

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // RelationWatch keeps each configured table bound to the relation (OID)
@@ -60,35 +62,6 @@ func (w *RelationWatch) log() *zap.Logger {
 	return w.Logger
 }
 
-// relationsDDL creates the table of bound OIDs (full mode).
-func relationsDDL(schema string) string {
-	return `CREATE TABLE IF NOT EXISTS ` + quoteIdent(schema) + `.relations (
-  slot        text NOT NULL,
-  schema_name text NOT NULL,
-  table_name  text NOT NULL,
-  relid       oid NOT NULL,
-  bound_at    timestamptz NOT NULL DEFAULT now(),
-  resend_token text,
-  PRIMARY KEY (slot, schema_name, table_name, relid)
-)`
-}
-
-// ensureRelations creates the table of bound OIDs, tolerating a concurrent
-// creator.
-func (w *RelationWatch) ensureRelations(ctx context.Context, pool *pgxpool.Pool) error {
-	for attempt := 1; ; attempt++ {
-		_, err := pool.Exec(ctx, relationsDDL(w.Schema))
-		var pgErr *pgconn.PgError
-		if err != nil && attempt < 3 && errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P07") {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("create %s.relations: %w", quoteIdent(w.Schema), err)
-		}
-		return nil
-	}
-}
-
 // relationOID returns the OID of t, 0 when it does not exist.
 func relationOID(ctx context.Context, pool *pgxpool.Pool, t TableRef) (uint32, error) {
 	var oid uint32
@@ -106,28 +79,24 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&oid)
 // relationName returns the current name of the relation oid, "" when it
 // no longer exists.
 func relationName(ctx context.Context, pool *pgxpool.Pool, oid uint32) (string, error) {
-	t, ok, err := relationRef(ctx, pool, oid)
-	if err != nil || !ok {
+	t, ok, err := lookupRelation(ctx, pool, oid)
+	if !ok || err != nil {
 		return "", err
 	}
 	return t.Display(), nil
 }
 
-// rowQuerier is what relationRef needs of a pool or a transaction.
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// relationRef returns the schema and name of the relation oid; ok is false
-// when it no longer exists.
-func relationRef(ctx context.Context, q rowQuerier, oid uint32) (t TableRef, ok bool, err error) {
-	err = q.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+// lookupRelation returns the current schema and name of the relation oid;
+// false when it no longer exists.
+func lookupRelation(ctx context.Context, q pgcat.Querier, oid uint32) (TableRef, bool, error) {
+	var t TableRef
+	err := q.QueryRow(ctx, `SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`, oid).Scan(&t.Schema, &t.Name)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return t, false, nil
+		return TableRef{}, false, nil
 	}
 	if err != nil {
-		return t, false, fmt.Errorf("look up relation %d: %w", oid, err)
+		return TableRef{}, false, fmt.Errorf("look up relation %d: %w", oid, err)
 	}
 	return t, true, nil
 }
@@ -142,27 +111,21 @@ func (w *RelationWatch) Prepare(ctx context.Context, pool *pgxpool.Pool) error {
 	if w.Schema == "" {
 		return nil
 	}
-	if err := w.ensureRelations(ctx, pool); err != nil {
+	if err := store.EnsureRelations(ctx, pool, w.Schema); err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, `SELECT schema_name, table_name, relid, coalesce(resend_token, '') FROM `+quoteIdent(w.Schema)+`.relations
-WHERE slot = $1 ORDER BY bound_at, relid`, w.Slot)
+	bound, err := store.ReadRelations(ctx, pool, w.Schema, w.Slot)
 	if err != nil {
-		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
+		return err
 	}
 	last := map[TableRef]uint32{}
-	var t TableRef
-	var oid uint32
-	var token string
-	if _, err := pgx.ForEachRow(rows, []any{&t.Schema, &t.Name, &oid, &token}, func() error {
-		last[t] = oid
-		w.known[oid] = t
-		if token != "" {
-			w.tokens[oid] = token
+	for _, b := range bound {
+		t := TableRef{Schema: b.Schema, Name: b.Name}
+		last[t] = b.RelID
+		w.known[b.RelID] = t
+		if b.ResendToken != "" {
+			w.tokens[b.RelID] = b.ResendToken
 		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
 	}
 	for _, t := range w.Tables {
 		rec, ok := last[t]
@@ -242,8 +205,7 @@ func (w *RelationWatch) Bind(ctx context.Context, pool *pgxpool.Pool) error {
 		if w.Schema == "" {
 			continue
 		}
-		if _, err := pool.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, oid); err != nil {
+		if err := store.RecordRelation(ctx, pool, w.Schema, w.Slot, t.Schema, t.Name, oid); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
 	}
@@ -277,7 +239,7 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 				what = "was renamed to " + now
 			}
 			return permanent("table %s no longer exists: the table pgsignal streamed (OID %d) %s. pgsignal stops rather than lose its rows: point tables[].table at the table the rows now go to (pgsignal adds it to publication %s at its next start in full mode), or restore the name",
-				t.Display(), bound, what, quoteIdent(w.Publication))
+				t.Display(), bound, what, pgcat.QuoteIdent(w.Publication))
 		case cur != bound:
 			if in {
 				since, err := publishedSinceCreation(ctx, pool, w.Publication, cur)
@@ -308,7 +270,7 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 			return w.swapError(ctx, pool, t, bound, cur, in)
 		case !in:
 			return permanent("table %s is no longer in publication %s, so its rows are not streamed; pgsignal stops rather than skip them. As an owner of the table, add it back:\n  ALTER PUBLICATION %s ADD TABLE %s;\nthen start pgsignal again (rows committed to the table meanwhile were not streamed: re-send them as described in the README, \"Migrations that replace a table\")",
-				t.Display(), quoteIdent(w.Publication), quoteIdent(w.Publication), t.Quoted())
+				t.Display(), pgcat.QuoteIdent(w.Publication), pgcat.QuoteIdent(w.Publication), t.Quoted())
 		}
 	}
 	return nil
@@ -358,14 +320,14 @@ func (w *RelationWatch) adoptedByPeer(ctx context.Context, pool *pgxpool.Pool, t
 		return false, nil
 	}
 	var token string
-	err := pool.QueryRow(ctx, `SELECT resend_token FROM `+quoteIdent(w.Schema)+`.relations
+	err := pool.QueryRow(ctx, `SELECT resend_token FROM `+pgcat.QuoteIdent(w.Schema)+`.relations
 WHERE slot = $1 AND schema_name = $2 AND table_name = $3 AND relid = $4 AND resend_token IS NOT NULL`,
 		w.Slot, t.Schema, t.Name, cur).Scan(&token)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read %s.relations: %w", quoteIdent(w.Schema), err)
+		return false, fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
 	}
 	w.mu.Lock()
 	w.bound[t], w.known[cur], w.tokens[cur] = cur, t, token
@@ -381,8 +343,7 @@ func (w *RelationWatch) rebind(ctx context.Context, pool *pgxpool.Pool, t TableR
 	w.bound[t], w.known[cur] = cur, t
 	w.mu.Unlock()
 	if w.Schema != "" {
-		if _, err := pool.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid)
-VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, w.Slot, t.Schema, t.Name, cur); err != nil {
+		if err := store.RecordRelation(ctx, pool, w.Schema, w.Slot, t.Schema, t.Name, cur); err != nil {
 			return fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 		}
 	}
@@ -403,7 +364,7 @@ func (w *RelationWatch) swapError(ctx context.Context, pool *pgxpool.Pool, t Tab
 	} else {
 		old = "now " + old
 	}
-	pub := quoteIdent(w.Publication)
+	pub := pgcat.QuoteIdent(w.Publication)
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s is now a different table (OID %d; the table pgsignal streamed, OID %d, is %s)", t.Display(), cur, was, old)
 	if inPublication {

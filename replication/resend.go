@@ -15,6 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // ResendPrefix is the prefix of the transactional logical decoding
@@ -76,7 +79,7 @@ func (c *resendCache) relation(r *resendRow, cols []byte) *Relation {
 // pluginArgs returns the pgoutput options of the stream: logical decoding
 // messages are asked for where pgoutput has them (PostgreSQL 14 on).
 func (s *Stream) pluginArgs(conn *pgconn.PgConn) []string {
-	args := []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)}
+	args := []string{"proto_version '1'", "publication_names " + pgcat.QuoteReplLiteral(s.cfg.Publication)}
 	if serverMajor(conn.ParameterStatus("server_version")) >= minMessagesVersion/10000 {
 		args = append(args, "messages 'true'")
 	}
@@ -193,23 +196,21 @@ func (w *RelationWatch) adoptNew(ctx context.Context, pool *pgxpool.Pool, t Publ
 	vals := make([]string, len(tc.Rel.Columns))
 	for i, c := range tc.Rel.Columns {
 		cols[i] = resendColumn{Name: c.Name, Type: c.TypeOID, Mod: c.TypeMod, Key: c.Key}
-		q := "n." + quoteIdent(c.Name)
+		q := "n." + pgcat.QuoteIdent(c.Name)
 		vals[i] = "CASE WHEN num_nulls(" + q + ") = 1 THEN NULL ELSE format('%s', " + q + ") END"
 	}
 	colsJSON, err := json.Marshal(cols)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+quoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
+	if _, err := tx.Exec(ctx, `ALTER PUBLICATION `+pgcat.QuoteIdent(w.Publication)+` ADD TABLE `+t.ForTable()); err != nil {
 		return 0, fmt.Errorf("add %s to publication %q: %w", t.Display(), w.Publication, err)
 	}
 	if err := w.adoptIdentity(ctx, tx, t.TableRef, cur); err != nil {
 		return 0, err
 	}
 	token := rand.Text()
-	if _, err := tx.Exec(ctx, `INSERT INTO `+quoteIdent(w.Schema)+`.relations (slot, schema_name, table_name, relid, resend_token)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, schema_name, table_name, relid) DO UPDATE SET resend_token = EXCLUDED.resend_token`,
-		w.Slot, t.Schema, t.Name, cur, token); err != nil {
+	if err := store.RecordResend(ctx, tx, w.Schema, w.Slot, t.Schema, t.Name, cur, token); err != nil {
 		return 0, fmt.Errorf("record the relation of %s: %w", t.Display(), err)
 	}
 	var conds []string
@@ -292,7 +293,7 @@ func copiedCondition(ctx context.Context, tx pgx.Tx, was uint32, tc *TableColumn
 	if len(tc.PrimaryKey) == 0 {
 		return "", nil
 	}
-	old, ok, err := relationRef(ctx, tx, was)
+	old, ok, err := lookupRelation(ctx, tx, was)
 	if err != nil || !ok {
 		return "", err
 	}
@@ -320,11 +321,11 @@ WHERE a.attrelid = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`
 		if !sameType[name] {
 			return "", nil
 		}
-		c := quoteIdent(name)
+		c := pgcat.QuoteIdent(name)
 		eq = append(eq, "o."+c+" = n."+c)
 	}
 	for _, name := range shared {
-		c := quoteIdent(name)
+		c := pgcat.QuoteIdent(name)
 		oldVals = append(oldVals, "o."+c+"::text")
 		newVals = append(newVals, "n."+c+"::text")
 	}
@@ -361,7 +362,7 @@ func (w *RelationWatch) adopt(ctx context.Context, pool *pgxpool.Pool, t TableRe
 		return true, nil
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+	if errors.As(err, &pgErr) && pgErr.Code == pgcat.LockNotAvailable {
 		w.log().Warn("the new table is locked by a long transaction; adding it to the publication again soon", zap.String("table", t.Display()))
 		return false, fmt.Errorf("%w: %w", errLockBusy, err)
 	}
@@ -396,14 +397,9 @@ func (w *RelationWatch) resendToken(ctx context.Context, oid uint32, token strin
 	}
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var stored *string
-	err := pool.QueryRow(qctx, `SELECT resend_token FROM `+quoteIdent(w.Schema)+`.relations WHERE slot = $1 AND relid = $2 AND resend_token = $3`,
-		w.Slot, oid, token).Scan(&stored)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("look up a resend token: %w", err)
+	found, err := store.HasResendToken(qctx, pool, w.Schema, w.Slot, oid, token)
+	if !found || err != nil {
+		return false, err
 	}
 	w.mu.Lock()
 	w.tokens[oid] = token

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // TableRef names a source table.
@@ -22,7 +24,7 @@ type TableRef struct {
 func (t TableRef) String() string { return t.Schema + "." + t.Name }
 
 // Quoted returns the quoted SQL name.
-func (t TableRef) Quoted() string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
+func (t TableRef) Quoted() string { return pgcat.QuoteIdent(t.Schema) + "." + pgcat.QuoteIdent(t.Name) }
 
 // PublishedTable is a table of the publication: its name, its row filter
 // and whether its updates are published.
@@ -72,7 +74,7 @@ func CreatePublicationSQL(publication string, tables []PublishedTable) string {
 		via = ", publish_via_partition_root = true"
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s'%s);",
-		quoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables), via)
+		pgcat.QuoteIdent(publication), strings.Join(names, ", "), publishOption(false, tables), via)
 }
 
 // publishOption returns the publish option: inserts, plus updates when any
@@ -121,7 +123,7 @@ func CheckRowFilterVersion(num int, version string, tables []PublishedTable) err
 	if len(names) == 0 {
 		return nil
 	}
-	return permanent("the where of table %s needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL %s (server_version_num %d): remove where and filter in the application (SQL transforms are not available yet), or upgrade the server to PostgreSQL 15 or later",
+	return permanent("the where of table %s needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL %s (server_version_num %d): remove where and filter in a SQL transform (tables[].transform) or in the application, or upgrade the server to PostgreSQL 15 or later",
 		strings.Join(names, ", "), version, num)
 }
 
@@ -200,7 +202,7 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 		}
 		if err := applyPublication(ctx, pool, publication, []string{stmt}); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && (pgErr.Code == "42710" || pgErr.Code == "23505") {
+			if errors.As(err, &pgErr) && (pgErr.Code == pgcat.DuplicateObject || pgErr.Code == pgcat.UniqueViolation) {
 				// Created concurrently (another instance starting): check it.
 				return SyncPublication(ctx, pool, publication, tables, create)
 			}
@@ -216,7 +218,7 @@ func SyncPublication(ctx context.Context, pool *pgxpool.Pool, publication string
 		return res, fmt.Errorf("look up publication %q: %w", publication, err)
 	}
 	if !pubinsert {
-		return res, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = '%s');", publication, quoteIdent(publication), publishOption(pubupdate, tables))
+		return res, permanent("publication %q does not publish inserts; fix it with:\n  ALTER PUBLICATION %s SET (publish = '%s');", publication, pgcat.QuoteIdent(publication), publishOption(pubupdate, tables))
 	}
 	have, err := publicationMembers(ctx, pool, publication)
 	if err != nil {
@@ -280,7 +282,7 @@ func publishedTables(ctx context.Context, pool *pgxpool.Pool, publication string
 // their filters); and SET (publish) when updates are needed.
 func alterStatements(ctx context.Context, pool *pgxpool.Pool, publication string, tables []PublishedTable, have map[TableRef]string, pubupdate, allTables bool) ([]string, error) {
 	var stmts []string
-	pub := quoteIdent(publication)
+	pub := pgcat.QuoteIdent(publication)
 	var missing []PublishedTable
 	changed := false
 	for _, t := range tables {
@@ -371,7 +373,7 @@ func applyPublication(ctx context.Context, pool *pgxpool.Pool, publication strin
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && (strings.Contains(s, " WHERE (") && pgErr.Code != "42501" && pgErr.Code != "42710") {
+			if errors.As(err, &pgErr) && (strings.Contains(s, " WHERE (") && pgErr.Code != pgcat.InsufficientPrivilege && pgErr.Code != pgcat.DuplicateObject) {
 				return permanent("publication %q: PostgreSQL rejects a row filter (%s): %w", publication, s, err)
 			}
 			return err
@@ -427,52 +429,10 @@ ORDER BY 1, 2, 3`, publication)
 		t, b.column, publication, t.Quoted())
 }
 
-// SlotInfo describes a replication slot.
-type SlotInfo struct {
-	Exists            bool
-	Plugin, Database  string
-	SlotType          string
-	Active            bool
-	ActivePID         int32
-	ConfirmedFlushLSN string
-	WALStatus         string
-}
-
-// LookupSlot reads pg_replication_slots.
-func LookupSlot(ctx context.Context, pool *pgxpool.Pool, slot string) (SlotInfo, error) {
-	var si SlotInfo
-	var plugin, db, confirmed, walStatus *string
-	var pid *int32
-	// wal_status exists from PostgreSQL 13 on: read it through to_jsonb so
-	// that the query also runs on 12.
-	err := pool.QueryRow(ctx, `SELECT plugin, slot_type, database, active, active_pid,
-  confirmed_flush_lsn::text, to_jsonb(s) ->> 'wal_status' FROM pg_replication_slots s WHERE slot_name = $1`, slot).
-		Scan(&plugin, &si.SlotType, &db, &si.Active, &pid, &confirmed, &walStatus)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return si, nil
-	}
-	if err != nil {
-		return si, fmt.Errorf("look up slot %q: %w", slot, err)
-	}
-	si.Exists = true
-	si.Plugin, si.Database, si.ConfirmedFlushLSN, si.WALStatus = deref(plugin), deref(db), deref(confirmed), deref(walStatus)
-	if pid != nil {
-		si.ActivePID = *pid
-	}
-	return si, nil
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // EnsureSlot creates the logical slot (pgoutput) when it is missing and
 // checks an existing one. conn must be a replication connection.
 func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, slot string) (created bool, err error) {
-	si, err := LookupSlot(ctx, pool, slot)
+	si, err := pgcat.LookupSlot(ctx, pool, slot)
 	if err != nil {
 		return false, err
 	}
@@ -481,7 +441,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, sl
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
 		if err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created concurrently
+			if errors.As(err, &pgErr) && pgErr.Code == pgcat.DuplicateObject { // created concurrently
 				return false, nil
 			}
 			return false, slotCreateError(fmt.Sprintf("create replication slot %q", slot), err)
@@ -490,7 +450,7 @@ func EnsureSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, sl
 	}
 	if si.SlotType != "logical" || si.Plugin != "pgoutput" {
 		return false, permanent("slot %q exists but is a %s slot with plugin %q; pgsignal needs a logical pgoutput slot: choose another source.slot or drop it with SELECT pg_drop_replication_slot(%s);",
-			slot, si.SlotType, si.Plugin, quoteLiteral(slot))
+			slot, si.SlotType, si.Plugin, pgcat.QuoteReplLiteral(slot))
 	}
 	var db string
 	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
@@ -514,15 +474,14 @@ func EnsureFailover(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn
 	if num < 170000 {
 		return false, permanent("source.failover needs PostgreSQL 17 or later (the server is %d.%d); remove it, or rely on pgsignal's slot-loss handling after a failover", num/10000, num%10000/100)
 	}
-	var failover string
-	err = pool.QueryRow(ctx, `SELECT coalesce(to_jsonb(s) ->> 'failover', 'false') FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&failover)
+	si, err := pgcat.LookupSlot(ctx, pool, slot)
 	if err != nil {
-		return false, fmt.Errorf("look up slot %q: %w", slot, err)
+		return false, err
 	}
-	if failover == "true" {
+	if si.Failover {
 		return false, nil
 	}
-	if err := conn.Exec(ctx, "ALTER_REPLICATION_SLOT "+quoteIdent(slot)+" ( FAILOVER true )").Close(); err != nil {
+	if err := conn.Exec(ctx, "ALTER_REPLICATION_SLOT "+pgcat.QuoteIdent(slot)+" ( FAILOVER true )").Close(); err != nil {
 		return false, fmt.Errorf("make slot %q a failover slot: %w", slot, err)
 	}
 	return true, nil

@@ -12,14 +12,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
-)
-
-// What to do when the slot is lost (source.on_slot_lost).
-const (
-	// SlotLostError stops with an error that says what happened (default).
-	SlotLostError = "error"
-	// SlotLostRecreate recreates the slot, records the gap and goes on.
-	SlotLostRecreate = "recreate"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // SlotLoss describes a slot that was invalidated or dropped.
@@ -61,14 +56,14 @@ func (l SlotLoss) Problem() string {
 
 // Fix says how to go on (the gap stays lost) and how to avoid it next time.
 func (l SlotLoss) Fix() string {
-	lit := quoteLiteral(l.Slot)
+	lit := pgcat.QuoteReplLiteral(l.Slot)
 	var forget []string
 	if !l.Dropped {
 		forget = append(forget, "SELECT pg_drop_replication_slot("+lit+");")
 	}
 	schema, mode := "<source.schema>", " (full mode)"
 	if l.Schema != "" {
-		schema, mode = quoteIdent(l.Schema), ""
+		schema, mode = pgcat.QuoteIdent(l.Schema), ""
 	}
 	forget = append(forget, "DELETE FROM "+schema+".sync_state WHERE slot = "+lit+";"+mode)
 	avoid := "raise max_slot_wal_keep_size so it does not happen again"
@@ -93,7 +88,7 @@ func (l SlotLoss) Unwrap() error { return ErrPermanent }
 // before (wasUsed: a checkpoint exists), or invalidated. confirmed is the
 // last position pgsignal confirmed.
 func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirmed cdc.LSN, wasUsed bool) (*SlotLoss, error) {
-	si, err := LookupSlot(ctx, pool, slot)
+	si, err := pgcat.LookupSlot(ctx, pool, slot)
 	if err != nil {
 		return nil, err
 	}
@@ -128,12 +123,12 @@ func CheckSlotLost(ctx context.Context, pool *pgxpool.Pool, slot string, confirm
 func StoredSlotLoss(ctx context.Context, pool *pgxpool.Pool, schema, slot string, full bool) (*SlotLoss, error) {
 	var confirmed cdc.LSN
 	if full {
-		var exists bool
-		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quoteIdent(schema)+".sync_state").Scan(&exists); err != nil {
-			return nil, fmt.Errorf("look up %s.sync_state: %w", schema, err)
+		exists, err := store.Exists(ctx, pool, schema)
+		if err != nil {
+			return nil, err
 		}
 		if exists {
-			_, c, err := (&TableStore{Pool: pool, Schema: schema, Slot: slot}).Load(ctx)
+			_, c, err := (&store.TableStore{Pool: pool, Schema: schema, Slot: slot}).Load(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -173,14 +168,14 @@ func RecreateSlot(ctx context.Context, pool *pgxpool.Pool, conn *pgconn.PgConn, 
 // caller reconnects).
 func (s *Stream) handleStartError(ctx context.Context, startErr error) error {
 	var pgErr *pgconn.PgError
-	if !errors.As(startErr, &pgErr) || (pgErr.Code != "42704" && pgErr.Code != "55000") {
+	if !errors.As(startErr, &pgErr) || (pgErr.Code != pgcat.UndefinedObject && pgErr.Code != pgcat.ObjectNotInPrerequisiteState) {
 		return nil
 	}
 	loss, err := CheckSlotLost(ctx, s.pool, s.cfg.Slot, s.Flushed(), true)
 	if err != nil || loss == nil {
 		return err
 	}
-	if s.cfg.OnSlotLost != SlotLostRecreate {
+	if s.cfg.OnSlotLost != defaults.SlotLostRecreate {
 		return *loss
 	}
 	// The slot's connection must not stream to drop or create a slot: use

@@ -15,8 +15,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // Letter is a stored dead letter, as listed and replayed by the operator.
@@ -99,63 +100,36 @@ type TableLetters struct {
 	Slot   string
 }
 
-func (s *TableLetters) table() string { return pgx.Identifier{s.Schema, "dead_letters"}.Sanitize() }
-
 // List implements LetterStore.
 func (s *TableLetters) List(ctx context.Context, f Filter) ([]Letter, error) {
-	q := `SELECT id, commit_lsn::text, ordinal, table_name, coalesce(idempotency_key::text, ''),
-  coalesce(event::text, ''), coalesce(source_row::text, ''), reason, attempts, first_failed_at, last_failed_at,
-  event_bytes, source_row_bytes, storage::text
-FROM ` + s.table() + ` WHERE slot = $1`
-	args := []any{s.Slot}
-	if len(f.IDs) > 0 {
-		args = append(args, f.IDs)
-		q += fmt.Sprintf(" AND id = ANY($%d)", len(args))
-	}
-	if f.Reason != "" {
-		args = append(args, "%"+f.Reason+"%")
-		q += fmt.Sprintf(" AND reason ILIKE $%d", len(args))
-	}
-	q += " ORDER BY commit_lsn, ordinal"
-	rows, err := s.Pool.Query(ctx, q, args...)
+	stored, err := store.ListDeadLetters(ctx, s.Pool, s.Schema, s.Slot, f.IDs, f.Reason)
 	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
 	var out []Letter
-	for rows.Next() {
-		var l Letter
-		var ord int64
-		var ev, row string
-		var evBytes, rowBytes []byte
-		var storage *string
-		if err := rows.Scan(&l.ID, &l.CommitLSN, &ord, &l.Table, &l.IdempotencyKey, &ev, &row, &l.Reason,
-			&l.Attempts, &l.FirstFailedAt, &l.LastFailedAt, &evBytes, &rowBytes, &storage); err != nil {
-			return nil, fmt.Errorf("list dead letters: %w", err)
-		}
-		l.Ordinal = uint32(ord)
+	for _, r := range stored {
+		l := Letter{ID: r.ID, CommitLSN: r.CommitLSN, Ordinal: uint32(r.Ordinal), Table: r.Table,
+			IdempotencyKey: r.IdempotencyKey, Reason: r.Reason, Attempts: r.Attempts,
+			FirstFailedAt: r.FirstFailedAt, LastFailedAt: r.LastFailedAt}
 		switch {
-		case ev != "":
-			l.Event = compactJSON(ev)
-		case evBytes != nil:
-			l.Event = evBytes
+		case r.Event != "":
+			l.Event = compactJSON(r.Event)
+		case r.EventBytes != nil:
+			l.Event = r.EventBytes
 		}
 		switch {
-		case row != "":
-			l.Row = json.RawMessage(row)
-		case rowBytes != nil:
-			l.Row = rowBytes
+		case r.Row != "":
+			l.Row = json.RawMessage(r.Row)
+		case r.RowBytes != nil:
+			l.Row = r.RowBytes
 		}
-		if storage != nil {
+		if r.Storage != nil {
 			l.Storage = new(Storage)
-			if err := json.Unmarshal([]byte(*storage), l.Storage); err != nil {
+			if err := json.Unmarshal([]byte(*r.Storage), l.Storage); err != nil {
 				return nil, fmt.Errorf("dead letter %d: storage: %w", l.ID, err)
 			}
 		}
 		out = append(out, l)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
 	return out, nil
 }
@@ -181,26 +155,7 @@ func (s *TableLetters) Resolve(ctx context.Context, done []int64, failed map[int
 		}
 		reasons[id] = r
 	}
-	failed = reasons
-	tx, err := s.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("update dead letters: %w", err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after Commit
-	if len(done) > 0 {
-		if _, err := tx.Exec(ctx, `DELETE FROM `+s.table()+` WHERE slot = $1 AND id = ANY($2)`, s.Slot, done); err != nil {
-			return fmt.Errorf("delete dead letters: %w", err)
-		}
-	}
-	for id, reason := range failed {
-		if _, err := tx.Exec(ctx, `UPDATE `+s.table()+` SET attempts = attempts + 1, reason = $2, last_failed_at = $3 WHERE id = $1`, id, reason, at); err != nil {
-			return fmt.Errorf("update dead letter %d: %w", id, err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("update dead letters: %w", err)
-	}
-	return nil
+	return store.ResolveDeadLetters(ctx, s.Pool, s.Schema, s.Slot, done, reasons, at)
 }
 
 // ErrFileInUse is returned (wrapped) when the dead-letter file stays locked

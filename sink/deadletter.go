@@ -17,11 +17,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // DeadLetterStore durably records dead letters. Write returns only when they
@@ -154,7 +154,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 		rows[i] = r
 	}
 	err := s.insert(ctx, rows)
-	if !dataError(err) {
+	if !pgcat.IsDataError(err) {
 		return err
 	}
 	// Find the parts jsonb refuses, each on its own.
@@ -169,7 +169,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 			}
 			var ok bool
 			perr := s.Pool.QueryRow(ctx, `SELECT $1::text::jsonb IS NOT NULL`, string(part.b)).Scan(&ok)
-			if dataError(perr) {
+			if pgcat.IsDataError(perr) {
 				r.asBytes(part.name, "PostgreSQL's jsonb refused it: "+cleanText(perr.Error()))
 			} else if perr != nil {
 				return fmt.Errorf("write dead letters to %s: %w", s.table(), perr)
@@ -189,7 +189,7 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 		}
 	}
 	if err := s.insert(ctx, rows); err != nil {
-		if dataError(err) {
+		if pgcat.IsDataError(err) {
 			return fmt.Errorf("write dead letters to %s: %w: %w", s.table(), ErrLetterRefused, err)
 		}
 		return err
@@ -197,62 +197,23 @@ func (s *TableDeadLetters) Write(ctx context.Context, letters []cdc.DeadLetter) 
 	return nil
 }
 
-func (s *TableDeadLetters) table() string { return pgx.Identifier{s.Schema, "dead_letters"}.Sanitize() }
+func (s *TableDeadLetters) table() string { return store.DeadLettersTable(s.Schema) }
 
 func (s *TableDeadLetters) insert(ctx context.Context, rows []tableRow) error {
-	q := `INSERT INTO ` + s.table() + `
-  (slot, commit_lsn, ordinal, table_name, idempotency_key, event, source_row, reason, attempts, first_failed_at, last_failed_at,
-   event_bytes, source_row_bytes, storage)
-VALUES ($1, $2::pg_lsn, $3, $4, $5::uuid, $6::text::jsonb, $7::text::jsonb, $8, $9, $10, $11, $12, $13, $14::text::jsonb)
-ON CONFLICT (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `) DO NOTHING`
-	b := &pgx.Batch{}
-	for _, r := range rows {
-		l := r.l
-		var key *string
-		if l.IdempotencyKey != "" {
-			key = &l.IdempotencyKey
-		}
+	out := make([]store.DeadLetterRow, len(rows))
+	for i, r := range rows {
 		var storage *string
 		if !r.storage.empty() {
 			js, err := json.Marshal(r.storage)
 			if err != nil {
-				return fmt.Errorf("encode dead letter %s: %w", l.Pos, err)
+				return fmt.Errorf("encode dead letter %s: %w", r.l.Pos, err)
 			}
 			storage = nullJSON(js)
 		}
-		b.Queue(q, s.Slot, l.Pos.CommitLSN.String(), int64(l.Pos.Ordinal), l.Table, key,
-			nullJSON(r.event), nullJSON(r.row), l.Reason, l.Attempts, l.FirstFailure, l.LastFailure,
-			r.eventRaw, r.rowRaw, storage)
+		out[i] = store.DeadLetterRow{Letter: r.l, Event: nullJSON(r.event), Row: nullJSON(r.row),
+			EventBytes: r.eventRaw, RowBytes: r.rowRaw, Storage: storage}
 	}
-	tx, err := s.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // after Commit it is a no-op
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("write dead letters to %s: %w", s.table(), err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit dead letters to %s: %w", s.table(), err)
-	}
-	return nil
-}
-
-// dataError reports whether err is PostgreSQL refusing a value (SQLSTATE
-// class 22, data exception, or 54, program limit exceeded, or 0A000 for a
-// jsonb \u escape above U+007F in a SQL_ASCII database, which cannot
-// convert it): the same value is refused again.
-func dataError(err error) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54") || pe.Code == "0A000"
-}
-
-// rowQuerier is what storableText needs of a pool or a transaction.
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	return store.InsertDeadLetters(ctx, s.Pool, s.Schema, s.Slot, out)
 }
 
 // maxCheckedRunes bounds the characters storableText asks the database
@@ -263,7 +224,7 @@ const maxCheckedRunes = 32
 // it in a text column: a character its encoding cannot hold (SQLSTATE
 // 22P05, e.g. '€' in a LATIN1 database) is written as \uXXXX (\UXXXXXXXX
 // above U+FFFF). s is returned as it is when the database takes it.
-func storableText(ctx context.Context, q rowQuerier, s string) (string, error) {
+func storableText(ctx context.Context, q pgcat.Querier, s string) (string, error) {
 	ascii := true
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
@@ -277,7 +238,7 @@ func storableText(ctx context.Context, q rowQuerier, s string) (string, error) {
 	takes := func(t string) (bool, error) {
 		var ok bool
 		err := q.QueryRow(ctx, `SELECT $1::text IS NOT NULL`, t).Scan(&ok)
-		if dataError(err) {
+		if pgcat.IsDataError(err) {
 			return false, nil
 		}
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
-	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // census.dead_letters keeps as bytes exactly what jsonb refuses (\u0000, a
@@ -29,7 +29,7 @@ func TestTableDeadLettersKeepWhatJSONBRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if err := replication.EnsureSchema(ctx, pool, "census"); err != nil {
+	if err := store.EnsureSchema(ctx, pool, "census"); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(seq uint64, event, row string) cdc.DeadLetter {
@@ -113,7 +113,7 @@ func TestTableDeadLettersUpgrade(t *testing.T) {
   UNIQUE (slot, commit_lsn, ordinal))`); err != nil {
 		t.Fatal(err)
 	}
-	if err := replication.EnsureSchema(ctx, pool, "old"); err != nil {
+	if err := store.EnsureSchema(ctx, pool, "old"); err != nil {
 		t.Fatal(err)
 	}
 	l := deadLetter(1, "", "no user")

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 )
 
 // Config configures a Sink. Zero values take the defaults shown.
@@ -116,22 +117,22 @@ func Outcome(err error) string {
 
 func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
-		c.BatchSize = 500
+		c.BatchSize = defaults.BatchSize
 	}
 	if c.Linger <= 0 {
-		c.Linger = 20 * time.Millisecond
+		c.Linger = defaults.Linger
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 8
+		c.Concurrency = defaults.Concurrency
 	}
 	if c.MaxPendingEvents <= 0 {
-		c.MaxPendingEvents = 20000
+		c.MaxPendingEvents = defaults.MaxPendingEvents
 	}
 	if c.MaxPendingBytes <= 0 {
-		c.MaxPendingBytes = 64 << 20
+		c.MaxPendingBytes = defaults.MaxPendingBytes
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 60 * time.Second
+		c.MaxBackoff = defaults.MaxBackoff
 	}
 	if c.UnknownUser == "" {
 		c.UnknownUser = "dead-letter"
@@ -605,7 +606,7 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 			}
 			return d.deliver(ctx, right)
 		case Unauthorized:
-			return fmt.Errorf("%w (%v): set onesignal.api_key to the App API key of app %s (Settings > Keys & IDs); nothing after the last delivered event was confirmed", ErrUnauthorized, err, "the configured app")
+			return fmt.Errorf("%w (%v): set onesignal.api_key to the App API key of %s (Settings > Keys & IDs); nothing after the last delivered event was confirmed", ErrUnauthorized, err, appOf(s.client))
 		default:
 			return fmt.Errorf("OneSignal request failed permanently: %w; check onesignal.app_id and onesignal.url", err)
 		}
@@ -634,7 +635,7 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 	debug := s.log.Core().Enabled(zap.DebugLevel)
 	for _, ev := range evs {
 		if f, ok := failed[ev.ExternalID]; ok {
-			if s.cfg.UnknownUser == "drop" && strings.EqualFold(f.Code, "not found") {
+			if s.cfg.UnknownUser == defaults.UnknownUserDrop && strings.EqualFold(f.Code, "not found") {
 				s.stats.dropped.Add(1)
 				s.cfg.Metrics.Handled(ev.Table, OutcomeDropped, 1)
 				continue
@@ -663,4 +664,13 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 			s.cfg.OnDelivered(ev, now)
 		}
 	}
+}
+
+// appOf names the OneSignal app that client posts to, for a message: "app
+// <id>" for a *Client, else the configuration key.
+func appOf(client Sender) string {
+	if c, ok := client.(*Client); ok && c.cfg.AppID != "" {
+		return "app " + c.cfg.AppID
+	}
+	return "the app of onesignal.app_id"
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
@@ -20,11 +19,7 @@ Flags:
 `
 
 func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("check", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, checkUsage)
-		printFlagList(fs)
-	}
+	fs := newFlagSetWithUsage("check", checkUsage, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	asJSON := fs.Bool("json", false, `print {"ok":bool,"items":[{"name","status","detail","fix"}]}`)
 	timeout := fs.Duration("timeout", 60*time.Second, "bound on the whole check")

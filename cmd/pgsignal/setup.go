@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -41,11 +42,7 @@ Flags:
 const setupPlaceholder = "00000000-0000-4000-8000-000000000000"
 
 func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("setup", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, setupUsage)
-		printFlagList(fs)
-	}
+	fs := newFlagSetWithUsage("setup", setupUsage, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	user := fs.String("user", "", "the user pgsignal logs in as (default: source.dsn's user, else census)")
 	passwordEnv := fs.String("password-env", "", "environment variable holding the user's password (default: generate one)")
@@ -109,16 +106,10 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if dsnUser, _ := dsnUserDB(cfg.Source.DSN); dsnUser != "" && dsnUser != *user {
 		fmt.Fprintf(stderr, "pgsignal setup: note: source.dsn logs in as %s, not %s: pass --user %s or change source.dsn\n",
-			setupsql.QuoteIdent(dsnUser), setupsql.QuoteIdent(*user), dsnUser)
+			pgcat.QuoteIdent(dsnUser), pgcat.QuoteIdent(*user), dsnUser)
 	}
 	if !*apply {
-		if !fromEnv {
-			if opts.Password, err = generatePassword(); err != nil {
-				return err
-			}
-			opts.PasswordGenerated = true
-		}
-		script, err := setupsql.Generate(opts)
+		script, err := generateScript(&opts, !fromEnv)
 		if err != nil {
 			return err
 		}
@@ -133,18 +124,11 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setupsql.Options, stdout io.Writer) error {
 	pcfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		var pe *pgconn.ParseConfigError
-		if !errors.As(err, &pe) {
-			return fmt.Errorf("parse --admin-dsn: %w", err)
-		}
 		// The message quotes the connection string, password included
 		// when it is malformed: keep only what follows it.
-		msg := pe.Error()
-		if i := strings.LastIndex(msg, "`: "); i >= 0 {
-			msg = msg[i+3:]
-		}
-		if pe.ConnString != "" {
-			msg = strings.ReplaceAll(msg, pe.ConnString, "<dsn>")
+		msg, ok := pgcat.RedactParseError(err)
+		if !ok {
+			return fmt.Errorf("parse --admin-dsn: %w", err)
 		}
 		return errors.New("parse --admin-dsn: " + msg)
 	}
@@ -161,7 +145,7 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 	}
 	if _, sourceDB := dsnUserDB(cfg.Source.DSN); sourceDB != "" && sourceDB != database {
 		return fmt.Errorf("--admin-dsn connects to database %s but source.dsn to %s: grants and publications belong to one database; connect --admin-dsn to %s",
-			setupsql.QuoteIdent(database), setupsql.QuoteIdent(sourceDB), setupsql.QuoteIdent(sourceDB))
+			pgcat.QuoteIdent(database), pgcat.QuoteIdent(sourceDB), pgcat.QuoteIdent(sourceDB))
 	}
 	how := "from --platform"
 	if opts.Platform == "" {
@@ -174,24 +158,18 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 	if err != nil {
 		return err
 	}
-	if opts.Password == "" && !exists {
-		if opts.Password, err = generatePassword(); err != nil {
-			return err
-		}
-		opts.PasswordGenerated = true
-	}
-	script, err := setupsql.Generate(opts)
+	script, err := generateScript(&opts, opts.Password == "" && !exists)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "applying as %s to database %s (platform %s, %s)\n",
-		setupsql.QuoteIdent(admin), setupsql.QuoteIdent(database), opts.Platform, how)
+		pgcat.QuoteIdent(admin), pgcat.QuoteIdent(database), opts.Platform, how)
 	applied, err := setupsql.Apply(ctx, conn, script, stdout)
 	if opts.PasswordGenerated && applied > 0 {
 		fmt.Fprintf(stdout, "password of %s (generated, shown only this once; store it now, e.g. as PGPASSWORD for pgsignal): %s\n",
-			setupsql.QuoteIdent(opts.User), opts.Password)
+			pgcat.QuoteIdent(opts.User), opts.Password)
 	} else if exists && opts.Password == "" {
-		fmt.Fprintf(stdout, "%s existed: its password is unchanged (set one with --password-env VAR)\n", setupsql.QuoteIdent(opts.User))
+		fmt.Fprintf(stdout, "%s existed: its password is unchanged (set one with --password-env VAR)\n", pgcat.QuoteIdent(opts.User))
 	}
 	if len(script.Notes) > 0 {
 		fmt.Fprintln(stdout, "note:")
@@ -310,4 +288,17 @@ func dsnNamedUser(dsn string) string {
 		v = strings.NewReplacer(`\'`, "'", `\\`, `\`).Replace(v[1 : len(v)-1])
 	}
 	return v
+}
+
+// generateScript generates the setup script, with a new password for the
+// user when newPassword is set (recorded in opts).
+func generateScript(opts *setupsql.Options, newPassword bool) (*setupsql.Script, error) {
+	if newPassword {
+		pw, err := generatePassword()
+		if err != nil {
+			return nil, err
+		}
+		opts.Password, opts.PasswordGenerated = pw, true
+	}
+	return setupsql.Generate(*opts)
 }

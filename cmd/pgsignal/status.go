@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -34,33 +33,10 @@ type statusReport struct {
 		Lost string `json:"lost,omitempty"`
 		Fix  string `json:"fix,omitempty"`
 	} `json:"slot"`
-	Watermark *struct {
-		Position     string    `json:"position"`
-		ConfirmedLSN string    `json:"confirmed_lsn"`
-		UpdatedAt    time.Time `json:"updated_at"`
-	} `json:"watermark,omitempty"`
-	Backfill    *backfillReport `json:"backfill,omitempty"`
-	DeadLetters int             `json:"dead_letters"`
-	Runs        []runReport     `json:"runs"`
-}
-
-type backfillReport struct {
-	State      string     `json:"state"`
-	Tables     []string   `json:"tables"`
-	RowsDone   int64      `json:"rows_done"`
-	RowsTotal  int64      `json:"rows_total"`
-	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-}
-
-type runReport struct {
-	ID              int64      `json:"id"`
-	StartedAt       time.Time  `json:"started_at"`
-	StoppedAt       *time.Time `json:"stopped_at,omitempty"`
-	EventsDelivered int64      `json:"events_delivered"`
-	DeadLettered    int64      `json:"dead_lettered"`
-	LastPosition    string     `json:"last_position,omitempty"`
-	StopReason      string     `json:"stop_reason,omitempty"`
+	Watermark   *store.Watermark `json:"watermark,omitempty"`
+	Backfill    *store.Backfill  `json:"backfill,omitempty"`
+	DeadLetters int              `json:"dead_letters"`
+	Runs        []store.Run      `json:"runs"`
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -92,24 +68,15 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nRuns int) (*statusReport, error) {
-	rep := &statusReport{Runs: []runReport{}}
+	rep := &statusReport{Runs: []store.Run{}}
 	rep.Slot.Name = cfg.Source.Slot
-	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	if err != nil {
 		return nil, err
 	}
 	rep.Slot.Exists, rep.Slot.Active, rep.Slot.ActivePID = si.Exists, si.Active, si.ActivePID
 	rep.Slot.ConfirmedFlushLSN, rep.Slot.WALStatus = si.ConfirmedFlushLSN, si.WALStatus
-	if si.Exists {
-		var lag, retained *int64
-		err := pool.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - confirmed_flush_lsn)::bigint,
-  (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - restart_lsn)::bigint
-FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &retained)
-		if err != nil {
-			return nil, fmt.Errorf("slot lag: %w", err)
-		}
-		rep.Slot.LagBytes, rep.Slot.RetainedBytes = lag, retained
-	}
+	rep.Slot.LagBytes, rep.Slot.RetainedBytes = si.LagBytes, si.RetainedBytes
 	loss, err := replication.StoredSlotLoss(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, cfg.Source.Mode != config.ModeReadOnly)
 	if err != nil {
 		return nil, err
@@ -128,59 +95,28 @@ FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&lag, &re
 		rep.DeadLetters = len(letters)
 		return rep, nil
 	}
-	schema := cfg.Source.Schema
-	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "sync_state"}.Sanitize()).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("look up %s.sync_state: %w", schema, err)
+	schema, slot := cfg.Source.Schema, cfg.Source.Slot
+	exists, err := store.Exists(ctx, pool, schema)
+	if err != nil {
+		return nil, err
 	}
 	if !exists {
 		return rep, nil // pgsignal never ran in full mode here
 	}
-	w := &struct {
-		Position     string    `json:"position"`
-		ConfirmedLSN string    `json:"confirmed_lsn"`
-		UpdatedAt    time.Time `json:"updated_at"`
-	}{}
-	err = pool.QueryRow(ctx, `SELECT commit_lsn::text || '#' || ordinal, confirmed_lsn::text, updated_at FROM `+
-		pgx.Identifier{schema, "sync_state"}.Sanitize()+` WHERE slot = $1`, cfg.Source.Slot).Scan(&w.Position, &w.ConfirmedLSN, &w.UpdatedAt)
-	switch {
-	case err == nil:
-		rep.Watermark = w
-	case !errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("read watermark: %w", err)
+	if rep.Watermark, err = store.ReadWatermark(ctx, pool, schema, slot); err != nil {
+		return nil, err
 	}
-	bf := &backfillReport{}
-	err = pool.QueryRow(ctx, `SELECT state, tables, rows_done, rows_total, started_at, finished_at FROM `+
-		pgx.Identifier{schema, "backfills"}.Sanitize()+` WHERE slot = $1`, cfg.Source.Slot).Scan(&bf.State, &bf.Tables, &bf.RowsDone, &bf.RowsTotal, &bf.StartedAt, &bf.FinishedAt)
-	var pgErr *pgconn.PgError
-	switch {
-	case err == nil:
-		rep.Backfill = bf
-	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "42P01":
-		// No backfill, or a bookkeeping schema from before backfills.
-	default:
-		return nil, fmt.Errorf("read backfill: %w", err)
+	if rep.Backfill, err = store.ReadBackfill(ctx, pool, schema, slot); err != nil {
+		return nil, err
 	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "dead_letters"}.Sanitize()+` WHERE slot = $1`,
-		cfg.Source.Slot).Scan(&rep.DeadLetters); err != nil {
-		return nil, fmt.Errorf("count dead letters: %w", err)
+	if rep.DeadLetters, err = store.CountDeadLetters(ctx, pool, schema, slot); err != nil {
+		return nil, err
 	}
-	rows, err := pool.Query(ctx, `SELECT id, started_at, stopped_at, events_delivered, dead_lettered, coalesce(last_position, ''), coalesce(stop_reason, '')
-FROM `+pgx.Identifier{schema, "runs"}.Sanitize()+` WHERE slot = $1 ORDER BY id DESC LIMIT $2`, cfg.Source.Slot, nRuns)
+	runs, err := store.ListRuns(ctx, pool, schema, slot, nRuns)
 	if err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var r runReport
-		if err := rows.Scan(&r.ID, &r.StartedAt, &r.StoppedAt, &r.EventsDelivered, &r.DeadLettered, &r.LastPosition, &r.StopReason); err != nil {
-			return nil, fmt.Errorf("list runs: %w", err)
-		}
-		rep.Runs = append(rep.Runs, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list runs: %w", err)
-	}
+	rep.Runs = append(rep.Runs, runs...)
 	return rep, nil
 }
 

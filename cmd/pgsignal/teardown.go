@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
-	"github.com/pgsignal/pgsignal/internal/setupsql"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -31,11 +31,7 @@ Flags:
 `
 
 func cmdTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("teardown", stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, teardownUsage)
-		printFlagList(fs)
-	}
+	fs := newFlagSetWithUsage("teardown", teardownUsage, stderr)
 	path := fs.String("config", "pgsignal.yaml", "configuration file")
 	apply := fs.Bool("apply", false, "run the SQL instead of printing it")
 	adminDSN := fs.String("admin-dsn", "", "connection string of a user allowed to drop the objects (with --apply; default source.dsn)")
@@ -93,21 +89,19 @@ func cmdTeardown(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // now. It fails while the slot is active.
 func teardownSQL(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([]string, error) {
 	var stmts []string
-	var active bool
-	var pid *int32
-	err := pool.QueryRow(ctx, `SELECT active, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&active, &pid)
+	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
 		return nil, fmt.Errorf("read the slot %s: %w", cfg.Source.Slot, err)
-	case active:
+	case !si.Exists:
+	case si.Active:
 		who := ""
-		if pid != nil {
-			who = fmt.Sprintf(" by process %d", *pid)
+		if si.ActivePID != 0 {
+			who = fmt.Sprintf(" by process %d", si.ActivePID)
 		}
 		return nil, fmt.Errorf("the slot %s is in use%s: stop pgsignal (every instance) first, then run teardown again", cfg.Source.Slot, who)
 	default:
-		stmts = append(stmts, "SELECT pg_catalog.pg_drop_replication_slot("+setupsql.QuoteLiteral(cfg.Source.Slot)+")")
+		stmts = append(stmts, "SELECT pg_catalog.pg_drop_replication_slot("+pgcat.QuoteLiteral(cfg.Source.Slot)+")")
 	}
 
 	var allTables bool
@@ -117,7 +111,7 @@ func teardownSQL(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([
 	case err != nil:
 		return nil, fmt.Errorf("read the publication %s: %w", cfg.Source.Publication, err)
 	default:
-		pub := setupsql.QuoteIdent(cfg.Source.Publication)
+		pub := pgcat.QuoteIdent(cfg.Source.Publication)
 		others, mine, err := publicationMembers(ctx, pool, cfg)
 		if err != nil {
 			return nil, err
@@ -139,7 +133,7 @@ func teardownSQL(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([
 			return nil, fmt.Errorf("read the schema %s: %w", cfg.Source.Schema, err)
 		}
 		if exists {
-			stmts = append(stmts, "DROP SCHEMA "+setupsql.QuoteIdent(cfg.Source.Schema)+" CASCADE")
+			stmts = append(stmts, "DROP SCHEMA "+pgcat.QuoteIdent(cfg.Source.Schema)+" CASCADE")
 		}
 	}
 	if len(stmts) == 0 {
@@ -154,7 +148,7 @@ func teardownSQL(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) ([
 func publicationMembers(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config) (others int, mine []string, err error) {
 	configured := make([]string, len(cfg.Tables))
 	for i, t := range cfg.Tables {
-		configured[i] = setupsql.QualifiedName(t.Schema, t.Name)
+		configured[i] = pgcat.QualifiedName(t.Schema, t.Name)
 	}
 	rows, err := pool.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, cfg.Source.Publication)
 	if err != nil {
@@ -162,7 +156,7 @@ func publicationMembers(ctx context.Context, pool *pgxpool.Pool, cfg *config.Con
 	}
 	var schema, name string
 	_, err = pgx.ForEachRow(rows, []any{&schema, &name}, func() error {
-		q := setupsql.QualifiedName(schema, name)
+		q := pgcat.QualifiedName(schema, name)
 		if slices.Contains(configured, q) {
 			mine = append(mine, q)
 		} else {

@@ -15,7 +15,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -33,7 +35,7 @@ type Options struct {
 	// Dial, when set, replaces the network dialer of every database
 	// connection (an SSH tunnel).
 	Dial pgconn.DialFunc
-	// OnSlotLost is replication.SlotLostError (default) or SlotLostRecreate.
+	// OnSlotLost is config.SlotLostError (default) or SlotLostRecreate.
 	OnSlotLost string
 	// StallTimeout is how long pending events may make no progress before
 	// pgsignal reports itself stalled (/readyz fails, an error is logged).
@@ -213,13 +215,13 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		return sum, fmt.Errorf("identify system: %w", err)
 	}
 	tables := TableRefs(cfg)
-	var store replication.Store
+	var ckStore checkpoint.Store
 	var dl sink.DeadLetterStore
 	if full {
-		if err := replication.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
+		if err := store.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
 			return sum, err
 		}
-		store = &replication.TableStore{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
+		ckStore = &store.TableStore{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
 		dl = &sink.TableDeadLetters{Pool: pool, Schema: cfg.Source.Schema, Slot: cfg.Source.Slot}
 	} else {
 		fdl := &sink.FileDeadLetters{Path: cfg.Sink.DeadLetterFile}
@@ -246,8 +248,8 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 	var resume cdc.Position
 	var confirmed cdc.LSN
-	if store != nil {
-		if resume, confirmed, err = store.Load(ctx); err != nil {
+	if ckStore != nil {
+		if resume, confirmed, err = ckStore.Load(ctx); err != nil {
 			return sum, err
 		}
 	}
@@ -288,7 +290,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		if full {
 			loss.Schema = cfg.Source.Schema // as StoredSlotLoss says it to check and status
 		}
-		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+		if a.opts.OnSlotLost != config.SlotLostRecreate {
 			a.finishRun(ctx, pool, runID, sum, "slot lost")
 			return sum, *loss
 		}
@@ -308,7 +310,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	// Start-up is over: from here a Stop drains the stream.
 	started()
 	sctx, ctx = nil, runCtx
-	tracker := replication.NewTracker(resume, confirmed)
+	tracker := checkpoint.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
 	sk := sink.New(sink.Config{
@@ -345,7 +347,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	ckDone := make(chan struct{})
 	go func() {
 		defer close(ckDone)
-		replication.RunCheckpointer(ckCtx, tracker, store, stream, log.Named("checkpoint"))
+		checkpoint.RunCheckpointer(ckCtx, tracker, ckStore, stream, log.Named("checkpoint"))
 	}()
 
 	watchCtx, cancelWatch := context.WithCancel(hard)
@@ -368,37 +370,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if a.opts.OnStreaming != nil {
 		a.opts.OnStreaming()
 	}
-	var runErr error
-	stopReason := "stopped"
-	select {
-	case runErr = <-streamErr:
-	case err := <-sk.Err():
-		cancelHard(err)
-		<-streamErr
-		runErr = err
-	case <-a.stopCh:
-		log.Info("stopping: draining in-flight events", zap.Duration("timeout", cfg.ShutdownTimeout))
-		stream.Stop()
-		timer := time.AfterFunc(a.shutdownLeft(), func() {
-			cancelHard(errors.New("shutdown timeout"))
-		})
-		select {
-		case runErr = <-streamErr:
-		case err := <-sk.Err():
-			cancelHard(err)
-			<-streamErr
-			runErr = err
-		}
-		timer.Stop()
-		if runErr != nil && context.Cause(hard) != nil && ctx.Err() == nil && !errors.Is(context.Cause(hard), sink.ErrUnauthorized) {
-			log.Warn("shutdown timeout passed before every event was delivered; the rest is sent again on the next start")
-			stopReason = "shutdown timeout"
-			runErr = nil
-		}
-	}
-	if err := a.obs.health.err(); err != nil && runErr == nil {
-		runErr = err // stopped by watchRelations
-	}
+	stopReason, runErr := a.awaitEnd(ctx, hard, cancelHard, streamErr, sk, stream)
 	cancelSink()
 	sk.Wait()
 	cancelCk()
@@ -412,9 +384,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	}
 
 	pos, conf := tracker.Checkpoint()
-	if store != nil {
+	if ckStore != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := store.Save(sctx, pos, conf); err != nil {
+		if err := ckStore.Save(sctx, pos, conf); err != nil {
 			log.Warn("final checkpoint not saved", zap.Error(err))
 		}
 		cancel()
@@ -430,6 +402,47 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	log.Info("stopped", zap.Uint64("delivered", sum.Delivered), zap.Uint64("dead_lettered", sum.DeadLettered),
 		zap.Stringer("checkpoint", pos), zap.Stringer("confirmed_lsn", sum.Confirmed))
 	return sum, runErr
+}
+
+// awaitEnd waits until the run ends: the stream or the backfill returns
+// (streamErr), the sink fails, or Stop asks for a drain (bounded by
+// shutdown_timeout, then a hard stop through cancelHard). It returns the
+// stop reason recorded in the run's row and the run's error.
+func (a *App) awaitEnd(ctx, hard context.Context, cancelHard context.CancelCauseFunc, streamErr <-chan error, sk *sink.Sink, stream *replication.Stream) (stopReason string, runErr error) {
+	log := a.log
+	// sinkFailed stops the stream hard after a sink failure.
+	sinkFailed := func(err error) error {
+		cancelHard(err)
+		<-streamErr
+		return err
+	}
+	stopReason = "stopped"
+	select {
+	case runErr = <-streamErr:
+	case err := <-sk.Err():
+		runErr = sinkFailed(err)
+	case <-a.stopCh:
+		log.Info("stopping: draining in-flight events", zap.Duration("timeout", a.opts.Config.ShutdownTimeout))
+		stream.Stop()
+		timer := time.AfterFunc(a.shutdownLeft(), func() {
+			cancelHard(errors.New("shutdown timeout"))
+		})
+		select {
+		case runErr = <-streamErr:
+		case err := <-sk.Err():
+			runErr = sinkFailed(err)
+		}
+		timer.Stop()
+		if runErr != nil && context.Cause(hard) != nil && ctx.Err() == nil && !errors.Is(context.Cause(hard), sink.ErrUnauthorized) {
+			log.Warn("shutdown timeout passed before every event was delivered; the rest is sent again on the next start")
+			stopReason = "shutdown timeout"
+			runErr = nil
+		}
+	}
+	if err := a.obs.health.err(); err != nil && runErr == nil {
+		runErr = err // stopped by watchRelations
+	}
+	return stopReason, runErr
 }
 
 func (a *App) ensureSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool.Pool) error {

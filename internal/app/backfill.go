@@ -11,7 +11,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
@@ -129,15 +132,15 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 			releaseBackfillLock(context.WithoutCancel(ctx), lock)
 		}
 	}()
-	state, windows, err := replication.BackfillState(ctx, pool, schema, slot)
+	state, windows, err := store.BackfillState(ctx, pool, schema, slot)
 	if err != nil {
 		return nil, err
 	}
-	si, err := replication.LookupSlot(ctx, pool, slot)
+	si, err := pgcat.LookupSlot(ctx, pool, slot)
 	if err != nil {
 		return nil, err
 	}
-	redo := state == replication.BackfillRunning
+	redo := state == store.BackfillRunning
 	// keep: a redo keeps the slot of the interrupted attempt, which holds
 	// every change committed since that attempt's snapshot, and reads the
 	// windows in a new snapshot from a temporary slot; the stream then
@@ -152,7 +155,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		if loss == nil {
 			loss = &replication.SlotLoss{Slot: slot}
 		}
-		if a.opts.OnSlotLost != replication.SlotLostRecreate {
+		if a.opts.OnSlotLost != config.SlotLostRecreate {
 			return nil, *loss
 		}
 		a.log.Error("the slot of the interrupted backfill was lost; redoing the backfill with a new slot: changes committed meanwhile outside its windows are lost",
@@ -188,7 +191,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		names = append(names, t.Table.String())
 		windows[t.Table.String()] = t.From
 	}
-	if err := replication.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
+	if err := store.StartBackfill(ctx, pool, schema, slot, names, windows); err != nil {
 		return nil, err
 	}
 	var snap replication.SnapshotSlot
@@ -205,7 +208,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 		overlap = snap.ConsistentPoint
 	} else {
 		if si.Exists {
-			if err := replication.DropSlot(ctx, pool, slot); err != nil {
+			if err := pgcat.DropSlot(ctx, pool, slot); err != nil {
 				return nil, err
 			}
 		}
@@ -218,8 +221,8 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 	if err != nil {
 		return nil, err
 	}
-	if err := errors.Join(replication.SetBackfillOverlap(ctx, pool, schema, slot, overlap),
-		replication.SetBackfillTotal(ctx, pool, schema, slot, src.Total())); err != nil {
+	if err := errors.Join(store.SetBackfillOverlap(ctx, pool, schema, slot, overlap),
+		store.SetBackfillTotal(ctx, pool, schema, slot, src.Total())); err != nil {
 		src.Close(context.WithoutCancel(ctx)) // the lock goes with the deferred release
 		return nil, err
 	}
@@ -239,7 +242,7 @@ func (a *App) prepareBackfill(ctx context.Context, pool *pgxpool.Pool, conn *pgc
 // one is handled and records the backfill as done. It returns false when
 // stopped before the end (the next start redoes it).
 func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, mp *mapper.Mapper, batch replication.BatchMapper,
-	sk *sink.Sink, tracker *replication.Tracker) (finished bool, err error) {
+	sk *sink.Sink, tracker *checkpoint.Tracker) (finished bool, err error) {
 	defer b.close(context.WithoutCancel(ctx))
 	cfg := a.opts.Config
 	log := a.log.Named("backfill")
@@ -300,7 +303,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 		if time.Since(lastLog) >= 2*time.Second {
 			lastLog = time.Now()
 			progress(false)
-			_ = replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, false)
+			_ = store.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, false)
 		}
 	}
 	progress(true)
@@ -310,7 +313,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 	if a.stopping() && !tracker.Drained() {
 		return false, nil
 	}
-	if err := replication.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, true); err != nil {
+	if err := store.ProgressBackfill(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, rows, true); err != nil {
 		return false, err
 	}
 	st := sk.Stats()
@@ -370,7 +373,7 @@ func (a *App) submitBackfill(ctx context.Context, sk *sink.Sink, ev *cdc.Event) 
 }
 
 // waitHandled waits until every event given to the tracker is handled.
-func (a *App) waitHandled(ctx context.Context, tracker *replication.Tracker) error {
+func (a *App) waitHandled(ctx context.Context, tracker *checkpoint.Tracker) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for tracker.Pending() > 0 {
@@ -391,11 +394,11 @@ func (a *App) backfillOverlap(ctx context.Context, pool *pgxpool.Pool) (*replica
 	if cfg.Source.Mode == config.ModeReadOnly || len(backfillTables(cfg, time.Now(), nil)) == 0 {
 		return nil, nil
 	}
-	until, windows, err := replication.BackfillOverlap(ctx, pool, cfg.Source.Schema, cfg.Source.Slot)
+	until, windows, err := store.BackfillOverlap(ctx, pool, cfg.Source.Schema, cfg.Source.Slot)
 	if err != nil || until == 0 {
 		return nil, err
 	}
-	si, err := replication.LookupSlot(ctx, pool, cfg.Source.Slot)
+	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	if err != nil {
 		return nil, err
 	}

@@ -242,7 +242,7 @@ func TestFilterVersionCheck(t *testing.T) {
 		{TableRef: replication.TableRef{Schema: "public", Name: "orders"}},
 	}
 	err := replication.CheckRowFilterVersion(140012, "14.12 (Debian 14.12-1)", filtered)
-	want := "the where of table analytics.user_events needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL 14.12 (Debian 14.12-1) (server_version_num 140012): remove where and filter in the application (SQL transforms are not available yet), or upgrade the server to PostgreSQL 15 or later"
+	want := "the where of table analytics.user_events needs row filters, which PostgreSQL has from version 15 on; the server is PostgreSQL 14.12 (Debian 14.12-1) (server_version_num 140012): remove where and filter in a SQL transform (tables[].transform) or in the application, or upgrade the server to PostgreSQL 15 or later"
 	if err == nil || err.Error() != want || !errors.Is(err, replication.ErrPermanent) {
 		t.Errorf("CheckRowFilterVersion(14) = %v\nwant (permanent) %s", err, want)
 	}

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -37,7 +39,7 @@ type monitor struct {
 	mu        sync.Mutex
 	stream    *replication.Stream
 	sink      *sink.Sink
-	tracker   *replication.Tracker
+	tracker   *checkpoint.Tracker
 	slotState slotState
 
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
@@ -136,7 +138,7 @@ func (o *monitor) tables(names []string) {
 // Accepted implements sink.Metrics.
 func (o *monitor) Accepted(latency time.Duration) { o.latency.Observe(latency.Seconds()) }
 
-func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *replication.Tracker) {
+func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *checkpoint.Tracker) {
 	o.mu.Lock()
 	o.stream, o.sink, o.tracker = st, sk, t
 	o.mu.Unlock()
@@ -308,21 +310,15 @@ func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, st
 }
 
 func (o *monitor) pollSlot(ctx context.Context, pool *pgxpool.Pool, slot string) {
-	var status *string
-	var safe *int64
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := pool.QueryRow(qctx, `SELECT to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::bigint
-FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&status, &safe)
-	if err != nil {
+	si, err := pgcat.LookupSlot(qctx, pool, slot)
+	if err != nil || !si.Exists {
 		return
 	}
-	s := slotState{known: true, safeWALSize: -1}
-	if status != nil {
-		s.walStatus = *status
-	}
-	if safe != nil {
-		s.safeWALSize = float64(*safe)
+	s := slotState{known: true, safeWALSize: -1, walStatus: si.WALStatus}
+	if si.SafeWALSize != nil {
+		s.safeWALSize = float64(*si.SafeWALSize)
 	}
 	o.mu.Lock()
 	o.slotState = s

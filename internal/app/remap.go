@@ -13,12 +13,12 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/mapper/transform"
 	"github.com/pgsignal/pgsignal/replication"
@@ -345,7 +345,7 @@ func RebuildRow(ctx context.Context, pool *pgxpool.Pool, rel *replication.Relati
 	// Text results: each column's output function, as pgoutput sends it.
 	res := pc.ExecParams(ctx, sel.String(), [][]byte{in.Bytes()}, nil, nil, nil).Read()
 	if res.Err != nil {
-		if dataError(res.Err) {
+		if pgcat.IsDataError(res.Err) {
 			return nil, nil, "PostgreSQL does not read the stored row back into the table's columns: " + res.Err.Error(), nil
 		}
 		return nil, nil, "", fmt.Errorf("rebuild the row of %s: %w", rel.QualifiedName(), res.Err)
@@ -360,7 +360,7 @@ func RebuildRow(ctx context.Context, pool *pgxpool.Pool, rel *replication.Relati
 FROM jsonb_each($1::text::jsonb) a FULL JOIN jsonb_each($2::text::jsonb) b USING (key)
 WHERE a.value IS DISTINCT FROM b.value`, [][]byte{orig.Bytes(), again}, nil, nil, nil).Read()
 	if res.Err != nil {
-		if dataError(res.Err) {
+		if pgcat.IsDataError(res.Err) {
 			return nil, nil, "PostgreSQL does not read the stored row: " + res.Err.Error(), nil
 		}
 		return nil, nil, "", fmt.Errorf("check the rebuilt row of %s: %w", rel.QualifiedName(), res.Err)
@@ -383,14 +383,4 @@ func isNotUTF8(v json.RawMessage) bool {
 	}
 	_, ok := m[notUTF8Key]
 	return ok
-}
-
-// dataError reports whether err is PostgreSQL refusing a value (SQLSTATE
-// class 22, data exception, or 54, program limit exceeded).
-func dataError(err error) bool {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
-		return false
-	}
-	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54") || pe.Code == "0A000"
 }

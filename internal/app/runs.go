@@ -4,11 +4,12 @@ import (
 	"context"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/pgsignal/pgsignal/internal/buildinfo"
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/replication"
 	"github.com/pgsignal/pgsignal/sink"
 )
@@ -20,9 +21,7 @@ func (a *App) startRun(ctx context.Context, pool *pgxpool.Pool, full bool) int64
 		return 0
 	}
 	cfg := a.opts.Config
-	var id int64
-	err := pool.QueryRow(ctx, `INSERT INTO `+pgx.Identifier{cfg.Source.Schema, "runs"}.Sanitize()+
-		` (slot, version) VALUES ($1, $2) RETURNING id`, cfg.Source.Slot, buildinfo.Get().Version).Scan(&id)
+	id, err := store.StartRun(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, buildinfo.Get().Version)
 	if err != nil {
 		a.log.Warn("could not record the run", zap.Error(err))
 		return 0
@@ -36,11 +35,11 @@ const runCounterInterval = 5 * time.Second
 
 // keepRunCurrent writes the run's counters and checkpoint to its row every
 // runCounterInterval until ctx ends.
-func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, sk *sink.Sink, tracker *replication.Tracker) {
+func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, sk *sink.Sink, tracker *checkpoint.Tracker) {
 	if id == 0 {
 		return
 	}
-	table := pgx.Identifier{a.opts.Config.Source.Schema, "runs"}.Sanitize()
+	schema := a.opts.Config.Source.Schema
 	t := time.NewTicker(runCounterInterval)
 	defer t.Stop()
 	for {
@@ -52,8 +51,7 @@ func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, 
 		st := sk.Stats()
 		pos, _ := tracker.Checkpoint()
 		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := pool.Exec(uctx, `UPDATE `+table+` SET events_delivered = $2, dead_lettered = $3, last_position = $4 WHERE id = $1 AND stopped_at IS NULL`,
-			id, int64(st.Delivered), int64(st.DeadLettered), pos.String())
+		err := store.UpdateRun(uctx, pool, schema, id, store.RunCounters{Delivered: int64(st.Delivered), DeadLettered: int64(st.DeadLettered), Position: pos})
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			a.log.Debug("could not update the run's counters", zap.Error(err))
@@ -79,9 +77,7 @@ func (a *App) finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, sum S
 	cfg := a.opts.Config
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, err := pool.Exec(ctx, `UPDATE `+pgx.Identifier{cfg.Source.Schema, "runs"}.Sanitize()+`
-SET stopped_at = now(), events_delivered = $2, dead_lettered = $3, last_position = $4, stop_reason = $5
-WHERE id = $1`, id, int64(sum.Delivered), int64(sum.DeadLettered), sum.Checkpoint.String(), reason)
+	err := store.FinishRun(ctx, pool, cfg.Source.Schema, id, store.RunCounters{Delivered: int64(sum.Delivered), DeadLettered: int64(sum.DeadLettered), Position: sum.Checkpoint}, reason)
 	if err != nil {
 		a.log.Warn("could not record the end of the run", zap.Error(err))
 	}
@@ -93,8 +89,7 @@ func (a *App) recordGap(ctx context.Context, pool *pgxpool.Pool, id int64, l rep
 		return
 	}
 	cfg := a.opts.Config
-	_, err := pool.Exec(ctx, `UPDATE `+pgx.Identifier{cfg.Source.Schema, "runs"}.Sanitize()+`
-SET slot_lost_from = $2::pg_lsn, slot_lost_to = $3::pg_lsn WHERE id = $1`, id, l.From.String(), l.To.String())
+	err := store.RecordGap(ctx, pool, cfg.Source.Schema, id, l.From, l.To)
 	if err != nil {
 		a.log.Warn("could not record the slot gap", zap.Error(err))
 	}

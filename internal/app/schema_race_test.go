@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/pgtest"
-	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/internal/store"
 )
 
 // Instances starting at once create the bookkeeping schema at once: every
@@ -39,7 +39,7 @@ func TestEnsureSchemaConcurrently(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				errs[i] = replication.EnsureSchema(ctx, pool, schema)
+				errs[i] = store.EnsureSchema(ctx, pool, schema)
 			}()
 		}
 		close(start)

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -65,7 +66,7 @@ func TestSlotDroppedIsReported(t *testing.T) {
 		}
 	}
 
-	h.onSlotLost = replication.SlotLostRecreate
+	h.onSlotLost = config.SlotLostRecreate
 	r = h.start(cfg)
 	h.insertBatch(15, 5)
 	h.waitCount(15)

@@ -20,6 +20,15 @@ type transforms struct {
 
 var _ replication.BatchMapper = (*transforms)(nil)
 
+// TransformSpec returns the transform of a configured table (one with
+// Transform set); check builds its trial with it, so that it runs the
+// transform exactly as run does.
+func TransformSpec(t config.Table) transform.Spec {
+	return transform.Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
+		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
+		Timeout: t.TransformTimeout}
+}
+
 // TransformSpecs returns the transforms of the configured tables.
 func TransformSpecs(cfg *config.Config) []transform.Spec {
 	var specs []transform.Spec
@@ -27,7 +36,7 @@ func TransformSpecs(cfg *config.Config) []transform.Spec {
 		if t.Transform == "" {
 			continue
 		}
-		specs = append(specs, transform.ForTable(t))
+		specs = append(specs, TransformSpec(t))
 	}
 	return specs
 }

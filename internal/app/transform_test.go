@@ -13,7 +13,7 @@ import (
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
-	"github.com/pgsignal/pgsignal/replication"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/sink"
 	"github.com/pgsignal/pgsignal/sink/onesignaltest"
 )
@@ -399,7 +399,7 @@ UNION ALL SELECT '', c.user_id FROM changes c`
 func TestTableDeadLettersOnePerEvent(t *testing.T) {
 	h := newHarness(t, pgtest.Options{})
 	pool := h.pool()
-	if err := replication.EnsureSchema(context.Background(), pool, "census"); err != nil {
+	if err := store.EnsureSchema(context.Background(), pool, "census"); err != nil {
 		t.Fatal(err)
 	}
 	store := &sink.TableDeadLetters{Pool: pool, Schema: "census", Slot: "s"}

@@ -11,16 +11,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/setupsql"
-	"github.com/pgsignal/pgsignal/mapper"
-	"github.com/pgsignal/pgsignal/mapper/transform"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -73,7 +70,7 @@ type tableState struct {
 	owned  bool
 }
 
-func (t tableState) quoted() string { return setupsql.QualifiedName(t.cfg.Schema, t.cfg.Name) }
+func (t tableState) quoted() string { return pgcat.QualifiedName(t.cfg.Schema, t.cfg.Name) }
 
 // displayName returns schema.name as it is written in the configuration:
 // each part bare when it reads back unchanged, double-quoted otherwise.
@@ -82,7 +79,7 @@ func displayName(t config.Table) string { return displayIdent(t.Schema) + "." + 
 func displayIdent(id string) string {
 	for i, c := range id {
 		if !(c == '_' || 'a' <= c && c <= 'z' || i > 0 && ('0' <= c && c <= '9' || c == '$')) {
-			return setupsql.QuoteIdent(id)
+			return pgcat.QuoteIdent(id)
 		}
 	}
 	if id == "" {
@@ -175,28 +172,28 @@ func (r *runner) connect(ctx context.Context) (*db, string) {
 		return nil, "the database is not reachable"
 	}
 	r.pass(itemReach, target+" answered")
-	user, dbname := setupsql.QuoteIdent(ccfg.User), setupsql.QuoteIdent(ccfg.Database)
+	user, dbname := pgcat.QuoteIdent(ccfg.User), pgcat.QuoteIdent(ccfg.Database)
 	var fix string
 	switch pe.Code {
-	case "28P01":
+	case pgcat.InvalidPassword:
 		fix = "check the password: the one in source.dsn (better through ${VAR}) or PGPASSWORD. To set a new one, as an admin:\n" +
 			"ALTER ROLE " + user + " WITH PASSWORD '...';  (or: pgsignal setup --apply --password-env VAR)"
 		if ccfg.Password == "" {
 			fix = "no password was supplied: source.dsn has none, PGPASSWORD is not set and no ~/.pgpass (or PGPASSFILE) line matches; " +
 				"set PGPASSWORD, add a .pgpass line, or write it in the dsn (through ${VAR}, percent-encoded in a URL)"
 		}
-	case "28000":
+	case pgcat.InvalidAuthorization:
 		fix = "the user is unknown, or pg_hba.conf has no line for this user, database and client address; " +
 			"create the user with pgsignal setup, or add a line like\n" +
 			"host " + ccfg.Database + " " + ccfg.User + " <client-address>/32 scram-sha-256\n" +
 			"to pg_hba.conf, then SELECT pg_reload_conf();"
-	case "3D000":
+	case pgcat.InvalidCatalogName:
 		fix = "fix the database name in source.dsn"
-	case "42501":
+	case pgcat.InsufficientPrivilege:
 		fix = "GRANT CONNECT ON DATABASE " + dbname + " TO " + user + ";"
-	case "53300":
+	case pgcat.TooManyConnections:
 		fix = "the server has no free connection: close idle ones or raise max_connections (a restart applies it)"
-	case "57P03":
+	case pgcat.CannotConnectNow:
 		fix = "the server is starting up or shutting down: retry in a moment"
 	default:
 		fix = "see the server's message above"
@@ -246,7 +243,7 @@ func (r *runner) session(ctx context.Context, d *db) string {
 		return "the session could not be read"
 	}
 	r.tls(ctx, d)
-	who := fmt.Sprintf("logged in as %s to database %s", setupsql.QuoteIdent(d.user), setupsql.QuoteIdent(d.database))
+	who := fmt.Sprintf("logged in as %s to database %s", pgcat.QuoteIdent(d.user), pgcat.QuoteIdent(d.database))
 	if d.super {
 		who += " (a superuser: more rights than pgsignal needs)"
 	}
@@ -292,7 +289,7 @@ func (r *runner) encoding(ctx context.Context, d *db) {
 		r.warn(itemEncoding, fmt.Sprintf("SQL_ASCII: database %s stores text bytes as they were given, without checking or converting them; "+
 			"a row whose name, external_id or properties hold bytes that are not valid UTF-8 (such as Latin-1 \"caf\\xe9\") becomes a dead letter "+
 			"instead of an event, since sending it would make different users one (OneSignal reads such bytes as U+FFFD)",
-			setupsql.QuoteIdent(d.database)),
+			pgcat.QuoteIdent(d.database)),
 			"the database should use UTF8: create one with CREATE DATABASE ... TEMPLATE template0 ENCODING 'UTF8', "+
 				"and move the data into it converting the text from the encoding the application really wrote (pg_dump, then restore with that client_encoding); "+
 				"until then keep the mapped columns valid UTF-8")
@@ -346,697 +343,4 @@ func isLocal(host string) bool {
 // queryFailed reports a catalog query that failed.
 func (r *runner) queryFailed(name string, err error) {
 	r.fail(name, "query failed: "+err.Error(), "see the error; the user must be able to read the system catalogs")
-}
-
-// restartFix returns how to change a setting that needs a restart, on the
-// platform.
-func restartFix(p setupsql.Platform, setting, value string) string {
-	switch p {
-	case setupsql.RDS:
-		if setting == "wal_level" {
-			return "set rds.logical_replication = 1 in the DB parameter group, then reboot the instance"
-		}
-		return fmt.Sprintf("set %s = %s in the DB parameter group, then reboot the instance", setting, value)
-	case setupsql.Azure:
-		return fmt.Sprintf("set the server parameter %s = %s (Azure portal or az postgres flexible-server parameter set), then restart the server", setting, value)
-	case setupsql.CloudSQL:
-		if setting == "wal_level" {
-			return "set the database flag cloudsql.logical_decoding = on (the instance restarts)"
-		}
-		return fmt.Sprintf("set the database flag %s = %s (the instance restarts)", setting, value)
-	}
-	return fmt.Sprintf("ALTER SYSTEM SET %s = %s;  -- as a superuser, then restart PostgreSQL", setting, value)
-}
-
-// standby reports whether the server is a primary or a standby, and what
-// that allows.
-func (r *runner) standby(ctx context.Context, d *db) {
-	if !d.standby {
-		r.pass(itemRole, "primary")
-		return
-	}
-	switch {
-	case d.version < versionStandby:
-		r.fail(itemRole, "a standby of PostgreSQL < 16, which cannot decode logical replication",
-			"point source.dsn at the primary, or upgrade to PostgreSQL 16 or later")
-	case r.cfg.Source.Mode != config.ModeReadOnly:
-		r.fail(itemRole, "a standby: full mode writes its bookkeeping schema and cannot on a standby",
-			"set source.mode: read-only (and create the publication on the primary with pgsignal setup), or point source.dsn at the primary")
-	default:
-		var feedback string
-		if err := d.conn.QueryRow(ctx, `SELECT current_setting('hot_standby_feedback')`).Scan(&feedback); err != nil {
-			r.queryFailed(itemRole, err)
-			return
-		}
-		if feedback != "on" {
-			r.warn(itemRole, "a standby (PostgreSQL 16+ decodes on a standby), but hot_standby_feedback is off: "+
-				"the primary may remove rows the slot needs, which invalidates it",
-				"on the standby: ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();  (and use a physical slot: primary_slot_name)")
-			return
-		}
-		r.pass(itemRole, "a standby (PostgreSQL 16+ decodes on a standby; read-only mode)")
-	}
-}
-
-// walLevel checks wal_level = logical.
-func (r *runner) walLevel(ctx context.Context, d *db) {
-	if d.logical {
-		r.pass(itemWALLevel, "logical")
-		return
-	}
-	var level string
-	if err := d.conn.QueryRow(ctx, `SELECT current_setting('wal_level')`).Scan(&level); err != nil {
-		r.queryFailed(itemWALLevel, err)
-		return
-	}
-	fix := restartFix(d.platform, "wal_level", "logical")
-	if d.standby {
-		fix += "  (on the primary and on this standby)"
-	}
-	r.fail(itemWALLevel, level+"; logical decoding needs wal_level = logical", fix)
-}
-
-// slotCapacity checks that a replication slot is free (or ours exists).
-func (r *runner) slotCapacity(ctx context.Context, d *db) {
-	var used, max int
-	var ours bool
-	var inactive []string
-	err := d.conn.QueryRow(ctx, `SELECT count(*), current_setting('max_replication_slots')::int,
-  COALESCE(bool_or(slot_name = $1), false),
-  COALESCE(array_agg(slot_name::text ORDER BY slot_name) FILTER (WHERE NOT active), '{}')
-FROM pg_catalog.pg_replication_slots`, r.cfg.Source.Slot).Scan(&used, &max, &ours, &inactive)
-	if err != nil {
-		r.queryFailed(itemSlots, err)
-		return
-	}
-	detail := fmt.Sprintf("%d of max_replication_slots = %d used", used, max)
-	switch {
-	case ours:
-		r.pass(itemSlots, detail+fmt.Sprintf("; slot %q exists", r.cfg.Source.Slot))
-	case used < max:
-		r.pass(itemSlots, detail+fmt.Sprintf("; %d free", max-used))
-	default:
-		fix := restartFix(d.platform, "max_replication_slots", strconv.Itoa(max+1))
-		if len(inactive) > 0 {
-			fix += "\nor drop a slot nobody reads (inactive: " + strings.Join(inactive, ", ") + "): SELECT pg_drop_replication_slot('<name>');"
-		}
-		r.fail(itemSlots, detail+"; none is free for slot "+strconv.Quote(r.cfg.Source.Slot), fix)
-	}
-}
-
-// walSenders checks that a WAL sender is free.
-func (r *runner) walSenders(ctx context.Context, d *db) {
-	var used, max int
-	err := d.conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_catalog.pg_stat_replication),
-  current_setting('max_wal_senders')::int`).Scan(&used, &max)
-	if err != nil {
-		r.queryFailed(itemSenders, err)
-		return
-	}
-	detail := fmt.Sprintf("%d of max_wal_senders = %d in use", used, max)
-	if used >= max {
-		r.fail(itemSenders, detail+"; none is free for pgsignal's stream", restartFix(d.platform, "max_wal_senders", strconv.Itoa(max+2)))
-		return
-	}
-	r.pass(itemSenders, fmt.Sprintf("%s; %d free", detail, max-used))
-}
-
-// replicationPrivilege checks the REPLICATION attribute (or RDS's
-// rds_replication role).
-func (r *runner) replicationPrivilege(ctx context.Context, d *db) bool {
-	var repl, rds bool
-	err := d.conn.QueryRow(ctx, `SELECT rolreplication,
-  COALESCE((SELECT pg_catalog.pg_has_role(current_user, oid, 'MEMBER') FROM pg_catalog.pg_roles WHERE rolname = 'rds_replication'), false)
-FROM pg_catalog.pg_roles WHERE rolname = current_user`).Scan(&repl, &rds)
-	if err != nil {
-		r.queryFailed(itemReplPriv, err)
-		return false
-	}
-	switch {
-	case d.super:
-		r.pass(itemReplPriv, "a superuser")
-	case repl:
-		r.pass(itemReplPriv, "the REPLICATION attribute")
-	case rds:
-		r.pass(itemReplPriv, "a member of rds_replication")
-	default:
-		user := setupsql.QuoteIdent(d.user)
-		fix := "ALTER ROLE " + user + " WITH REPLICATION;  -- as a superuser (or pgsignal setup --apply)"
-		if d.platform == setupsql.RDS {
-			fix = "GRANT rds_replication TO " + user + ";  -- as the master user (or pgsignal setup --apply)"
-		}
-		r.fail(itemReplPriv, user+" has neither the REPLICATION attribute nor rds_replication", fix)
-		return false
-	}
-	return true
-}
-
-// replicationConnection opens a replication connection, the way pgsignal
-// streams, and identifies the system.
-func (r *runner) replicationConnection(ctx context.Context, d *db) {
-	cctx, cancel := context.WithTimeout(ctx, r.opts.ConnectTimeout)
-	defer cancel()
-	conn, err := replication.ConnectReplication(cctx, r.opts.Source)
-	if err == nil {
-		defer conn.Close(context.WithoutCancel(ctx))
-		var sys pglogrepl.IdentifySystemResult
-		sys, err = pglogrepl.IdentifySystem(cctx, conn)
-		if err == nil {
-			r.pass(itemReplConn, fmt.Sprintf("system identifier %s, timeline %d", sys.SystemID, sys.Timeline))
-			return
-		}
-	}
-	fix := "check that pg_hba.conf lets this user connect to this database from here, and that max_wal_senders has room"
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "53300" {
-		fix = restartFix(d.platform, "max_wal_senders", "<more>")
-	}
-	r.fail(itemReplConn, "cannot open a replication connection: "+err.Error(), fix)
-}
-
-// selectTable checks that the table exists and that the user may read it.
-func (r *runner) selectTable(ctx context.Context, d *db, i int, t config.Table) tableState {
-	ts := tableState{cfg: t, index: i}
-	name := selectPrefix + displayName(t)
-	var kind string
-	var usage, sel bool
-	err := d.conn.QueryRow(ctx, `SELECT c.oid, c.relkind::text, pg_catalog.has_schema_privilege(n.oid, 'USAGE'),
-  pg_catalog.has_table_privilege(c.oid, 'SELECT'), pg_catalog.pg_has_role(c.relowner, 'USAGE')
-FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&ts.oid, &kind, &usage, &sel, &ts.owned)
-	if errors.Is(err, pgx.ErrNoRows) {
-		r.fail(name, ts.quoted()+" does not exist in database "+setupsql.QuoteIdent(d.database),
-			fmt.Sprintf("create the table, or fix tables[%d].table (a quoted name keeps its case: \"Events\" is not events)", i))
-		return ts
-	}
-	if err != nil {
-		r.queryFailed(name, err)
-		return ts
-	}
-	ts.exists = true
-	switch kind {
-	case "r":
-	case "p":
-		if d.version < 130000 {
-			r.fail(name, ts.quoted()+" is a partitioned table, which PostgreSQL < 13 cannot publish", "configure its partitions instead")
-			return ts
-		}
-	default:
-		what := map[string]string{"v": "a view", "m": "a materialized view", "f": "a foreign table"}[kind]
-		if what == "" {
-			what = "not a table (relkind " + kind + ")"
-		}
-		r.fail(name, ts.quoted()+" is "+what+"; logical replication publishes tables only",
-			fmt.Sprintf("point tables[%d].table at the table the rows are inserted into", i))
-		return ts
-	}
-	user := setupsql.QuoteIdent(d.user)
-	switch {
-	case usage && sel:
-		r.pass(name, "SELECT granted on "+ts.quoted())
-	case !usage:
-		r.fail(name, user+" lacks USAGE on schema "+setupsql.QuoteIdent(t.Schema),
-			"GRANT USAGE ON SCHEMA "+setupsql.QuoteIdent(t.Schema)+" TO "+user+";\nGRANT SELECT ON "+ts.quoted()+" TO "+user+";")
-	default:
-		r.fail(name, user+" lacks SELECT on "+ts.quoted(), "GRANT SELECT ON "+ts.quoted()+" TO "+user+";")
-	}
-	return ts
-}
-
-// schema checks that full mode can keep its bookkeeping tables.
-func (r *runner) schema(ctx context.Context, d *db) {
-	if r.cfg.Source.Mode == config.ModeReadOnly {
-		r.skip(itemSchema, "read-only mode keeps no bookkeeping schema")
-		return
-	}
-	if d.standby {
-		r.skip(itemSchema, "a standby cannot be written to (see primary or standby)")
-		return
-	}
-	schema, user := setupsql.QuoteIdent(r.cfg.Source.Schema), setupsql.QuoteIdent(d.user)
-	grant := "GRANT USAGE, CREATE ON SCHEMA " + schema + " TO " + user + ";"
-	grantDB := "GRANT CREATE ON DATABASE " + setupsql.QuoteIdent(d.database) + " TO " + user + ";"
-	var found, dbCreate, owner, create, usage bool
-	var oid uint32
-	err := d.conn.QueryRow(ctx, `SELECT pg_catalog.has_database_privilege(current_database(), 'CREATE'), n.oid IS NOT NULL,
-  COALESCE(n.oid, 0), COALESCE(pg_catalog.pg_has_role(n.nspowner, 'USAGE'), false),
-  COALESCE(pg_catalog.has_schema_privilege(n.oid, 'CREATE'), false), COALESCE(pg_catalog.has_schema_privilege(n.oid, 'USAGE'), false)
-FROM (SELECT) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1`, r.cfg.Source.Schema).
-		Scan(&dbCreate, &found, &oid, &owner, &create, &usage)
-	if err != nil {
-		r.queryFailed(itemSchema, err)
-		return
-	}
-	// CREATE on the database is needed only to create a missing schema.
-	noDB := user + " lacks CREATE on database " + setupsql.QuoteIdent(d.database) + ", which pgsignal needs to create it"
-	switch {
-	case !found && !dbCreate:
-		r.fail(itemSchema, schema+" does not exist and "+noDB,
-			"as an admin (or pgsignal setup --apply):\nCREATE SCHEMA IF NOT EXISTS "+schema+";\n"+grant+"\n"+grantDB)
-		return
-	case !found:
-		r.pass(itemSchema, schema+" does not exist yet; pgsignal creates it at its first start (CREATE on the database)")
-		return
-	case !owner && !(create && usage):
-		r.fail(itemSchema, schema+" exists, but "+user+" neither owns it nor has USAGE and CREATE on it", grant)
-		return
-	}
-	rows, err := d.conn.Query(ctx, `SELECT relname FROM pg_catalog.pg_class
-WHERE relnamespace = $1 AND relkind = 'r' AND relname IN ('sync_state', 'dead_letters', 'runs')
-  AND NOT (pg_catalog.has_table_privilege(oid, 'SELECT') AND pg_catalog.has_table_privilege(oid, 'INSERT')
-       AND pg_catalog.has_table_privilege(oid, 'UPDATE') AND pg_catalog.has_table_privilege(oid, 'DELETE'))
-ORDER BY relname`, oid)
-	if err != nil {
-		r.queryFailed(itemSchema, err)
-		return
-	}
-	denied, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		r.queryFailed(itemSchema, err)
-		return
-	}
-	if len(denied) > 0 {
-		r.fail(itemSchema, fmt.Sprintf("%s lacks SELECT, INSERT, UPDATE or DELETE on %s.%s", user, schema, strings.Join(denied, ", ")),
-			"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "+schema+" TO "+user+";\n"+
-				"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "+schema+" TO "+user+";")
-		return
-	}
-	how := "owns it"
-	if !owner {
-		how = "has USAGE and CREATE on it"
-	}
-	r.pass(itemSchema, schema+" exists and "+user+" "+how)
-}
-
-// pubTable is a row of pg_publication_tables.
-type pubTable struct {
-	columns   []string // nil before PostgreSQL 15
-	rowFilter string
-}
-
-// publication checks that the publication exists, publishes inserts and
-// covers every table with every mapped column.
-func (r *runner) publication(ctx context.Context, d *db) {
-	pubName := r.cfg.Source.Publication
-	pub := setupsql.QuoteIdent(pubName)
-	full := r.cfg.Source.Mode != config.ModeReadOnly
-	var refs []setupsql.Table
-	ownsAll, allExist := true, true
-	for _, t := range d.tables {
-		refs = append(refs, setupsql.Table{Schema: t.cfg.Schema, Name: t.cfg.Name})
-		ownsAll = ownsAll && t.exists && t.owned
-		allExist = allExist && t.exists
-	}
-	canCreate := full && !d.standby && ownsAll
-	var insert bool
-	err := d.conn.QueryRow(ctx, `SELECT pubinsert FROM pg_catalog.pg_publication WHERE pubname = $1`, pubName).Scan(&insert)
-	if errors.Is(err, pgx.ErrNoRows) {
-		create := setupsql.CreatePublicationSQL(pubName, refs)
-		switch {
-		case canCreate:
-			r.pass(itemPub, pub+" does not exist yet; pgsignal creates it at its first start (the user owns every table)")
-		case !allExist:
-			r.fail(itemPub, pub+" does not exist, and cannot be created before every configured table exists (see the select items)",
-				"create the tables, then, as their owner (or pgsignal setup --apply):\n"+create)
-		case full:
-			r.fail(itemPub, pub+" does not exist, and pgsignal cannot create it: only the owner of every table may",
-				"as an owner of the tables (or pgsignal setup --apply):\n"+create)
-		default:
-			r.fail(itemPub, pub+" does not exist; read-only mode does not create it",
-				"as an owner of the tables, on the primary (or pgsignal setup --apply):\n"+create)
-		}
-		return
-	}
-	if err != nil {
-		r.queryFailed(itemPub, err)
-		return
-	}
-	if !insert {
-		r.fail(itemPub, pub+" does not publish inserts", "ALTER PUBLICATION "+pub+" SET (publish = 'insert');")
-		return
-	}
-	cols := `NULL::text[], NULL::text`
-	if d.version >= versionFilters {
-		cols = `attnames::text[], rowfilter`
-	}
-	rows, err := d.conn.Query(ctx, `SELECT schemaname::text, tablename::text, `+cols+`
-FROM pg_catalog.pg_publication_tables WHERE pubname = $1`, pubName)
-	if err != nil {
-		r.queryFailed(itemPub, err)
-		return
-	}
-	have := map[setupsql.Table]pubTable{}
-	var key setupsql.Table
-	var pt pubTable
-	var filter *string
-	_, err = pgx.ForEachRow(rows, []any{&key.Schema, &key.Name, &pt.columns, &filter}, func() error {
-		pt.rowFilter = ""
-		if filter != nil {
-			pt.rowFilter = *filter
-		}
-		have[key] = pt
-		pt = pubTable{}
-		return nil
-	})
-	if err != nil {
-		r.queryFailed(itemPub, err)
-		return
-	}
-	if err := addDirectMembers(ctx, d, pubName, have); err != nil {
-		r.queryFailed(itemPub, err)
-		return
-	}
-	var missing, problems, fixes, warnings []string
-	addable := full && !d.standby
-	if p, fix, err := viaRoot(ctx, d, pubName); err != nil {
-		r.queryFailed(itemPub, err)
-		return
-	} else if p != "" && addable {
-		warnings = append(warnings, p+"; pgsignal sets publish_via_partition_root at its first start")
-	} else if p != "" {
-		problems, fixes = append(problems, p), append(fixes, fix)
-	}
-	for _, t := range d.tables {
-		ref := setupsql.Table{Schema: t.cfg.Schema, Name: t.cfg.Name}
-		got, ok := have[ref]
-		if !ok {
-			missing = append(missing, t.quoted())
-			addable = addable && t.exists && t.owned
-			continue
-		}
-		if got.columns != nil {
-			// From PostgreSQL 15 every table has attnames, with or without
-			// a column list: a mapped column missing from the table itself
-			// is the columns item's to report, not the list's.
-			var absent []string
-			for _, c := range t.cfg.MappedColumns() {
-				if !slices.Contains(got.columns, c.Column) && columnExists(ctx, d, t.oid, c.Column) {
-					absent = append(absent, strconv.Quote(c.Column))
-				}
-			}
-			if len(absent) > 0 {
-				problems = append(problems, fmt.Sprintf("its column list for %s leaves out %s", t.quoted(), strings.Join(absent, ", ")))
-				fixes = append(fixes, "ALTER PUBLICATION "+pub+" DROP TABLE "+t.quoted()+";\nALTER PUBLICATION "+pub+" ADD TABLE "+t.quoted()+";")
-			}
-		}
-		if got.rowFilter != "" {
-			warnings = append(warnings, fmt.Sprintf("%s has a row filter: only inserts WHERE %s become events", t.quoted(), got.rowFilter))
-		}
-	}
-	if len(missing) > 0 {
-		if addable {
-			warnings = append(warnings, "it lacks "+strings.Join(missing, ", ")+"; pgsignal adds them at its first start (the user owns them)")
-		} else {
-			problems = append(problems, "it lacks "+strings.Join(missing, ", "))
-			fixes = append(fixes, "as an owner of the tables (or pgsignal setup --apply):\nALTER PUBLICATION "+pub+" ADD TABLE "+strings.Join(missing, ", ")+";")
-		}
-	}
-	switch {
-	case len(problems) > 0:
-		r.fail(itemPub, pub+": "+strings.Join(append(problems, warnings...), "; "), strings.Join(fixes, "\n"))
-	case len(warnings) > 0:
-		r.warn(itemPub, pub+" publishes inserts, but "+strings.Join(warnings, "; "), "")
-	default:
-		r.pass(itemPub, pub+" publishes the inserts of every configured table")
-	}
-}
-
-// columnExists reports whether the table with OID rel has the column (true
-// when the catalog cannot say, so that a problem is not hidden).
-func columnExists(ctx context.Context, d *db, rel uint32, column string) bool {
-	var ok bool
-	err := d.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped)`,
-		rel, column).Scan(&ok)
-	return err != nil || ok
-}
-
-// column is a row of pg_attribute.
-type column struct {
-	typ       uint32
-	typName   string
-	generated bool
-}
-
-// columns checks that every mapped column exists with a usable type.
-func (r *runner) columns(ctx context.Context, d *db, t tableState) {
-	name := columnsPrefix + displayName(t.cfg)
-	if !t.exists {
-		r.skip(name, "the table was not found (see "+selectPrefix+displayName(t.cfg)+")")
-		return
-	}
-	gen := `false`
-	if d.version >= 120000 {
-		gen = `a.attgenerated <> ''`
-	}
-	rows, err := d.conn.Query(ctx, `SELECT a.attname::text, a.atttypid, pg_catalog.format_type(a.atttypid, a.atttypmod), `+gen+`
-FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, t.oid)
-	if err != nil {
-		r.queryFailed(name, err)
-		return
-	}
-	cols := map[string]column{}
-	var order []string
-	var colName string
-	var c column
-	_, err = pgx.ForEachRow(rows, []any{&colName, &c.typ, &c.typName, &c.generated}, func() error {
-		cols[colName] = c
-		order = append(order, strconv.Quote(colName))
-		return nil
-	})
-	if err != nil {
-		r.queryFailed(name, err)
-		return
-	}
-	path := fmt.Sprintf("tables[%d].", t.index)
-	var ok, problems, fixes []string
-	if bf := t.cfg.Backfill; bf != nil {
-		problems, fixes = backfillProblems(ctx, d, t, path, cols, order)
-	}
-	if t.cfg.Transform != "" {
-		r.transform(ctx, d, t, name, path, problems, fixes)
-		return
-	}
-	for _, m := range t.cfg.MappedColumns() {
-		if m.Field == "backfill" {
-			continue // backfillProblems
-		}
-		c, found := cols[m.Column]
-		switch {
-		case !found:
-			problems = append(problems, fmt.Sprintf("%s has no column %q (%s%s)", t.quoted(), m.Column, path, m.Key))
-			fixes = append(fixes, fmt.Sprintf("set %s%s to one of the columns of %s: %s", path, m.Key, t.quoted(), strings.Join(order, ", ")))
-		case c.generated && d.version < 180000:
-			problems = append(problems, fmt.Sprintf("column %q is generated; logical replication sends generated columns only from PostgreSQL 18", m.Column))
-			fixes = append(fixes, fmt.Sprintf("map %s%s to a stored (not generated) column", path, m.Key))
-		case m.Key == "timestamp" && t.cfg.TimestampUnit != "" && !mapper.IsEpochType(c.typ):
-			// The mapper reads epoch time from integer and numeric columns only.
-			problems = append(problems, fmt.Sprintf("timestamp column %q is %s; timestamp_unit %q needs an integer or numeric column holding epoch time", m.Column, c.typName, t.cfg.TimestampUnit))
-			fixes = append(fixes, fmt.Sprintf("map %stimestamp to an integer or numeric column holding epoch time, or remove %stimestamp_unit to read a timestamptz, timestamp or date column", path, path))
-		case m.Key == "timestamp" && t.cfg.TimestampUnit == "" && mapper.IsEpochType(c.typ):
-			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
-			fixes = append(fixes, fmt.Sprintf("if %q holds epoch time, set %stimestamp_unit to s (seconds) or ms (milliseconds); otherwise map %stimestamp to a timestamptz, timestamp or date column, or remove it to use the commit time", m.Column, path, path))
-		case m.Key == "timestamp" && t.cfg.TimestampUnit == "" && c.typ != pgtype.TimestamptzOID && c.typ != pgtype.TimestampOID && c.typ != pgtype.DateOID:
-			problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not timestamptz, timestamp or date", m.Column, c.typName))
-			fixes = append(fixes, fmt.Sprintf("map %stimestamp to a timestamptz, timestamp or date column, remove it to use the commit time, or:\nALTER TABLE %s ALTER COLUMN %s TYPE timestamptz USING %s::timestamptz;",
-				path, t.quoted(), setupsql.QuoteIdent(m.Column), setupsql.QuoteIdent(m.Column)))
-		case m.Key == "properties" && c.typ != pgtype.JSONOID && c.typ != pgtype.JSONBOID:
-			problems = append(problems, fmt.Sprintf("properties column %q is %s, not json or jsonb", m.Column, c.typName))
-			fixes = append(fixes, fmt.Sprintf("write %sproperties as a list, [%s], to send the column as one property, or map it to a json/jsonb column", path, m.Column))
-		default:
-			ok = append(ok, fmt.Sprintf("%s ← %s (%s)", m.Field, m.Column, c.typName))
-		}
-	}
-	if len(problems) > 0 {
-		r.fail(name, strings.Join(problems, "; "), strings.Join(fixes, "\n"))
-		return
-	}
-	r.pass(name, strings.Join(ok, ", "))
-}
-
-// transform checks a table's SQL transform: PostgreSQL prepares it against
-// the table's columns and it returns the event's columns.
-func (r *runner) transform(ctx context.Context, d *db, t tableState, name, path string, problems, fixes []string) {
-	tr, err := transform.New(d.pool, []transform.Spec{transform.ForTable(t.cfg)})
-	if err == nil {
-		err = tr.Check(ctx)
-	}
-	if err != nil {
-		problems = append(problems, err.Error())
-		fixes = append(fixes, fmt.Sprintf("correct %stransform: a SELECT over changes (the columns of %s) returning name, external_id and optionally timestamp and properties", path, t.quoted()))
-	}
-	if len(problems) > 0 {
-		r.fail(name, strings.Join(problems, "; "), strings.Join(fixes, "\n"))
-		return
-	}
-	r.pass(name, "the transform prepares and returns the event's columns (the user needs SELECT on the tables it joins)")
-}
-
-// backfillProblems checks what a table's backfill needs: the window column
-// with a usable type, and a primary key (or replica identity index) for the
-// events' keys.
-func backfillProblems(ctx context.Context, d *db, t tableState, path string, cols map[string]column, order []string) (problems, fixes []string) {
-	col := t.cfg.BackfillColumn()
-	c, found := cols[col]
-	switch {
-	case !found:
-		problems = append(problems, fmt.Sprintf("%s has no column %q (the backfill's window column)", t.quoted(), col))
-		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to one of the columns of %s: %s", path, t.quoted(), strings.Join(order, ", ")))
-	case c.generated:
-		problems = append(problems, fmt.Sprintf("backfill column %q is generated; pgsignal reads the columns logical replication sends, which leaves generated ones out", col))
-		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to a stored (not generated) column", path))
-	case c.typ == pgtype.TimestamptzOID || c.typ == pgtype.TimestampOID || c.typ == pgtype.DateOID:
-	case (c.typ == pgtype.Int2OID || c.typ == pgtype.Int4OID || c.typ == pgtype.Int8OID || c.typ == pgtype.NumericOID ||
-		c.typ == pgtype.Float4OID || c.typ == pgtype.Float8OID) && t.cfg.TimestampUnit != "":
-	default:
-		problems = append(problems, fmt.Sprintf("backfill column %q is %s, not timestamptz, timestamp or date (or epoch time with timestamp_unit)", col, c.typName))
-		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to the column holding the row's time", path))
-	}
-	var keyed bool
-	err := d.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1 AND (indisprimary OR indisreplident))`, t.oid).Scan(&keyed)
-	switch {
-	case err != nil:
-		problems = append(problems, fmt.Sprintf("cannot read the indexes of %s: %v", t.quoted(), err))
-		fixes = append(fixes, "see the error")
-	case !keyed:
-		problems = append(problems, fmt.Sprintf("%s has no primary key: a backfill derives each event's idempotency key from it", t.quoted()))
-		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...); or remove %sbackfill", t.quoted(), path))
-	}
-	return problems, fixes
-}
-
-// slot checks the replication slot: kind, database, activity, WAL and lag.
-func (r *runner) slot(ctx context.Context, d *db) {
-	slotName := r.cfg.Source.Slot
-	lit := setupsql.QuoteLiteral(slotName)
-	walStatus := `NULL::text`
-	if d.version >= 130000 {
-		walStatus = `wal_status`
-	}
-	current := `pg_catalog.pg_current_wal_lsn()`
-	if d.standby {
-		current = `pg_catalog.pg_last_wal_replay_lsn()`
-	}
-	// What `pgsignal run` decides about a lost slot, in its words.
-	loss, err := replication.StoredSlotLoss(ctx, d.pool, r.cfg.Source.Schema, slotName, r.cfg.Source.Mode != config.ModeReadOnly)
-	if err != nil {
-		r.queryFailed(itemSlot, err)
-		return
-	}
-	if loss != nil {
-		r.slotLost(*loss)
-		return
-	}
-	var typ, plugin, database, confirmed, status string
-	var active bool
-	var pid *int32
-	var lag *int64
-	err = d.conn.QueryRow(ctx, `SELECT slot_type, COALESCE(plugin, ''), COALESCE(database::text, ''), active, active_pid,
-  COALESCE(confirmed_flush_lsn::text, ''), COALESCE(`+walStatus+`, ''),
-  pg_catalog.pg_wal_lsn_diff(`+current+`, confirmed_flush_lsn)::bigint
-FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slotName).
-		Scan(&typ, &plugin, &database, &active, &pid, &confirmed, &status, &lag)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if !d.logical {
-			r.skip(itemSlot, fmt.Sprintf("slot %q does not exist and cannot be created while wal_level is not logical", slotName))
-			return
-		}
-		detail := fmt.Sprintf("slot %q does not exist yet; pgsignal creates it at its first start", slotName)
-		if r.cfg.Source.Mode == config.ModeReadOnly {
-			detail += " (to stream the inserts made before then, create it now: " + setupsql.SlotSQL(slotName) + ")"
-		}
-		r.pass(itemSlot, detail)
-		return
-	}
-	if err != nil {
-		r.queryFailed(itemSlot, err)
-		return
-	}
-	drop := "SELECT pg_drop_replication_slot(" + lit + ");"
-	switch {
-	case typ != "logical" || plugin != "pgoutput":
-		r.fail(itemSlot, fmt.Sprintf("slot %q is a %s slot with plugin %q; pgsignal needs a logical pgoutput slot", slotName, typ, plugin),
-			"choose another source.slot, or drop this one if nothing uses it: "+drop)
-		return
-	case database != d.database:
-		r.fail(itemSlot, fmt.Sprintf("slot %q belongs to database %q, not %q", slotName, database, d.database),
-			"choose another source.slot (a slot belongs to one database)")
-		return
-	case status == "lost":
-		r.fail(itemSlot, fmt.Sprintf("slot %q is invalidated (wal_status = lost): the WAL it needed was removed and events were lost", slotName),
-			"drop and recreate it, then restart pgsignal: "+drop)
-		return
-	}
-	parts := []string{fmt.Sprintf("slot %q exists (logical, pgoutput)", slotName)}
-	if status != "" {
-		parts = append(parts, "wal_status "+status)
-	}
-	if lag != nil {
-		parts = append(parts, fmt.Sprintf("confirmed up to %s, %s behind", confirmed, bytesText(*lag)))
-	}
-	detail := strings.Join(parts, ", ")
-	switch {
-	case active:
-		p := "?"
-		if pid != nil {
-			p = strconv.Itoa(int(*pid))
-		}
-		r.warn(itemSlot, detail+"; it is active (pid "+p+"): another client reads it, and pgsignal waits until it stops", "")
-	case status == "unreserved":
-		r.warn(itemSlot, detail+"; it is about to lose WAL it needs (past max_slot_wal_keep_size): start pgsignal soon", "")
-	default:
-		r.pass(itemSlot, detail+", inactive")
-	}
-}
-
-// slotLost reports a lost slot as `pgsignal run` treats it: it refuses to
-// start, unless source.on_slot_lost is recreate.
-func (r *runner) slotLost(loss replication.SlotLoss) {
-	if r.cfg.Source.OnSlotLost == config.SlotLostRecreate {
-		r.warn(itemSlot, loss.Problem()+"; pgsignal run recreates the slot and goes on from now (source.on_slot_lost: recreate)", "")
-		return
-	}
-	r.fail(itemSlot, loss.Problem()+"; pgsignal run refuses to start", loss.Fix())
-}
-
-// keepSize gives advice on max_slot_wal_keep_size.
-func (r *runner) keepSize(ctx context.Context, d *db) {
-	if d.version < 130000 {
-		r.skip(itemKeepSize, "PostgreSQL < 13 has no max_slot_wal_keep_size: watch the disk while pgsignal is down")
-		return
-	}
-	var v string
-	if err := d.conn.QueryRow(ctx, `SELECT current_setting('max_slot_wal_keep_size')`).Scan(&v); err != nil {
-		r.queryFailed(itemKeepSize, err)
-		return
-	}
-	if v == "-1" {
-		fix := "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf();"
-		switch d.platform {
-		case setupsql.RDS:
-			fix = "set max_slot_wal_keep_size in the DB parameter group (in MB)"
-		case setupsql.Azure, setupsql.CloudSQL:
-			fix = "set the max_slot_wal_keep_size server parameter (flag)"
-		}
-		r.warn(itemKeepSize, "-1 (no limit): while pgsignal is stopped, its slot keeps WAL until the disk fills",
-			fix+"  -- more than the WAL written while pgsignal may be down; a slot further behind is invalidated (its events lost)")
-		return
-	}
-	r.pass(itemKeepSize, v+": a slot further behind is invalidated rather than filling the disk")
-}
-
-// bytesText formats a byte count.
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	f, suffix := float64(n), ""
-	for _, s := range []string{"kB", "MB", "GB", "TB"} {
-		f /= unit
-		suffix = s
-		if f < unit {
-			break
-		}
-	}
-	return fmt.Sprintf("%.1f %s (%d bytes)", f, suffix, n)
 }

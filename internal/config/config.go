@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 )
 
 // Source modes.
@@ -21,18 +23,18 @@ const (
 // Values of Source.OnSlotLost.
 const (
 	// SlotLostError stops pgsignal with an error that says what was lost.
-	SlotLostError = "error"
+	SlotLostError = defaults.SlotLostError
 	// SlotLostRecreate recreates the slot, records the gap and goes on.
-	SlotLostRecreate = "recreate"
+	SlotLostRecreate = defaults.SlotLostRecreate
 )
 
 // Values of Sink.UnknownUser.
 const (
 	// UnknownUserDeadLetter records an event for a user OneSignal does not
 	// know as a dead letter.
-	UnknownUserDeadLetter = "dead-letter"
+	UnknownUserDeadLetter = defaults.UnknownUserDeadLetter
 	// UnknownUserDrop silently drops such an event.
-	UnknownUserDrop = "drop"
+	UnknownUserDrop = defaults.UnknownUserDrop
 )
 
 // Values of Table.TimestampUnit.
@@ -62,12 +64,12 @@ const (
 	DefaultSchema           = "census"
 	DefaultOneSignalURL     = "https://api.onesignal.com"
 	DefaultOneSignalTimeout = 30 * time.Second
-	DefaultBatchSize        = 500
-	DefaultLinger           = 20 * time.Millisecond
-	DefaultConcurrency      = 8
-	DefaultMaxPendingEvents = 20000
-	DefaultMaxPendingBytes  = 64 << 20
-	DefaultMaxBackoff       = 60 * time.Second
+	DefaultBatchSize        = defaults.BatchSize
+	DefaultLinger           = defaults.Linger
+	DefaultConcurrency      = defaults.Concurrency
+	DefaultMaxPendingEvents = defaults.MaxPendingEvents
+	DefaultMaxPendingBytes  = defaults.MaxPendingBytes
+	DefaultMaxBackoff       = defaults.MaxBackoff
 	DefaultUnknownUser      = UnknownUserDeadLetter
 	DefaultDeadLetterFile   = "pgsignal-dead-letters.jsonl"
 	DefaultShutdownTimeout  = 30 * time.Second
@@ -89,7 +91,7 @@ const (
 	MaxConcurrency     = 256
 	MinMaxPendingBytes = 1 << 20 // one full OneSignal request
 	// MaxEventNameLen is OneSignal's limit on an event name, in characters.
-	MaxEventNameLen = 128
+	MaxEventNameLen = defaults.MaxEventNameLen
 	// MaxIdentifierLen is PostgreSQL's limit on an identifier, in bytes
 	// (NAMEDATALEN-1); longer names are silently truncated by the server.
 	MaxIdentifierLen = 63
@@ -330,7 +332,7 @@ type Table struct {
 }
 
 // DefaultTransformTimeout is the default of tables[].transform_timeout.
-const DefaultTransformTimeout = 60 * time.Second
+const DefaultTransformTimeout = defaults.TransformTimeout
 
 // Backfill configures the backfill of a table's recent rows.
 type Backfill struct {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // Conn is what Apply and the look-ups need of a database connection; a
@@ -51,7 +53,7 @@ func DetectPlatform(ctx context.Context, c Conn) (Platform, error) {
 func RoleExists(ctx context.Context, c Conn, name string) (bool, error) {
 	var ok bool
 	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1)`, name).Scan(&ok); err != nil {
-		return false, fmt.Errorf("look up role %s: %w", QuoteIdent(name), err)
+		return false, fmt.Errorf("look up role %s: %w", pgcat.QuoteIdent(name), err)
 	}
 	return ok, nil
 }
@@ -113,7 +115,7 @@ func Apply(ctx context.Context, c Conn, s *Script, w io.Writer) (applied int, er
 func checkPublication(ctx context.Context, c Conn, o Options) (detail, problem string, err error) {
 	var exists bool
 	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)`, o.Publication).Scan(&exists); err != nil {
-		return "", "", fmt.Errorf("look up publication %s: %w", QuoteIdent(o.Publication), err)
+		return "", "", fmt.Errorf("look up publication %s: %w", pgcat.QuoteIdent(o.Publication), err)
 	}
 	var admin string
 	if err := c.QueryRow(ctx, `SELECT current_user`).Scan(&admin); err != nil {
@@ -136,7 +138,7 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name, o.Publication).Scan(
 			missing = append(missing, t.Quoted())
 		case covered:
 		case !owner:
-			notOwned = append(notOwned, fmt.Sprintf("%s (owner %s)", t.Quoted(), QuoteIdent(ownerName)))
+			notOwned = append(notOwned, fmt.Sprintf("%s (owner %s)", t.Quoted(), pgcat.QuoteIdent(ownerName)))
 			add = append(add, t.Quoted())
 		default:
 			add = append(add, t.Quoted())
@@ -152,7 +154,7 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name, o.Publication).Scan(
 			what = "add to the publication"
 		}
 		return "", fmt.Sprintf("%s does not own %s. Only the owner of a table (or a superuser) may %s it: run this statement as the owner, then run setup again:",
-			QuoteIdent(admin), strings.Join(notOwned, ", "), what), nil
+			pgcat.QuoteIdent(admin), strings.Join(notOwned, ", "), what), nil
 	case !exists:
 		return "created", "", nil
 	case len(add) > 0:

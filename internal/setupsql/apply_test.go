@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/pgtest"
 )
 
@@ -29,7 +30,7 @@ func TestApplyTwice(t *testing.T) {
 	mustExec(t, conn, `CREATE SCHEMA analytics;
 CREATE TABLE analytics.user_events (id bigserial PRIMARY KEY, event_name text, user_id text);
 CREATE TABLE analytics."odd; name" (id int);
-CREATE TABLE analytics.`+QuoteIdent(hostile)+` (id int);`)
+CREATE TABLE analytics.`+pgcat.QuoteIdent(hostile)+` (id int);`)
 
 	o := Options{User: "census", Password: "pw-1", Schema: "census", Publication: "pgsignal", Slot: "pgsignal",
 		Tables: []Table{{Schema: "analytics", Name: "user_events"}, {Schema: "analytics", Name: "odd; name"}, {Schema: "analytics", Name: hostile}}}

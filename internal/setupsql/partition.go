@@ -3,6 +3,8 @@ package setupsql
 import (
 	"fmt"
 	"strings"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // viaRootStatement writes, into the publication's DO block, the statement
@@ -17,11 +19,11 @@ func viaRootStatement(b *strings.Builder, o Options) {
 	}
 	names := make([]string, len(o.Tables))
 	for i, t := range o.Tables {
-		names[i] = "(" + QuoteLiteral(t.Schema) + ", " + QuoteLiteral(t.Name) + ")"
+		names[i] = "(" + pgcat.QuoteLiteral(t.Schema) + ", " + pgcat.QuoteLiteral(t.Name) + ")"
 	}
 	b.WriteString("  IF current_setting('server_version_num')::int >= 130000 AND EXISTS (SELECT FROM pg_catalog.pg_class c\n")
 	b.WriteString("      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace\n")
 	fmt.Fprintf(b, "      WHERE c.relkind = 'p' AND (n.nspname::text, c.relname::text) IN (%s)) THEN\n", strings.Join(names, ", "))
-	fmt.Fprintf(b, "    ALTER PUBLICATION %s SET (publish_via_partition_root = true);\n", QuoteIdent(o.Publication))
+	fmt.Fprintf(b, "    ALTER PUBLICATION %s SET (publish_via_partition_root = true);\n", pgcat.QuoteIdent(o.Publication))
 	b.WriteString("  END IF;\n")
 }

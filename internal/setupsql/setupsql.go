@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -51,7 +52,7 @@ func (t Table) published() replication.PublishedTable {
 }
 
 // Quoted returns the quoted "schema"."name".
-func (t Table) Quoted() string { return QualifiedName(t.Schema, t.Name) }
+func (t Table) Quoted() string { return pgcat.QualifiedName(t.Schema, t.Name) }
 
 // Options describe what to set up.
 type Options struct {
@@ -147,13 +148,13 @@ func Generate(o Options) (*Script, error) {
 		return nil, err
 	}
 	s := &Script{Options: o}
-	user := QuoteIdent(o.User)
+	user := pgcat.QuoteIdent(o.User)
 	mode := "full mode"
 	if o.ReadOnly {
 		mode = "read-only mode"
 	}
 	s.Header = []string{
-		fmt.Sprintf("pgsignal setup (%s): user %s, publication %s, %s.", mode, user, QuoteIdent(o.Publication), plural(len(o.Tables), "table")),
+		fmt.Sprintf("pgsignal setup (%s): user %s, publication %s, %s.", mode, user, pgcat.QuoteIdent(o.Publication), plural(len(o.Tables), "table")),
 		"Run it as a superuser (or the platform's admin user) connected to the database pgsignal",
 		"streams from. Every statement is idempotent: running the script again is safe.",
 	}
@@ -227,7 +228,7 @@ func checkIdent(what, id string) error {
 	case id == "":
 		return fmt.Errorf("%s: empty name", what)
 	case len(id) > 63:
-		return fmt.Errorf("%s %s: longer than PostgreSQL's 63 bytes", what, QuoteIdent(id))
+		return fmt.Errorf("%s %s: longer than PostgreSQL's 63 bytes", what, pgcat.QuoteIdent(id))
 	case strings.ContainsRune(id, 0):
 		return fmt.Errorf("%s: the name contains a NUL byte", what)
 	}
@@ -239,13 +240,13 @@ func (s *Script) add(st Statement) { s.Statements = append(s.Statements, st) }
 // userStatements create the user, and set its password when asked to.
 func (s *Script) userStatements() {
 	o := s.Options
-	user := QuoteIdent(o.User)
+	user := pgcat.QuoteIdent(o.User)
 	create := func(pw string) string {
 		stmt := "CREATE ROLE " + user + " LOGIN"
 		if pw != "" {
 			stmt += " PASSWORD " + pw
 		}
-		return doBlock("  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = " + QuoteLiteral(o.User) + ") THEN\n" +
+		return doBlock("  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = " + pgcat.QuoteLiteral(o.User) + ") THEN\n" +
 			"    " + stmt + ";\n" +
 			"  END IF;\n")
 	}
@@ -265,22 +266,22 @@ func (s *Script) userStatements() {
 	if o.Password == "" || o.ResetPassword {
 		st.SQL = create("")
 	} else {
-		st.SQL, st.display, st.Secret = create(QuoteLiteral(o.Password)), create(redacted), true
+		st.SQL, st.display, st.Secret = create(pgcat.QuoteLiteral(o.Password)), create(redacted), true
 	}
 	s.add(st)
 	if o.Password != "" && o.ResetPassword {
 		set := func(pw string) string { return "ALTER ROLE " + user + " WITH PASSWORD " + pw + ";" }
 		s.add(Statement{Kind: KindUser, Title: "password of " + user,
-			SQL: set(QuoteLiteral(o.Password)), display: set(redacted), Secret: true})
+			SQL: set(pgcat.QuoteLiteral(o.Password)), display: set(redacted), Secret: true})
 	}
 }
 
 // replicationStatement gives the REPLICATION right the platform's way.
 func (s *Script) replicationStatement() {
 	o := s.Options
-	user := QuoteIdent(o.User)
+	user := pgcat.QuoteIdent(o.User)
 	alter := "ALTER ROLE " + user + " WITH REPLICATION;"
-	grant := "GRANT " + QuoteIdent("rds_replication") + " TO " + user + ";"
+	grant := "GRANT " + pgcat.QuoteIdent("rds_replication") + " TO " + user + ";"
 	st := Statement{Kind: KindReplication, Title: "REPLICATION for " + user, SQL: alter,
 		Comment: []string{"REPLICATION lets it open a logical replication stream and create its slot."}}
 	switch o.Platform {
@@ -311,7 +312,7 @@ func (s *Script) replicationStatement() {
 // schemaStatements create the bookkeeping schema (full mode).
 func (s *Script) schemaStatements() {
 	o := s.Options
-	user, schema := QuoteIdent(o.User), QuoteIdent(o.Schema)
+	user, schema := pgcat.QuoteIdent(o.User), pgcat.QuoteIdent(o.Schema)
 	s.add(Statement{Kind: KindSchema, Title: "bookkeeping schema " + schema,
 		Comment: []string{
 			"Bookkeeping schema (full mode): pgsignal keeps its checkpoint, dead letters and run history",
@@ -331,9 +332,9 @@ func (s *Script) schemaStatements() {
 // their schemas, now and later.
 func (s *Script) grantStatements() {
 	o := s.Options
-	user := QuoteIdent(o.User)
+	user := pgcat.QuoteIdent(o.User)
 	for i, schema := range s.tableSchemas() {
-		q := QuoteIdent(schema)
+		q := pgcat.QuoteIdent(schema)
 		if !o.SchemaGrants {
 			s.add(Statement{Kind: KindGrants, Title: "USAGE on schema " + q, Comment: []string{"Schema " + q + ": read the configured tables."},
 				SQL: "GRANT USAGE ON SCHEMA " + q + " TO " + user + ";"})
@@ -387,15 +388,15 @@ func (s *Script) tableSchemas() []string {
 // lacks.
 func (s *Script) publicationStatement() {
 	o := s.Options
-	pub := QuoteIdent(o.Publication)
+	pub := pgcat.QuoteIdent(o.Publication)
 	var b strings.Builder
-	b.WriteString("  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = " + QuoteLiteral(o.Publication) + ") THEN\n")
+	b.WriteString("  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = " + pgcat.QuoteLiteral(o.Publication) + ") THEN\n")
 	b.WriteString("    " + CreatePublicationSQL(o.Publication, o.Tables) + "\n")
 	b.WriteString("  END IF;\n")
 	viaRootStatement(&b, o)
 	for _, t := range o.Tables {
-		fmt.Fprintf(&b, "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = %s\n", QuoteLiteral(o.Publication))
-		fmt.Fprintf(&b, "      AND schemaname = %s AND tablename = %s) THEN\n", QuoteLiteral(t.Schema), QuoteLiteral(t.Name))
+		fmt.Fprintf(&b, "  IF NOT EXISTS (SELECT FROM pg_catalog.pg_publication_tables WHERE pubname = %s\n", pgcat.QuoteLiteral(o.Publication))
+		fmt.Fprintf(&b, "      AND schemaname = %s AND tablename = %s) THEN\n", pgcat.QuoteLiteral(t.Schema), pgcat.QuoteLiteral(t.Name))
 		fmt.Fprintf(&b, "    ALTER PUBLICATION %s ADD TABLE %s;\n", pub, t.published().ForTable())
 		b.WriteString("  END IF;\n")
 	}
@@ -421,7 +422,7 @@ func CreatePublicationSQL(publication string, tables []Table) string {
 
 // SlotSQL returns the statement that creates the logical slot.
 func SlotSQL(slot string) string {
-	return "SELECT pg_create_logical_replication_slot(" + QuoteLiteral(slot) + ", 'pgoutput');"
+	return "SELECT pg_create_logical_replication_slot(" + pgcat.QuoteLiteral(slot) + ", 'pgoutput');"
 }
 
 // doBlock wraps a PL/pgSQL body in an anonymous DO block.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -110,7 +112,7 @@ func TestPasswordRedaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lit := QuoteLiteral(o.Password)
+		lit := pgcat.QuoteLiteral(o.Password)
 		if lit != `E'pw-\\''x'` {
 			t.Fatalf("QuoteLiteral = %s", lit)
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // OIDs of the parameters' types.
@@ -103,11 +105,6 @@ func isIdentChar(c byte) bool {
 	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
 }
 
-// quoteIdent quotes a SQL identifier.
-func quoteIdent(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-}
-
 // statement is the SQL that evaluates a transform for a batch of one
 // version of a table.
 type statement struct {
@@ -129,7 +126,7 @@ func buildStatement(u userSQL, names, types []string) statement {
 	var b strings.Builder
 	b.WriteString("SELECT b." + ordColumn + ", t.* FROM (\n  SELECT u." + ordColumn)
 	for i, n := range names {
-		fmt.Fprintf(&b, ", u.c%d::%s AS %s", i+1, types[i], quoteIdent(n))
+		fmt.Fprintf(&b, ", u.c%d::%s AS %s", i+1, types[i], pgcat.QuoteIdent(n))
 	}
 	b.WriteString("\n  FROM unnest(")
 	params := max(len(names), 1)
@@ -160,7 +157,7 @@ func buildStatement(u userSQL, names, types []string) statement {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("b." + quoteIdent(n))
+		b.WriteString("b." + pgcat.QuoteIdent(n))
 	}
 	b.WriteString(")")
 	if u.with {

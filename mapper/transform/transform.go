@@ -35,7 +35,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
-	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/mapper"
 	"github.com/pgsignal/pgsignal/replication"
 )
@@ -52,17 +53,9 @@ type Spec struct {
 	// the fields of the same names of mapper.Rule do.
 	NamePrefix, TimestampZone, TimestampUnit string
 	// Timeout is the statement timeout of an evaluation (0:
-	// config.DefaultTransformTimeout). A batch that exceeds it is split,
+	// defaults.TransformTimeout). A batch that exceeds it is split,
 	// down to one row; a row that alone exceeds it is rejected.
 	Timeout time.Duration
-}
-
-// ForTable returns the transform of a configured table (one with
-// Transform set).
-func ForTable(t config.Table) Spec {
-	return Spec{Schema: t.Schema, Table: t.Name, SQL: t.Transform,
-		NamePrefix: t.NamePrefix, TimestampZone: t.TimestampZone, TimestampUnit: t.TimestampUnit,
-		Timeout: t.TransformTimeout}
 }
 
 // timeout returns the spec's statement timeout.
@@ -70,7 +63,7 @@ func (s *Spec) timeout() time.Duration {
 	if s.Timeout > 0 {
 		return s.Timeout
 	}
-	return config.DefaultTransformTimeout
+	return defaults.TransformTimeout
 }
 
 // Input is one row to transform.
@@ -564,7 +557,7 @@ func (t *Transformer) setTimeout(ctx context.Context, pc *pgconn.PgConn, d time.
 // request" is a cancel, which is not the rows' doing).
 func isStatementTimeout(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "57014" && strings.Contains(pe.Message, "statement timeout")
+	return errors.As(err, &pe) && pe.Code == pgcat.QueryCanceled && strings.Contains(pe.Message, "statement timeout")
 }
 
 // parseOrdinal reads a positive bigint's text.
@@ -599,7 +592,7 @@ func rowError(err error) (*pgconn.PgError, bool) {
 	case "21", "22", "23", "2F", "38", "39", "44", "P0":
 		return pe, true
 	}
-	if pe.Code == "25006" {
+	if pe.Code == pgcat.ReadOnlySQLTransaction {
 		// A write (nextval(), a function that writes) in the read-only
 		// session: it fails the same way every time.
 		return pe, true

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
 
 // trial evaluates c once, on a sample row of its table (a row of NULLs when
@@ -23,9 +25,9 @@ func trial(ctx context.Context, pc *pgconn.PgConn, c *compiled) error {
 	if len(c.rel.Columns) > 0 {
 		cols := make([]string, len(c.rel.Columns))
 		for i, col := range c.rel.Columns {
-			cols[i] = quoteIdent(col.Name)
+			cols[i] = pgcat.QuoteIdent(col.Name)
 		}
-		res := pc.ExecParams(ctx, `SELECT `+strings.Join(cols, ", ")+` FROM `+quoteIdent(c.spec.Schema)+"."+quoteIdent(c.spec.Table)+` LIMIT 1`,
+		res := pc.ExecParams(ctx, `SELECT `+strings.Join(cols, ", ")+` FROM `+pgcat.QuoteIdent(c.spec.Schema)+"."+pgcat.QuoteIdent(c.spec.Table)+` LIMIT 1`,
 			nil, nil, nil, nil).Read()
 		if res.Err == nil && len(res.Rows) == 1 && len(res.Rows[0]) == len(vals) {
 			vals = res.Rows[0]
@@ -47,7 +49,7 @@ func trial(ctx context.Context, pc *pgconn.PgConn, c *compiled) error {
 	if err == nil || !errors.As(err, &pe) {
 		return err
 	}
-	if isStatementTimeout(err) || (pe.Code != "25006" && isRowError(pe)) {
+	if isStatementTimeout(err) || (pe.Code != pgcat.ReadOnlySQLTransaction && isRowError(pe)) {
 		return nil
 	}
 	msg := fmt.Sprintf("it fails when run (once, on a sample row, in a rolled-back read-only transaction): %s (SQLSTATE %s)", pe.Message, pe.Code)
@@ -55,9 +57,9 @@ func trial(ctx context.Context, pc *pgconn.PgConn, c *compiled) error {
 		msg += "; " + pe.Detail
 	}
 	switch {
-	case pe.Code == "25006":
+	case pe.Code == pgcat.ReadOnlySQLTransaction:
 		msg += "; transforms run in read-only sessions and may run more than once for a row: they must not write (no nextval(), setval(), INSERT or function that writes)"
-	case pe.Code == "42501":
+	case pe.Code == pgcat.InsufficientPrivilege:
 		msg += "; grant the pgsignal user SELECT (or EXECUTE) on what the transform reads"
 	case pe.Hint != "":
 		msg += "; " + pe.Hint

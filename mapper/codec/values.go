@@ -1,4 +1,4 @@
-package replication
+package codec
 
 import (
 	"encoding/base64"
@@ -219,25 +219,19 @@ func isJSONNumber(b []byte) bool {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
-	if i >= len(b) {
+	switch {
+	case i >= len(b):
 		return false
-	}
-	if b[i] == '0' {
+	case b[i] == '0':
 		i++
-	} else if b[i] >= '1' && b[i] <= '9' {
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-	} else {
+	case b[i] >= '1' && b[i] <= '9':
+		i = skipDigits(b, i)
+	default:
 		return false
 	}
 	if i < len(b) && b[i] == '.' {
-		i++
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		d := i + 1
+		if i = skipDigits(b, d); i == d {
 			return false
 		}
 	}
@@ -247,14 +241,20 @@ func isJSONNumber(b []byte) bool {
 			i++
 		}
 		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		if i = skipDigits(b, d); i == d {
 			return false
 		}
 	}
 	return i == len(b)
+}
+
+// skipDigits returns the index of the first byte at or after i that is not
+// an ASCII digit.
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // ParseTimestamp parses a timestamp column value in PostgreSQL's ISO text

@@ -1,4 +1,4 @@
-package replication
+package store
 
 import (
 	"context"
@@ -11,21 +11,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
+	"github.com/pgsignal/pgsignal/internal/pgcat"
 )
-
-// Store keeps the checkpoint outside the slot (full mode).
-type Store interface {
-	// Load returns the stored watermark (zero when none).
-	Load(ctx context.Context) (cdc.Position, cdc.LSN, error)
-	// Save durably stores the watermark: the position of the last handled
-	// event and the confirmable LSN.
-	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
-}
 
 // SchemaDDL returns the statements that create pgsignal's bookkeeping schema
 // (full mode). They are idempotent.
 func SchemaDDL(schema string) []string {
-	s := quoteIdent(schema)
+	s := pgcat.QuoteIdent(schema)
 	return []string{
 		`CREATE SCHEMA IF NOT EXISTS ` + s,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.sync_state (
@@ -58,11 +50,11 @@ func SchemaDDL(schema string) []string {
 		// the old constraint goes (ON CONFLICT always has an arbiter), and
 		// each statement runs (and locks the table) only when needed.
 		`DO $$ BEGIN
-  IF to_regclass(` + quoteLiteral(s+".dead_letters_event") + `) IS NULL THEN
+  IF to_regclass(` + pgcat.QuoteLiteral(s+".dead_letters_event") + `) IS NULL THEN
     PERFORM set_config('lock_timeout', '10s', true);
     CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_event ON ` + s + `.dead_letters (slot, commit_lsn, ordinal, ` + cdc.DeadLetterKeySQL + `);
   END IF;
-  IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND conname = 'dead_letters_slot_commit_lsn_ordinal_key') THEN
+  IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(` + pgcat.QuoteLiteral(s+".dead_letters") + `) AND conname = 'dead_letters_slot_commit_lsn_ordinal_key') THEN
     PERFORM set_config('lock_timeout', '10s', true);
     ALTER TABLE ` + s + `.dead_letters DROP CONSTRAINT dead_letters_slot_commit_lsn_ordinal_key;
   END IF;
@@ -70,7 +62,7 @@ END $$`,
 		// An event or row jsonb cannot hold (\u0000, a lone surrogate) is
 		// kept as bytes, described in storage (sink.Storage).
 		`DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(` + quoteLiteral(s+".dead_letters") + `) AND attname = 'storage' AND NOT attisdropped) THEN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(` + pgcat.QuoteLiteral(s+".dead_letters") + `) AND attname = 'storage' AND NOT attisdropped) THEN
     PERFORM set_config('lock_timeout', '10s', true);
     ALTER TABLE ` + s + `.dead_letters ADD COLUMN IF NOT EXISTS event_bytes bytea, ADD COLUMN IF NOT EXISTS source_row_bytes bytea, ADD COLUMN IF NOT EXISTS storage jsonb;
   END IF;
@@ -133,9 +125,9 @@ func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, schema string) error 
 		var pgErr *pgconn.PgError
 		if attempt < schemaAttempts && errors.As(err, &pgErr) && ctx.Err() == nil {
 			switch pgErr.Code {
-			case "23505", "42P07", "42710": // created concurrently
+			case pgcat.UniqueViolation, pgcat.DuplicateTable, pgcat.DuplicateObject: // created concurrently
 				continue
-			case "40P01", "55P03": // deadlock, lock timeout
+			case pgcat.DeadlockDetected, pgcat.LockNotAvailable: // deadlock, lock timeout
 				select {
 				case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 				case <-ctx.Done():
@@ -186,21 +178,19 @@ func ensureSchema(ctx context.Context, tx pgx.Tx, schema string) error {
 	return nil
 }
 
-// TableStore is the full-mode Store: one row per slot in <schema>.sync_state.
+// TableStore is the full-mode checkpoint store (checkpoint.Store): one row per slot in <schema>.sync_state.
 type TableStore struct {
 	Pool   *pgxpool.Pool
 	Schema string
 	Slot   string
 }
 
-var _ Store = (*TableStore)(nil)
-
-// Load implements Store.
+// Load implements checkpoint.Store.
 func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	var commit, confirmed string
 	var ord int64
 	err := s.Pool.QueryRow(ctx,
-		`SELECT commit_lsn::text, ordinal, confirmed_lsn::text FROM `+quoteIdent(s.Schema)+`.sync_state WHERE slot = $1`,
+		`SELECT commit_lsn::text, ordinal, confirmed_lsn::text FROM `+pgcat.QuoteIdent(s.Schema)+`.sync_state WHERE slot = $1`,
 		s.Slot).Scan(&commit, &ord, &confirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return cdc.Position{}, 0, nil
@@ -219,9 +209,9 @@ func (s *TableStore) Load(ctx context.Context) (cdc.Position, cdc.LSN, error) {
 	return cdc.Position{CommitLSN: c, Ordinal: uint32(ord)}, f, nil
 }
 
-// Save implements Store.
+// Save implements checkpoint.Store.
 func (s *TableStore) Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error {
-	_, err := s.Pool.Exec(ctx, `INSERT INTO `+quoteIdent(s.Schema)+`.sync_state AS s (slot, commit_lsn, ordinal, confirmed_lsn, updated_at)
+	_, err := s.Pool.Exec(ctx, `INSERT INTO `+pgcat.QuoteIdent(s.Schema)+`.sync_state AS s (slot, commit_lsn, ordinal, confirmed_lsn, updated_at)
 VALUES ($1, $2::pg_lsn, $3, $4::pg_lsn, now())
 ON CONFLICT (slot) DO UPDATE SET commit_lsn = excluded.commit_lsn, ordinal = excluded.ordinal,
   confirmed_lsn = excluded.confirmed_lsn, updated_at = excluded.updated_at`,
@@ -247,7 +237,7 @@ const (
 func BackfillState(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (string, map[string]time.Time, error) {
 	var state string
 	var windows map[string]time.Time
-	err := pool.QueryRow(ctx, `SELECT state, windows FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&state, &windows)
+	err := pool.QueryRow(ctx, `SELECT state, windows FROM `+pgcat.QuoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&state, &windows)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil, nil
 	}
@@ -262,7 +252,7 @@ func BackfillState(ctx context.Context, pool *pgxpool.Pool, schema, slot string)
 // checkpoint: the slot is about to be created anew. It is recorded before
 // the slot exists, so that a failure at any later point is redone.
 func StartBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot string, tables []string, windows map[string]time.Time) error {
-	s := quoteIdent(schema)
+	s := pgcat.QuoteIdent(schema)
 	_, err := pool.Exec(ctx, `WITH forget AS (DELETE FROM `+s+`.sync_state WHERE slot = $1)
 INSERT INTO `+s+`.backfills AS b (slot, state, tables, windows, rows_total, rows_done, started_at, finished_at)
 VALUES ($1, $2, $3, $4, 0, 0, now(), NULL)
@@ -276,7 +266,7 @@ ON CONFLICT (slot) DO UPDATE SET state = excluded.state, tables = excluded.table
 
 // SetBackfillTotal records the number of rows in slot's backfill windows.
 func SetBackfillTotal(ctx context.Context, pool *pgxpool.Pool, schema, slot string, total int64) error {
-	if _, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET rows_total = $2 WHERE slot = $1`, slot, total); err != nil {
+	if _, err := pool.Exec(ctx, `UPDATE `+pgcat.QuoteIdent(schema)+`.backfills SET rows_total = $2 WHERE slot = $1`, slot, total); err != nil {
 		return fmt.Errorf("record the backfill's size: %w", err)
 	}
 	return nil
@@ -289,7 +279,7 @@ func ProgressBackfill(ctx context.Context, pool *pgxpool.Pool, schema, slot stri
 	if done {
 		state = BackfillDone
 	}
-	_, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET rows_done = $2, state = $3,
+	_, err := pool.Exec(ctx, `UPDATE `+pgcat.QuoteIdent(schema)+`.backfills SET rows_done = $2, state = $3,
   finished_at = CASE WHEN $3 = '`+BackfillDone+`' THEN now() END WHERE slot = $1`, slot, rows, state)
 	if err != nil {
 		return fmt.Errorf("record the backfill's progress: %w", err)
@@ -307,7 +297,7 @@ func SetBackfillOverlap(ctx context.Context, pool *pgxpool.Pool, schema, slot st
 		s := until.String()
 		v = &s
 	}
-	if _, err := pool.Exec(ctx, `UPDATE `+quoteIdent(schema)+`.backfills SET overlap_until = $2::pg_lsn WHERE slot = $1`, slot, v); err != nil {
+	if _, err := pool.Exec(ctx, `UPDATE `+pgcat.QuoteIdent(schema)+`.backfills SET overlap_until = $2::pg_lsn WHERE slot = $1`, slot, v); err != nil {
 		return fmt.Errorf("record the redone backfill's snapshot: %w", err)
 	}
 	return nil
@@ -318,7 +308,7 @@ func SetBackfillOverlap(ctx context.Context, pool *pgxpool.Pool, schema, slot st
 func BackfillOverlap(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (cdc.LSN, map[string]time.Time, error) {
 	var until *string
 	var windows map[string]time.Time
-	err := pool.QueryRow(ctx, `SELECT overlap_until::text, windows FROM `+quoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&until, &windows)
+	err := pool.QueryRow(ctx, `SELECT overlap_until::text, windows FROM `+pgcat.QuoteIdent(schema)+`.backfills WHERE slot = $1`, slot).Scan(&until, &windows)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && until == nil) {
 		return 0, nil, nil
 	}

@@ -1,4 +1,4 @@
-package replication
+package checkpoint
 
 import (
 	"context"
@@ -13,6 +13,24 @@ import (
 // minSaveInterval is the shortest time between two saves of the watermark
 // (see RunCheckpointer).
 const minSaveInterval = 50 * time.Millisecond
+
+// Store keeps the checkpoint outside the slot (full mode); internal/store
+// implements it with <schema>.sync_state.
+type Store interface {
+	// Load returns the stored watermark (zero when none).
+	Load(ctx context.Context) (cdc.Position, cdc.LSN, error)
+	// Save durably stores the watermark: the position of the last handled
+	// event and the confirmable LSN.
+	Save(ctx context.Context, pos cdc.Position, confirmed cdc.LSN) error
+}
+
+// Slot is where the checkpoint is confirmed: replication.Stream.
+type Slot interface {
+	// SetFlushed sets the LSN the next status update confirms.
+	SetFlushed(lsn cdc.LSN)
+	// MaxOutstanding is the bound on events received but not yet durable.
+	MaxOutstanding() int
+}
 
 // RunCheckpointer hands the tracker's checkpoint to the stream (which
 // confirms it to the slot) and, with a Store (full mode), saves the watermark
@@ -29,7 +47,7 @@ const minSaveInterval = 50 * time.Millisecond
 // stream's MaxOutstanding events wait to become durable, so that a fast
 // stream writes the bookkeeping row tens of times a second, not hundreds;
 // past that half it saves at once, so the bound rarely stops reading.
-func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, log *zap.Logger) {
+func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s Slot, log *zap.Logger) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -62,7 +80,7 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s *Stream, lo
 			t.MarkDurable(seq)
 			continue
 		}
-		if wait := minSaveInterval - time.Since(lastSave); wait > 0 && !failing && t.Outstanding() < s.cfg.MaxOutstanding/2 {
+		if wait := minSaveInterval - time.Since(lastSave); wait > 0 && !failing && t.Outstanding() < s.MaxOutstanding()/2 {
 			retry.Reset(wait) // save what is handled by then
 			continue
 		}
