@@ -103,6 +103,21 @@ Run "pgsignal COMMAND --help" for a command's flags.
 Exit codes: 0 success, 1 an error (configuration, database, OneSignal), 2 a wrong command line.
 `
 
+// command runs one subcommand with its arguments.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// commands are the subcommands by name (version and help aside).
+var commands = map[string]command{
+	"run": func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return cmdRun(ctx, args, stdout, stderr, false)
+	},
+	"backfill": func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return cmdRun(ctx, args, stdout, stderr, true)
+	},
+	"demo": cmdDemo, "status": cmdStatus, "dead-letters": cmdDeadLetters, "setup": cmdSetup,
+	"check": cmdCheck, "preview": cmdPreview, "teardown": cmdTeardown, "fake-onesignal": cmdFake,
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	buildinfo.SetVersion(version, revision)
 	if len(args) == 0 {
@@ -111,36 +126,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
-	case "run":
-		return cmdRun(ctx, rest, stdout, stderr, false)
-	case "backfill":
-		return cmdRun(ctx, rest, stdout, stderr, true)
-	case "demo":
-		return cmdDemo(ctx, rest, stdout, stderr)
-	case "status":
-		return cmdStatus(ctx, rest, stdout, stderr)
-	case "dead-letters":
-		return cmdDeadLetters(ctx, rest, stdout, stderr)
-	case "setup":
-		return cmdSetup(ctx, rest, stdout, stderr)
-	case "check":
-		return cmdCheck(ctx, rest, stdout, stderr)
-	case "preview":
-		return cmdPreview(ctx, rest, stdout, stderr)
-	case "teardown":
-		return cmdTeardown(ctx, rest, stdout, stderr)
-	case "fake-onesignal":
-		return cmdFake(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, buildinfo.Get())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
-	default:
+	}
+	c, ok := commands[cmd]
+	if !ok {
 		fmt.Fprintf(stderr, "pgsignal: unknown command %q\n\n%s", cmd, usage)
 		return errUsage
 	}
+	return c(ctx, rest, stdout, stderr)
 }
 
 // newFlagSet returns a flag set that reports errors as usage errors and
