@@ -85,7 +85,7 @@ type Config struct {
 	// (see Overlap).
 	Overlap *Overlap
 	// LegacyKeys are the commits whose rows keep the keys earlier
-	// versions gave them (see cdc.LegacyKeys and RecordLegacyKeys).
+	// versions gave them (see cdc.LegacyKeys and store.RecordLegacyKeys).
 	LegacyKeys cdc.LegacyKeys
 }
 

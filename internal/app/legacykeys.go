@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/cdc"
 	"github.com/pgsignal/pgsignal/internal/config"
+	"github.com/pgsignal/pgsignal/internal/store"
 	"github.com/pgsignal/pgsignal/replication"
 )
 
@@ -26,7 +27,7 @@ import (
 // one event, are sent again under other keys.
 func legacyKeys(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, full bool, systemID string, timeline uint32) (cdc.LegacyKeys, error) {
 	if full {
-		return replication.RecordLegacyKeys(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, timeline)
+		return store.RecordLegacyKeys(ctx, pool, cfg.Source.Schema, cfg.Source.Slot, timeline)
 	}
 	path := legacyKeysFile(cfg)
 	id := systemID + "/" + cfg.Source.Slot
