@@ -319,15 +319,9 @@ func (w *RelationWatch) adoptedByPeer(ctx context.Context, pool *pgxpool.Pool, t
 	if w.Schema == "" {
 		return false, nil
 	}
-	var token string
-	err := pool.QueryRow(ctx, `SELECT resend_token FROM `+pgcat.QuoteIdent(w.Schema)+`.relations
-WHERE slot = $1 AND schema_name = $2 AND table_name = $3 AND relid = $4 AND resend_token IS NOT NULL`,
-		w.Slot, t.Schema, t.Name, cur).Scan(&token)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read %s.relations: %w", pgcat.QuoteIdent(w.Schema), err)
+	token, err := store.ResendToken(ctx, pool, w.Schema, w.Slot, t.Schema, t.Name, cur)
+	if err != nil || token == "" {
+		return false, err
 	}
 	w.mu.Lock()
 	w.bound[t], w.known[cur], w.tokens[cur] = cur, t, token

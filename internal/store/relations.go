@@ -99,3 +99,20 @@ func HasResendToken(ctx context.Context, q pgcat.Querier, schema, slot string, r
 	}
 	return true, nil
 }
+
+// ResendToken returns the resend token recorded for relation relid as the
+// table schemaName.tableName of slot (by the instance that adopted it), ""
+// when there is none.
+func ResendToken(ctx context.Context, q pgcat.Querier, schema, slot, schemaName, tableName string, relid uint32) (string, error) {
+	var token string
+	err := q.QueryRow(ctx, `SELECT resend_token FROM `+relationsTable(schema)+`
+WHERE slot = $1 AND schema_name = $2 AND table_name = $3 AND relid = $4 AND resend_token IS NOT NULL`,
+		slot, schemaName, tableName, relid).Scan(&token)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", relationsTable(schema), err)
+	}
+	return token, nil
+}
