@@ -2,8 +2,7 @@ package config
 
 import (
 	"fmt"
-	"net"
-	"strconv"
+	"github.com/pgsignal/pgsignal/internal/tunnel"
 	"time"
 
 	"github.com/pgsignal/pgsignal/internal/config/defaults"
@@ -181,33 +180,9 @@ type Source struct {
 }
 
 // SSH is the `source.ssh` section: the bastion every database connection is
-// tunnelled through. It holds no secret, only where to find them.
-type SSH struct {
-	// Host is the bastion's host name or IP address.
-	Host string
-	// Port is the bastion's SSH port (DefaultSSHPort in a file).
-	Port int
-	// User is the user to log in to the bastion as.
-	User string
-	// PrivateKeyFile is the file holding the private key (OpenSSH or PEM).
-	// Exactly one of PrivateKeyFile and PrivateKeyEnv is set.
-	PrivateKeyFile string
-	// PrivateKeyEnv is the name of the environment variable holding the
-	// private key.
-	PrivateKeyEnv string
-	// PassphraseEnv, when set, is the name of the environment variable
-	// holding the passphrase of an encrypted private key.
-	PassphraseEnv string
-	// KnownHostsFile is an OpenSSH known_hosts file holding the bastion's
-	// host key. Required unless InsecureIgnoreHostKey is set.
-	KnownHostsFile string
-	// InsecureIgnoreHostKey skips the verification of the bastion's host
-	// key, which lets a man-in-the-middle read the database traffic.
-	InsecureIgnoreHostKey bool
-}
-
-// Address returns the bastion's "host:port".
-func (s SSH) Address() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
+// tunnelled through (the tunnel's own configuration, declared where it is
+// used). It holds no secret, only where to find them.
+type SSH = tunnel.Config
 
 // OneSignal is the `onesignal` section.
 type OneSignal struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,8 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
-
-	"github.com/pgsignal/pgsignal/internal/config"
 )
 
 // Timeouts of the connection to the bastion.
@@ -59,13 +58,43 @@ type pendingClient struct {
 	err    error
 }
 
+// Config is the bastion every database connection is tunnelled through
+// (the configuration's source.ssh). It holds no secret, only where to find
+// them.
+type Config struct {
+	// Host is the bastion's host name or IP address.
+	Host string
+	// Port is the bastion's SSH port (22 unless the configuration says otherwise).
+	Port int
+	// User is the user to log in to the bastion as.
+	User string
+	// PrivateKeyFile is the file holding the private key (OpenSSH or PEM).
+	// Exactly one of PrivateKeyFile and PrivateKeyEnv is set.
+	PrivateKeyFile string
+	// PrivateKeyEnv is the name of the environment variable holding the
+	// private key.
+	PrivateKeyEnv string
+	// PassphraseEnv, when set, is the name of the environment variable
+	// holding the passphrase of an encrypted private key.
+	PassphraseEnv string
+	// KnownHostsFile is an OpenSSH known_hosts file holding the bastion's
+	// host key. Required unless InsecureIgnoreHostKey is set.
+	KnownHostsFile string
+	// InsecureIgnoreHostKey skips the verification of the bastion's host
+	// key, which lets a man-in-the-middle read the database traffic.
+	InsecureIgnoreHostKey bool
+}
+
+// Address returns the bastion's "host:port".
+func (s Config) Address() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) }
+
 var _ pgconn.DialFunc = (*Tunnel)(nil).Dial
 
 // New returns a Tunnel through the bastion of cfg, which must have passed
 // config validation. It reads the private key and the known_hosts file but
 // does not connect; the first Dial does. With cfg.InsecureIgnoreHostKey it
 // logs a warning. Its errors never contain the key or the passphrase.
-func New(cfg config.SSH, log *zap.Logger) (*Tunnel, error) {
+func New(cfg Config, log *zap.Logger) (*Tunnel, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -94,7 +123,7 @@ func New(cfg config.SSH, log *zap.Logger) (*Tunnel, error) {
 }
 
 // loadSigner reads and parses the private key of cfg.
-func loadSigner(cfg config.SSH) (ssh.Signer, error) {
+func loadSigner(cfg Config) (ssh.Signer, error) {
 	var pem []byte
 	var from string
 	switch {

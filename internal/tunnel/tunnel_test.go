@@ -22,7 +22,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/tunnel/sshtest"
 )
 
@@ -71,7 +70,7 @@ func echoServer(t *testing.T) string {
 // fixture is a bastion and the configuration to reach it.
 type fixture struct {
 	server *sshtest.Server
-	cfg    config.SSH
+	cfg    Config
 	dir    string
 }
 
@@ -94,7 +93,7 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{
 		server: srv,
 		dir:    dir,
-		cfg: config.SSH{
+		cfg: Config{
 			Host: srv.Host(), Port: srv.Port(), User: "tunnel",
 			PrivateKeyFile: keyFile, KnownHostsFile: known,
 		},
@@ -111,7 +110,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 // newTunnel builds a tunnel and closes it at the end of the test.
-func newTunnel(t *testing.T, cfg config.SSH, log *zap.Logger) *Tunnel {
+func newTunnel(t *testing.T, cfg Config, log *zap.Logger) *Tunnel {
 	t.Helper()
 	if log == nil {
 		log = zaptest.NewLogger(t)
@@ -467,7 +466,7 @@ func TestKeys(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = srv.Close() })
 		if k == signer {
-			f := config.SSH{Host: srv.Host(), Port: srv.Port(), User: "u", KnownHostsFile: writeFile(t, dir, "kh_plain", srv.KnownHostsLine()+"\n")}
+			f := Config{Host: srv.Host(), Port: srv.Port(), User: "u", KnownHostsFile: writeFile(t, dir, "kh_plain", srv.KnownHostsLine()+"\n")}
 			// The key from an environment variable, newlines escaped as
 			// env files have them.
 			t.Setenv("PGSIGNAL_TEST_SSH_KEY", strings.ReplaceAll(strings.TrimSpace(string(plainPEM)), "\n", `\n`))
@@ -482,7 +481,7 @@ func TestKeys(t *testing.T) {
 			continue
 		}
 		keyFile := writeFile(t, dir, "id_encrypted", string(encPEM))
-		base := config.SSH{Host: srv.Host(), Port: srv.Port(), User: "u", PrivateKeyFile: keyFile,
+		base := Config{Host: srv.Host(), Port: srv.Port(), User: "u", PrivateKeyFile: keyFile,
 			KnownHostsFile: writeFile(t, dir, "kh_enc", srv.KnownHostsLine()+"\n")}
 
 		t.Setenv("PGSIGNAL_TEST_PASSPHRASE", passphrase)
@@ -504,22 +503,22 @@ func TestKeys(t *testing.T) {
 	known := filepath.Join(dir, "kh_enc")
 	tests := []struct {
 		name string
-		cfg  config.SSH
+		cfg  Config
 		want string
 	}{
-		{"encrypted key without passphrase_env", config.SSH{PrivateKeyFile: encFile},
+		{"encrypted key without passphrase_env", Config{PrivateKeyFile: encFile},
 			"ssh tunnel: the private key in source.ssh.private_key_file " + encFile + " is encrypted; set source.ssh.passphrase_env to the name of an environment variable holding its passphrase"},
-		{"wrong passphrase", config.SSH{PrivateKeyFile: encFile, PassphraseEnv: "PGSIGNAL_TEST_WRONG_PASSPHRASE"},
+		{"wrong passphrase", Config{PrivateKeyFile: encFile, PassphraseEnv: "PGSIGNAL_TEST_WRONG_PASSPHRASE"},
 			"ssh tunnel: the passphrase in $PGSIGNAL_TEST_WRONG_PASSPHRASE does not decrypt the private key in source.ssh.private_key_file " + encFile},
-		{"passphrase variable empty", config.SSH{PrivateKeyFile: encFile, PassphraseEnv: "PGSIGNAL_TEST_EMPTY"},
+		{"passphrase variable empty", Config{PrivateKeyFile: encFile, PassphraseEnv: "PGSIGNAL_TEST_EMPTY"},
 			"ssh tunnel: environment variable PGSIGNAL_TEST_EMPTY (source.ssh.passphrase_env) is not set; export it with the passphrase of the private key"},
-		{"key variable empty", config.SSH{PrivateKeyEnv: "PGSIGNAL_TEST_EMPTY"},
+		{"key variable empty", Config{PrivateKeyEnv: "PGSIGNAL_TEST_EMPTY"},
 			"ssh tunnel: environment variable PGSIGNAL_TEST_EMPTY (source.ssh.private_key_env) is not set; export it with the private key"},
-		{"not a key", config.SSH{PrivateKeyEnv: "PGSIGNAL_TEST_GARBAGE"},
+		{"not a key", Config{PrivateKeyEnv: "PGSIGNAL_TEST_GARBAGE"},
 			"ssh tunnel: the private key in $PGSIGNAL_TEST_GARBAGE cannot be read: ssh: no key found; it must be an OpenSSH or PEM private key"},
-		{"missing key file", config.SSH{PrivateKeyFile: filepath.Join(dir, "nope")},
+		{"missing key file", Config{PrivateKeyFile: filepath.Join(dir, "nope")},
 			"ssh tunnel: read the private key: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
-		{"missing known_hosts", config.SSH{PrivateKeyFile: filepath.Join(dir, "id_plain"), KnownHostsFile: filepath.Join(dir, "nope")},
+		{"missing known_hosts", Config{PrivateKeyFile: filepath.Join(dir, "id_plain"), KnownHostsFile: filepath.Join(dir, "nope")},
 			"ssh tunnel: read known_hosts_file: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
 	}
 	writeFile(t, dir, "id_plain", string(plainPEM))
