@@ -139,11 +139,11 @@ func (w *RelationWatch) Prepare(ctx context.Context, pool *pgxpool.Pool) error {
 		if cur == rec || cur == 0 {
 			continue // the same table; a missing one is the publication's to report
 		}
-		have, err := publicationMembers(ctx, pool, w.Publication)
+		in, err := inPublication(ctx, pool, w.Publication, cur)
 		if err != nil {
 			return err
 		}
-		if _, in := have[t]; !in {
+		if !in {
 			done, err := w.adopt(ctx, pool, t, rec, cur)
 			for try := 1; errors.Is(err, errLockBusy) && try < 5; try++ {
 				done, err = w.adopt(ctx, pool, t, rec, cur)
@@ -228,6 +228,13 @@ func (w *RelationWatch) Check(ctx context.Context, pool *pgxpool.Pool) error {
 			return err
 		}
 		_, in := have[t]
+		if cur != 0 && cur != bound {
+			// have was read by name before cur: judge the new relation's
+			// membership by its OID.
+			if in, err = inPublication(ctx, pool, w.Publication, cur); err != nil {
+				return err
+			}
+		}
 		switch {
 		case cur == 0:
 			now, err := relationName(ctx, pool, bound)
@@ -302,11 +309,43 @@ WHERE c.oid = $2`, publication, oid).Scan(&member, &same)
 		return false, fmt.Errorf("look up relation %d in publication %q: %w", oid, publication, err)
 	}
 	if !member {
-		// No row in pg_publication_rel: a member through its schema or
-		// FOR ALL TABLES, published from its creation.
-		return true, nil
+		// No row in pg_publication_rel: published from its creation only
+		// when a member through its schema or FOR ALL TABLES; otherwise
+		// it is not a member at all (a swap seen half-way).
+		return inPublication(ctx, pool, publication, oid)
 	}
 	return same != nil && *same, nil
+}
+
+// inPublication reports whether relation oid is in the publication now:
+// listed in it, or through FOR ALL TABLES or (PostgreSQL 15+) its schema.
+// Membership is judged by OID, not by name, so that a table swapped
+// between two catalog reads is not taken for the one before it.
+func inPublication(ctx context.Context, pool *pgxpool.Pool, publication string, oid uint32) (bool, error) {
+	var in bool
+	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+  WHERE p.pubname = $1 AND pr.prrelid = $2)
+ OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = $1 AND p.puballtables)`, publication, oid).Scan(&in)
+	if err != nil {
+		return false, fmt.Errorf("look up relation %d in publication %q: %w", oid, publication, err)
+	}
+	if in {
+		return true, nil
+	}
+	var num int
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		return false, fmt.Errorf("server version: %w", err)
+	}
+	if num < 150000 {
+		return false, nil // no TABLES IN SCHEMA before 15
+	}
+	err = pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn
+  JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid JOIN pg_catalog.pg_class c ON c.relnamespace = pn.pnnspid
+  WHERE p.pubname = $1 AND c.oid = $2)`, publication, oid).Scan(&in)
+	if err != nil {
+		return false, fmt.Errorf("look up relation %d in publication %q: %w", oid, publication, err)
+	}
+	return in, nil
 }
 
 // adoptedByPeer reports whether relation cur, which t now names and the
