@@ -32,7 +32,7 @@ func RelationsDDL(schema string) string {
 func EnsureRelations(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	for attempt := 1; ; attempt++ {
 		_, err := pool.Exec(ctx, RelationsDDL(schema))
-		if err != nil && attempt < 3 && pgcat.Is(err, pgcat.UniqueViolation, pgcat.DuplicateTable) {
+		if err != nil && attempt < 3 && pgcat.Is(err, pgcat.UniqueViolation, pgcat.DuplicateTable, pgcat.DuplicateObject) {
 			continue
 		}
 		if err != nil {
