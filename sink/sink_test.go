@@ -125,7 +125,10 @@ func TestSinkBatchClosesAfterLinger(t *testing.T) {
 func TestSinkBatchBodyStaysUnderOneMegabyte(t *testing.T) {
 	srv, client := startFake(t, onesignaltest.Options{})
 	rec := &recordingSender{next: client}
-	s, h := startSink(t, Config{BatchSize: 1000, Linger: 50 * time.Millisecond, Concurrency: 1}, rec, nil)
+	// The linger is long enough that submitting all 600 (slow under -race)
+	// never closes a batch by time: the first closes at 1 MiB, the rest at
+	// the linger.
+	s, h := startSink(t, Config{BatchSize: 1000, Linger: 2 * time.Second, Concurrency: 1}, rec, nil)
 	const n, size = 600, 2000
 	for seq := uint64(1); seq <= n; seq++ {
 		ev := newEvent(seq, "u", size)
@@ -134,7 +137,7 @@ func TestSinkBatchBodyStaysUnderOneMegabyte(t *testing.T) {
 		}
 		submit(t, s, ev)
 	}
-	exactlyOnce(t, h.wait(t, n, 3*time.Second), seqRange(1, n))
+	exactlyOnce(t, h.wait(t, n, 10*time.Second), seqRange(1, n))
 	// {"events":[ + events joined by commas + ]}: 13 + 2000k + (k-1) bytes.
 	// The largest k under 1 MiB is 524.
 	var counts []int
