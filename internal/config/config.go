@@ -19,6 +19,24 @@ const (
 	ModeReadOnly = "read-only"
 )
 
+// Values of Source.Method.
+const (
+	// MethodLogical reads inserts from a logical replication slot (pgoutput).
+	MethodLogical = "logical"
+	// MethodQuery polls the tables by a cursor column: no slot, no
+	// publication, no REPLICATION attribute; it works on any standby.
+	MethodQuery = "query"
+)
+
+// Values of Sink.Stale.
+const (
+	// StaleDeadLetter records an event older than Sink.MaxEventAge as a dead
+	// letter with the reason "older than max_event_age".
+	StaleDeadLetter = "dead-letter"
+	// StaleDrop drops such an event (it is counted and logged).
+	StaleDrop = "drop"
+)
+
 // Values of Source.OnSlotLost.
 const (
 	// SlotLostError stops pgsignal with an error that says what was lost.
@@ -58,6 +76,10 @@ const (
 // configuration.
 const (
 	DefaultMode             = ModeFull
+	DefaultMethod           = MethodLogical
+	DefaultPollInterval     = time.Second
+	DefaultStateFile        = "pgsignal-state.json"
+	DefaultStale            = StaleDeadLetter
 	DefaultSlot             = "pgsignal"
 	DefaultPublication      = "pgsignal"
 	DefaultSchema           = "census"
@@ -145,6 +167,15 @@ type Source struct {
 	DSN string
 	// Mode is ModeFull or ModeReadOnly.
 	Mode string
+	// Method is MethodLogical (a replication slot) or MethodQuery (polling
+	// each table by its Cursor column).
+	Method string
+	// PollInterval is how often the query method looks for new rows.
+	PollInterval time.Duration
+	// StateFile is the local file where read-only mode keeps what the
+	// bookkeeping schema keeps in full mode (the delivery ledger, the query
+	// method's position). It is written atomically and fsynced.
+	StateFile string
 	// OnSlotLost is SlotLostError or SlotLostRecreate: what to do when the
 	// slot was invalidated or dropped.
 	OnSlotLost string
@@ -217,6 +248,13 @@ type Sink struct {
 	// DeadLetterFile is the JSONL file dead letters are appended to in
 	// read-only mode.
 	DeadLetterFile string
+	// MaxEventAge, when positive, is the oldest an event may be (since its
+	// transaction committed) when pgsignal is about to send it; an older one
+	// is not sent (see Stale). 0 sends every event, however old.
+	MaxEventAge time.Duration
+	// Stale is StaleDeadLetter or StaleDrop: what becomes of an event older
+	// than MaxEventAge.
+	Stale string
 }
 
 // Server is the `server` section.
@@ -284,6 +322,11 @@ type Table struct {
 	// 15 or later, so that the rows it rejects never leave the server. ""
 	// streams every row.
 	Where string
+	// Cursor is the column the query method reads new rows by (`cursor`):
+	// an integer filled from a sequence or identity, growing with
+	// insertion. Required for every table with source.method: query;
+	// unused by the logical method.
+	Cursor string
 	// Emit lists the operations that become events (`emit`): EmitInsert,
 	// and optionally EmitUpdate (an update sends the new row). nil means
 	// the default, [EmitInsert].
@@ -400,11 +443,14 @@ func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
 func Defaults() Config {
 	return Config{
 		Source: Source{
-			Mode:        DefaultMode,
-			Slot:        DefaultSlot,
-			Publication: DefaultPublication,
-			Schema:      DefaultSchema,
-			OnSlotLost:  DefaultOnSlotLost,
+			Mode:         DefaultMode,
+			Slot:         DefaultSlot,
+			Publication:  DefaultPublication,
+			Schema:       DefaultSchema,
+			OnSlotLost:   DefaultOnSlotLost,
+			Method:       DefaultMethod,
+			PollInterval: DefaultPollInterval,
+			StateFile:    DefaultStateFile,
 		},
 		OneSignal: OneSignal{
 			URL:     DefaultOneSignalURL,
@@ -419,6 +465,7 @@ func Defaults() Config {
 			MaxBackoff:       DefaultMaxBackoff,
 			UnknownUser:      DefaultUnknownUser,
 			DeadLetterFile:   DefaultDeadLetterFile,
+			Stale:            DefaultStale,
 		},
 		ShutdownTimeout: DefaultShutdownTimeout,
 		StallTimeout:    DefaultStallTimeout,

@@ -83,6 +83,9 @@ source:
   publication: pgsignal_pub
   schema: census_meta
   on_slot_lost: recreate
+  method: query
+  poll_interval: 250ms
+  state_file: /var/lib/pgsignal/state.json
 onesignal:
   app_id: "5EB5A37E-B458-11E3-AC11-000C2940E62C"
   api_key: "${ONESIGNAL_API_KEY}"
@@ -97,6 +100,8 @@ sink:
   max_backoff: 2m
   unknown_user: drop
   dead_letter_file: /var/lib/pgsignal/dead.jsonl
+  max_event_age: 24h
+  stale: drop
 shutdown_timeout: 1m
 stall_timeout: 45s
 server:
@@ -111,13 +116,16 @@ tables:
     external_id: user_id
     timestamp: event_timestamp
     properties: event_data
+    cursor: event_id
   - table: '"Odd; Name"."Events"'
     name_value: signup
     external_id: UserID
     properties: [plan, "Referrer", price]
+    cursor: "ID"
   - table: Public.Orders
     name_value: order_placed
     external_id: customer_id
+    cursor: id
 `
 
 func TestParseValid(t *testing.T) {
@@ -144,12 +152,15 @@ func TestParseValid(t *testing.T) {
 		{"the example file", specExample, spec},
 		{"every key set", custom, Config{
 			Source: Source{
-				DSN:         "host=replica.internal dbname=analytics user=census",
-				Mode:        ModeReadOnly,
-				Slot:        "pgsignal_replica_1",
-				Publication: "pgsignal_pub",
-				Schema:      "census_meta",
-				OnSlotLost:  "recreate",
+				DSN:          "host=replica.internal dbname=analytics user=census",
+				Mode:         ModeReadOnly,
+				Slot:         "pgsignal_replica_1",
+				Publication:  "pgsignal_pub",
+				Schema:       "census_meta",
+				OnSlotLost:   "recreate",
+				Method:       "query",
+				PollInterval: 250 * time.Millisecond,
+				StateFile:    "/var/lib/pgsignal/state.json",
 			},
 			OneSignal: OneSignal{
 				AppID:   "5EB5A37E-B458-11E3-AC11-000C2940E62C",
@@ -166,6 +177,8 @@ func TestParseValid(t *testing.T) {
 				MaxBackoff:       2 * time.Minute,
 				UnknownUser:      UnknownUserDrop,
 				DeadLetterFile:   "/var/lib/pgsignal/dead.jsonl",
+				MaxEventAge:      24 * time.Hour,
+				Stale:            StaleDrop,
 			},
 			ShutdownTimeout: time.Minute,
 			StallTimeout:    45 * time.Second,
@@ -175,16 +188,16 @@ func TestParseValid(t *testing.T) {
 				{
 					Schema: "analytics", Name: "user_events",
 					EventName: "event_name", NamePrefix: "app_", ExternalID: "user_id",
-					Timestamp: "event_timestamp", Properties: []string{"event_data"},
+					Timestamp: "event_timestamp", Properties: []string{"event_data"}, Cursor: "event_id",
 				},
 				{
 					Schema: "Odd; Name", Name: "Events",
 					EventNameValue: "signup", ExternalID: "UserID",
-					Properties: []string{"plan", "Referrer", "price"}, PropertiesIsList: true,
+					Properties: []string{"plan", "Referrer", "price"}, PropertiesIsList: true, Cursor: "ID",
 				},
 				{
 					Schema: "public", Name: "orders",
-					EventNameValue: "order_placed", ExternalID: "customer_id",
+					EventNameValue: "order_placed", ExternalID: "customer_id", Cursor: "id",
 				},
 			},
 		}},
@@ -209,12 +222,13 @@ func TestParseValid(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	d := Defaults()
 	want := Config{
-		Source:    Source{Mode: "full", OnSlotLost: "error", Slot: "pgsignal", Publication: "pgsignal", Schema: "census"},
+		Source: Source{Mode: "full", OnSlotLost: "error", Slot: "pgsignal", Publication: "pgsignal", Schema: "census",
+			Method: "logical", PollInterval: time.Second, StateFile: "pgsignal-state.json"},
 		OneSignal: OneSignal{URL: "https://api.onesignal.com", Timeout: 30 * time.Second},
 		Sink: Sink{
 			BatchSize: 500, Concurrency: 8, MaxPendingEvents: 20000, MaxPendingBytes: 64 << 20,
 			Linger: 20 * time.Millisecond, MaxBackoff: 60 * time.Second,
-			UnknownUser: "dead-letter", DeadLetterFile: "pgsignal-dead-letters.jsonl",
+			UnknownUser: "dead-letter", DeadLetterFile: "pgsignal-dead-letters.jsonl", Stale: "dead-letter",
 		},
 		ShutdownTimeout: 30 * time.Second,
 		StallTimeout:    2 * time.Minute,
@@ -337,7 +351,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad listen", func(t *testing.T) string { return minimal + "server:\n  listen: localhost\n" },
 			[]string{`server.listen (line 12): expected host:port like "127.0.0.1:8187" or ":8187" (or "" to disable the server), got "localhost"`}},
 		{"section of wrong type", func(t *testing.T) string { return minimal + "sink: fast\n" },
-			[]string{"sink (line 11): expected a mapping of keys (batch_size, linger, concurrency, max_pending_events, max_pending_bytes, max_backoff, unknown_user, dead_letter_file), got a string"}},
+			[]string{"sink (line 11): expected a mapping of keys (batch_size, linger, concurrency, max_pending_events, max_pending_bytes, max_backoff, unknown_user, dead_letter_file, max_event_age, stale), got a string"}},
 		{"string of wrong type", func(t *testing.T) string { return minimal + "log:\n  level: [info]\n" },
 			[]string{"log.level (line 12): expected a string, got a list"}},
 		{"tables not a list", func(t *testing.T) string {
@@ -474,7 +488,7 @@ sink:
 	}
 	want := []string{
 		"tables[0].external_id: required; the column holding the OneSignal external_id of the user the event belongs to",
-		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit, transform, backfill, transform_timeout",
+		"tables[1].bogus (line 8): unknown key; known keys: table, name, name_value, name_prefix, external_id, timestamp, properties, properties_columns, exclude, timestamp_zone, timestamp_unit, where, emit, transform, backfill, transform_timeout, cursor",
 		"source.dsn: required; the libpq connection string of the database to stream from, " +
 			`e.g. "postgres://pgsignal@db.internal:5432/app" (keep the password in PGPASSWORD or a .pgpass file)`,
 		`source.mode (line 10): unknown value "sometimes"; use "full" or "read-only"`,
@@ -931,6 +945,9 @@ func TestRedacted(t *testing.T) {
   publication: pgsignal_pub
   schema: census_meta
   on_slot_lost: recreate
+  method: query
+  poll_interval: 250ms
+  state_file: /var/lib/pgsignal/state.json
 onesignal:
   app_id: 5EB5A37E-B458-11E3-AC11-000C2940E62C
   api_key: REDACTED
@@ -945,6 +962,8 @@ sink:
   max_backoff: 2m0s
   unknown_user: drop
   dead_letter_file: /var/lib/pgsignal/dead.jsonl
+  max_event_age: 24h0m0s
+  stale: drop
 shutdown_timeout: 1m0s
 stall_timeout: 45s
 server:
@@ -959,6 +978,7 @@ tables:
     external_id: user_id
     timestamp: event_timestamp
     properties: event_data
+    cursor: event_id
   - table: '"Odd; Name"."Events"'
     name_value: signup
     external_id: UserID
@@ -966,9 +986,11 @@ tables:
       - plan
       - Referrer
       - price
+    cursor: ID
   - table: public.orders
     name_value: order_placed
     external_id: customer_id
+    cursor: id
 `
 	if got != want {
 		t.Errorf("Redacted() =\n%s\nwant:\n%s", got, want)

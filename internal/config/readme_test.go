@@ -65,6 +65,8 @@ func TestReadmeDefaults(t *testing.T) {
 	d := Defaults()
 	want := map[string]string{
 		"source.mode": d.Source.Mode, "source.slot": d.Source.Slot, "source.publication": d.Source.Publication,
+		"source.method": d.Source.Method, "source.poll_interval": d.Source.PollInterval.String(), "source.state_file": d.Source.StateFile,
+		"sink.stale":    d.Sink.Stale,
 		"source.schema": d.Source.Schema, "source.on_slot_lost": d.Source.OnSlotLost, "source.failover": strconv.FormatBool(d.Source.Failover),
 		"onesignal.url": d.OneSignal.URL, "onesignal.timeout": d.OneSignal.Timeout.String(),
 		"sink.batch_size": strconv.Itoa(d.Sink.BatchSize), "sink.linger": d.Sink.Linger.String(),

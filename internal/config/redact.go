@@ -20,6 +20,7 @@ func (c *Config) Redacted() string {
 		ExternalID string `yaml:"external_id"`
 		Timestamp  string `yaml:"timestamp,omitempty"`
 		Properties any    `yaml:"properties,omitempty"`
+		Cursor     string `yaml:"cursor,omitempty"`
 	}
 	type ssh struct {
 		Host                  string `yaml:"host"`
@@ -47,6 +48,11 @@ func (c *Config) Redacted() string {
 			SSH         *ssh   `yaml:"ssh,omitempty"`
 			// ReceiveTimeout is "" when derived from the server.
 			ReceiveTimeout string `yaml:"receive_timeout,omitempty"`
+			// Method, PollInterval and StateFile are written where they
+			// apply.
+			Method       string `yaml:"method,omitempty"`
+			PollInterval string `yaml:"poll_interval,omitempty"`
+			StateFile    string `yaml:"state_file,omitempty"`
 		} `yaml:"source"`
 		OneSignal struct {
 			AppID   string `yaml:"app_id"`
@@ -63,6 +69,8 @@ func (c *Config) Redacted() string {
 			MaxBackoff       string `yaml:"max_backoff"`
 			UnknownUser      string `yaml:"unknown_user"`
 			DeadLetterFile   string `yaml:"dead_letter_file"`
+			MaxEventAge      string `yaml:"max_event_age,omitempty"`
+			Stale            string `yaml:"stale,omitempty"`
 		} `yaml:"sink"`
 		ShutdownTimeout string `yaml:"shutdown_timeout"`
 		StallTimeout    string `yaml:"stall_timeout"`
@@ -78,6 +86,13 @@ func (c *Config) Redacted() string {
 	var d doc
 	d.Source.DSN = redactDSN(c.Source.DSN)
 	d.Source.Mode = c.Source.Mode
+	if c.Source.Method == MethodQuery {
+		d.Source.Method = c.Source.Method
+		d.Source.PollInterval = c.Source.PollInterval.String()
+	}
+	if c.Source.Mode == ModeReadOnly {
+		d.Source.StateFile = c.Source.StateFile
+	}
 	d.Source.Slot = c.Source.Slot
 	d.Source.Publication = c.Source.Publication
 	d.Source.Schema = c.Source.Schema
@@ -111,6 +126,10 @@ func (c *Config) Redacted() string {
 	d.Sink.MaxBackoff = c.Sink.MaxBackoff.String()
 	d.Sink.UnknownUser = c.Sink.UnknownUser
 	d.Sink.DeadLetterFile = c.Sink.DeadLetterFile
+	if c.Sink.MaxEventAge > 0 {
+		d.Sink.MaxEventAge = c.Sink.MaxEventAge.String()
+		d.Sink.Stale = c.Sink.Stale
+	}
 	d.ShutdownTimeout = c.ShutdownTimeout.String()
 	d.StallTimeout = c.StallTimeout.String()
 	d.Server.Listen = c.Server.Listen
@@ -121,6 +140,7 @@ func (c *Config) Redacted() string {
 			Table:      quoteIdent(t.Schema) + "." + quoteIdent(t.Name),
 			Name:       t.EventName,
 			NameValue:  t.EventNameValue,
+			Cursor:     t.Cursor,
 			NamePrefix: t.NamePrefix,
 			ExternalID: t.ExternalID,
 			Timestamp:  t.Timestamp,

@@ -79,6 +79,9 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"sslkey", d.file(&s.SSLKey, "")},
 			{"ssh", d.ssh(&s.SSH)},
 			{"receive_timeout", d.duration(&s.ReceiveTimeout)},
+			{"method", d.str(&s.Method, false)},
+			{"poll_interval", d.duration(&s.PollInterval)},
+			{"state_file", d.file(&s.StateFile, "")},
 		})
 	}
 }
@@ -242,6 +245,8 @@ func (d *decoder) sink(s *Sink) func(*yaml.Node, string) {
 			{"max_backoff", d.duration(&s.MaxBackoff)},
 			{"unknown_user", d.str(&s.UnknownUser, false)},
 			{"dead_letter_file", d.str(&s.DeadLetterFile, false)},
+			{"max_event_age", d.duration(&s.MaxEventAge)},
+			{"stale", d.str(&s.Stale, false)},
 		})
 	}
 }
@@ -312,6 +317,7 @@ func (d *decoder) table(n *yaml.Node, path string, t *Table) {
 		{"transform", d.str(&t.Transform, false)},
 		{"backfill", d.backfill(&t.Backfill)},
 		{"transform_timeout", d.duration(&t.TransformTimeout)},
+		{"cursor", d.column(&t.Cursor, "remove the key with source.method: logical")},
 	})
 }
 

@@ -38,6 +38,11 @@ func validate(c *Config) []Problem {
 	oneOf(&ps, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&ps, "log.format", c.Log.Format, "auto", "json", "console")
 	validateTables(&ps, c.Tables)
+	for i, t := range c.Tables {
+		if c.Source.Method == MethodQuery && t.Cursor == "" && t.Schema != "" {
+			ps.add(index("tables", i)+".cursor", 0, "required with source.method: query; name the column new rows are read by, an integer filled from a sequence or identity, e.g. cursor: id")
+		}
+	}
 	if c.Source.Mode == ModeReadOnly {
 		for i, t := range c.Tables {
 			if t.Backfill != nil {
@@ -114,6 +119,13 @@ func validateSource(ps *problems, s *Source) {
 		}
 	}
 	oneOf(ps, "source.mode", s.Mode, ModeFull, ModeReadOnly)
+	oneOf(ps, "source.method", s.Method, MethodLogical, MethodQuery)
+	if s.Method == MethodQuery && s.PollInterval < 10*time.Millisecond {
+		ps.add("source.poll_interval", 0, "%s is too short: use at least 10ms, or remove the key to poll every %s", s.PollInterval, DefaultPollInterval)
+	}
+	if s.Mode == ModeReadOnly && s.StateFile == "" {
+		ps.add("source.state_file", 0, "empty; read-only mode keeps its state in this file: remove the key to use the default %q, or set a path", DefaultStateFile)
+	}
 	oneOf(ps, "source.on_slot_lost", s.OnSlotLost, SlotLostError, SlotLostRecreate)
 	switch {
 	case s.Slot == "":
@@ -286,6 +298,10 @@ func validateSink(ps *problems, s *Sink) {
 	if s.DeadLetterFile == "" {
 		ps.add("sink.dead_letter_file", 0, "empty; remove the key to use the default %q, or set a path", DefaultDeadLetterFile)
 	}
+	if s.MaxEventAge < 0 {
+		ps.add("sink.max_event_age", 0, "must not be negative, got %s; remove the key to send events however old", s.MaxEventAge)
+	}
+	oneOf(ps, "sink.stale", s.Stale, StaleDeadLetter, StaleDrop)
 }
 
 // validateListen checks server.listen: "" or host:port.
