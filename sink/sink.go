@@ -36,6 +36,17 @@ type Config struct {
 	OnDeadLetter func(l cdc.DeadLetter)
 	// Metrics, when set, receives measurements.
 	Metrics Metrics
+	// MaxEventAge, when positive, is the oldest an event may be (since its
+	// transaction committed) when its batch is formed and again before
+	// each retry: an older one is not sent but dead-lettered with a reason
+	// starting with StaleReason (or dropped, StaleDrop), and handled.
+	// Backfilled events (cdc.Event.Backfill) are exempt. 0 sends every
+	// event, however old.
+	MaxEventAge time.Duration
+	// StaleDrop drops stale events instead of dead-lettering them.
+	StaleDrop bool
+	// Now is the clock of the MaxEventAge check; default time.Now.
+	Now func() time.Time
 }
 
 // Metrics receives the sink's measurements. Calls come from the lanes and
@@ -143,6 +154,9 @@ func (c *Config) defaults() {
 	if c.Metrics == nil {
 		c.Metrics = nopMetrics{}
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Sender posts one request body; *Client implements it.
@@ -182,14 +196,16 @@ type Sink struct {
 	wg      sync.WaitGroup
 	stopped atomic.Bool
 
-	stats   counters
-	outage  outage
+	stats    counters
+	outage   outage
+	staleLog staleLog
 	Latency Histogram // commit -> accepted
 }
 
 type counters struct {
 	submitted, delivered, deadLettered, dropped, retries, requests, batches atomic.Uint64
 	dlFailures                                                              atomic.Uint64
+	stale                                                                   atomic.Uint64
 }
 
 // Stats is a snapshot of the sink's counters.
@@ -201,6 +217,12 @@ type Stats struct {
 	// DeadLetterStoreFailing is set while the last one failed.
 	DeadLetterWriteFailures uint64
 	DeadLetterStoreFailing  bool
+	// Stale counts the events not sent because they were older than
+	// MaxEventAge (dead-lettered or dropped; also counted there).
+	Stale uint64
+	// OldestUnsent is the commit time of the oldest event queued or in
+	// flight; zero when there is none.
+	OldestUnsent time.Time
 }
 
 // New returns a sink; call Start to run its lanes.
@@ -211,6 +233,7 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 		ready: make(chan struct{}, 1), fatal: make(chan error, 1), seed: maphash.MakeSeed(),
 	}
 	s.outage.log = cfg.Logger
+	s.staleLog.log, s.staleLog.maxAge = cfg.Logger, cfg.MaxEventAge
 	for i := 0; i < cfg.Concurrency; i++ {
 		s.lanes = append(s.lanes, &lane{s: s, id: i, notify: make(chan struct{}, 1)})
 	}
@@ -228,8 +251,12 @@ func (s *Sink) Start(ctx context.Context) {
 	}
 }
 
-// Wait blocks until every lane has returned (after Start's ctx ended).
-func (s *Sink) Wait() { s.wg.Wait() }
+// Wait blocks until every lane has returned (after Start's ctx ended), then
+// logs the summary of stale events not logged yet.
+func (s *Sink) Wait() {
+	s.wg.Wait()
+	s.staleLog.flush(time.Now())
+}
 
 // Err reports an unrecoverable delivery error (e.g. ErrUnauthorized).
 func (s *Sink) Err() <-chan error { return s.fatal }
@@ -248,6 +275,7 @@ func (s *Sink) Stats() Stats {
 		Retries: s.stats.retries.Load(), Requests: s.stats.requests.Load(), Batches: s.stats.batches.Load(),
 		PendingEvents: ev, PendingBytes: by,
 		DeadLetterWriteFailures: s.stats.dlFailures.Load(), DeadLetterStoreFailing: s.dlFailing(),
+		Stale: s.stats.stale.Load(), OldestUnsent: s.oldestUnsent(),
 	}
 }
 
@@ -306,6 +334,9 @@ type lane struct {
 	// dlFailing is set while the lane's last attempt to write dead letters
 	// failed.
 	dlFailing atomic.Bool
+	// inFlight is the oldest commit time of the batch being processed,
+	// zero when none (guarded by mu).
+	inFlight time.Time
 }
 
 // dlFailing reports whether a lane waits for the dead-letter store.
@@ -391,6 +422,7 @@ func (l *lane) cut() []*cdc.Event {
 	}
 	batch := make([]*cdc.Event, n)
 	copy(batch, l.q[:n])
+	l.inFlight = oldestCommit(batch)
 	l.qBytes -= size - bodyOverhead
 	clear(l.q[:n])
 	l.q = l.q[n:]
@@ -408,7 +440,11 @@ func (l *lane) run(ctx context.Context) {
 		if batch == nil {
 			return
 		}
-		if err := l.process(ctx, batch); err != nil {
+		err := l.process(ctx, batch)
+		l.mu.Lock()
+		l.inFlight = time.Time{}
+		l.mu.Unlock()
+		if err != nil {
 			if ctx.Err() == nil {
 				l.s.fail(err)
 			}
@@ -434,6 +470,7 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 		}
 		send = append(send, ev)
 	}
+	send = s.expire(send, &letters, 0, time.Time{})
 	d := &l.d
 	d.l, d.letters = l, d.letters[:0]
 	if err := d.deliver(ctx, send); err != nil {
@@ -495,7 +532,12 @@ func (l *lane) writeDeadLetters(ctx context.Context, letters []cdc.DeadLetter) e
 		s.cfg.Metrics.Handled(t, OutcomeDeadLettered, n)
 	})
 	for _, dl := range letters {
-		s.log.Warn("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))
+		if IsStaleReason(dl.Reason) {
+			// Summarized by the stale log, not one line per event.
+			s.log.Debug("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))
+		} else {
+			s.log.Warn("dead letter", zap.String("table", dl.Table), zap.Stringer("position", dl.Pos), zap.String("reason", dl.Reason))
+		}
 		if s.cfg.OnDeadLetter != nil {
 			s.cfg.OnDeadLetter(dl)
 		}
@@ -590,6 +632,18 @@ func (d *delivery) deliver(ctx context.Context, evs []*cdc.Event) error {
 			if err := sleep(ctx, wait); err != nil {
 				return err
 			}
+			// An event that became stale during the outage is not sent.
+			if left := s.expire(evs, &d.letters, attempts, first); len(left) != len(evs) {
+				if len(left) == 0 {
+					return nil
+				}
+				evs = left
+				d.parts = d.parts[:0]
+				for _, ev := range evs {
+					d.parts = append(d.parts, ev.JSON)
+				}
+				d.body = AppendBody(d.body[:0], d.parts)
+			}
 		case BadRequest:
 			if len(evs) == 1 {
 				now := time.Now()
@@ -626,7 +680,12 @@ func (d *delivery) accepted(evs []*cdc.Event, res Result, attempts int, first ti
 		}
 	}
 	delivered := 0
-	defer func() { s.stats.delivered.Add(uint64(delivered)) }()
+	defer func() {
+		s.stats.delivered.Add(uint64(delivered))
+		if delivered > 0 && s.staleLog.pending.Load() {
+			s.staleLog.flush(now) // sending again: the stale ones are summarized
+		}
+	}()
 	if len(failed) == 0 {
 		countByTable(evs, func(ev *cdc.Event) string { return ev.Table }, func(t string, n int) {
 			s.cfg.Metrics.Handled(t, OutcomeDelivered, n)

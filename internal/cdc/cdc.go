@@ -79,6 +79,9 @@ type Event struct {
 	// Reject, when not empty, says why the row could not become an event:
 	// the sink writes it straight to the dead letters instead of sending it.
 	Reject string
+	// Backfill marks an event read by a backfill: history asked for
+	// explicitly, which sink.max_event_age does not apply to.
+	Backfill bool
 }
 
 // Size is the number of bytes the event accounts for in queues.
