@@ -196,10 +196,11 @@ type Sink struct {
 	wg      sync.WaitGroup
 	stopped atomic.Bool
 
-	stats    counters
-	outage   outage
-	staleLog staleLog
+	stats   counters
+	outage  outage
 	Latency Histogram // commit -> accepted
+
+	staleLog staleLog
 }
 
 type counters struct {
