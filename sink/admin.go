@@ -398,6 +398,10 @@ type ReplayResult struct {
 	// events with the current configuration, and RemappedEvents those
 	// events; they are among Delivered or Failed.
 	Remapped, RemappedEvents int
+	// Stale counts the letters sent whose event was older than
+	// max_event_age when it was dead-lettered (IsStaleReason): a replay
+	// sends them however old they are now.
+	Stale int
 }
 
 // Unmapped is a dead letter whose row still cannot become an event.
@@ -469,6 +473,9 @@ func ReplayRemap(ctx context.Context, store LetterStore, client Sender, f Filter
 		if len(l.Event) == 0 || (l.Storage != nil && l.Storage.Event != nil && l.Storage.Event.Truncated) {
 			res.Skipped++
 			continue
+		}
+		if IsStaleReason(l.Reason) {
+			res.Stale++
 		}
 		todo = append(todo, l)
 	}

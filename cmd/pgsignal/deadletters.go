@@ -152,6 +152,9 @@ func cmdDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
+		if res.Stale > 0 {
+			fmt.Fprintf(stdout, "note: %d of these letters were stale: older than max_event_age when they were dead-lettered; replaying sends them now\n", res.Stale)
+		}
 		fmt.Fprintf(stdout, "replayed: %d delivered, %d failed again (kept), %d skipped (rows that still cannot become events, kept)\n",
 			res.Delivered, res.Failed, res.Skipped)
 		if res.Remapped > 0 || len(unmapped) > 0 {

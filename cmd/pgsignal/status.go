@@ -37,6 +37,34 @@ type statusReport struct {
 	Backfill    *store.Backfill  `json:"backfill,omitempty"`
 	DeadLetters int              `json:"dead_letters"`
 	Runs        []store.Run      `json:"runs"`
+	// OldestUnsentAgeSeconds is the age of the oldest event the running
+	// run has queued or in flight (0: none), as of its last report
+	// (OldestUnsentNote says when it is unknown).
+	OldestUnsentAgeSeconds *float64 `json:"oldest_unsent_age_seconds,omitempty"`
+	OldestUnsentNote       string   `json:"oldest_unsent_note,omitempty"`
+}
+
+// backlogStale is how old the running run's last report of its backlog may
+// be before status takes it for a process that died.
+const backlogStale = 30 * time.Second
+
+// setOldestUnsent fills in the oldest unsent event from the newest run, if
+// it is running.
+func (rep *statusReport) setOldestUnsent(latest store.Run, now time.Time) {
+	switch {
+	case latest.StoppedAt != nil:
+		return
+	case latest.BacklogAt == nil:
+		rep.OldestUnsentNote = fmt.Sprintf("run %d has not reported it yet", latest.ID)
+	case now.Sub(*latest.BacklogAt) > backlogStale:
+		rep.OldestUnsentNote = fmt.Sprintf("unknown: run %d last reported %s ago (is it still running?)", latest.ID, now.Sub(*latest.BacklogAt).Round(time.Second))
+	default:
+		age := 0.0
+		if latest.OldestUnsentAt != nil && now.After(*latest.OldestUnsentAt) {
+			age = now.Sub(*latest.OldestUnsentAt).Seconds()
+		}
+		rep.OldestUnsentAgeSeconds = &age
+	}
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -93,6 +121,7 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 			return nil, err
 		}
 		rep.DeadLetters = len(letters)
+		rep.OldestUnsentNote = "not recorded in read-only mode: see pgsignal_oldest_unsent_event_age_seconds on the run's /metrics"
 		return rep, nil
 	}
 	schema, slot := cfg.Source.Schema, cfg.Source.Slot
@@ -112,11 +141,14 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 	if rep.DeadLetters, err = store.CountDeadLetters(ctx, pool, schema, slot); err != nil {
 		return nil, err
 	}
-	runs, err := store.ListRuns(ctx, pool, schema, slot, nRuns)
+	runs, err := store.ListRuns(ctx, pool, schema, slot, max(nRuns, 1))
 	if err != nil {
 		return nil, err
 	}
-	rep.Runs = append(rep.Runs, runs...)
+	if len(runs) > 0 {
+		rep.setOldestUnsent(runs[0], time.Now())
+	}
+	rep.Runs = append(rep.Runs, runs[:min(nRuns, len(runs))]...)
 	return rep, nil
 }
 
@@ -150,6 +182,18 @@ func printStatus(w io.Writer, rep *statusReport) {
 			strings.Join(b.Tables, ", "), b.StartedAt.UTC().Format("2006-01-02 15:04:05"))
 	}
 	fmt.Fprintf(w, "dead letters: %d\n", rep.DeadLetters)
+	switch {
+	case rep.OldestUnsentAgeSeconds != nil && *rep.OldestUnsentAgeSeconds == 0:
+		fmt.Fprintln(w, "oldest unsent event: none")
+	case rep.OldestUnsentAgeSeconds != nil:
+		fmt.Fprintf(w, "oldest unsent event: committed %s ago\n", (time.Duration(*rep.OldestUnsentAgeSeconds * float64(time.Second))).Round(100*time.Millisecond))
+	case rep.OldestUnsentNote != "":
+		fmt.Fprintf(w, "oldest unsent event: %s\n", rep.OldestUnsentNote)
+	}
+	if len(rep.Runs) > 0 && rep.Runs[0].StaleEvents > 0 {
+		fmt.Fprintf(w, "stale events: run %d did not send %d event(s) older than sink.max_event_age (see pgsignal dead-letters list --reason 'older than max_event_age' unless sink.stale is drop)\n",
+			rep.Runs[0].ID, rep.Runs[0].StaleEvents)
+	}
 	if len(rep.Runs) == 0 {
 		return
 	}

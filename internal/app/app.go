@@ -318,6 +318,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		MaxPendingEvents: cfg.Sink.MaxPendingEvents, MaxPendingBytes: cfg.Sink.MaxPendingBytes,
 		MaxBackoff: cfg.Sink.MaxBackoff, UnknownUser: cfg.Sink.UnknownUser, Logger: log.Named("sink"),
 		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter, Metrics: a.obs,
+		MaxEventAge: cfg.Sink.MaxEventAge, StaleDrop: cfg.Sink.Stale == config.StaleDrop,
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),

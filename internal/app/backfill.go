@@ -291,6 +291,8 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 			for _, ev := range evs {
 				// Latency is measured from now: the row's time is its past.
 				ev.CommitTime = time.Now()
+				// History asked for: sink.max_event_age does not apply.
+				ev.Backfill = true
 				if err := a.submitBackfill(ctx, sk, ev); err != nil {
 					return false, err
 				}

@@ -35,6 +35,9 @@ type monitor struct {
 	batch   prometheus.Histogram
 	bfDone  prometheus.Gauge
 	bfTotal prometheus.Gauge
+	// stale counts events older than sink.max_event_age, by table and
+	// action (sink.StaleMetrics).
+	stale *prometheus.CounterVec
 
 	mu        sync.Mutex
 	stream    *replication.Stream
@@ -54,6 +57,7 @@ type slotState struct {
 }
 
 var _ sink.Metrics = (*monitor)(nil)
+var _ sink.StaleMetrics = (*monitor)(nil)
 
 func newMonitor() *monitor {
 	o := &monitor{reg: prometheus.NewRegistry()}
@@ -72,7 +76,7 @@ func newMonitor() *monitor {
 			Name: "pgsignal_events_dead_lettered_total", Help: "Events written to the dead letters, by source table.",
 		}, []string{"table"}),
 		sink.OutcomeDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pgsignal_events_dropped_total", Help: "Events for unknown users dropped (sink.unknown_user: drop), by source table.",
+			Name: "pgsignal_events_dropped_total", Help: "Events dropped (sink.unknown_user: drop for unknown users, sink.stale: drop for events older than sink.max_event_age), by source table.",
 		}, []string{"table"}),
 	}
 	for _, c := range o.handled {
@@ -97,6 +101,10 @@ func newMonitor() *monitor {
 	for _, r := range sink.RetryReasons {
 		o.retries.WithLabelValues(r)
 	}
+	o.stale = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pgsignal_stale_events_total", Help: "Events not sent because they were older than sink.max_event_age, by source table and action (dead_lettered, dropped).",
+	}, []string{"table", "action"})
+	o.reg.MustRegister(o.stale)
 	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, buildInfoGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
@@ -133,6 +141,15 @@ func (o *monitor) tables(names []string) {
 			c.WithLabelValues(t)
 		}
 	}
+	for _, t := range names {
+		o.stale.WithLabelValues(t, sink.OutcomeDeadLettered)
+		o.stale.WithLabelValues(t, sink.OutcomeDropped)
+	}
+}
+
+// Stale implements sink.StaleMetrics.
+func (o *monitor) Stale(table, action string, n int) {
+	o.stale.WithLabelValues(table, action).Add(float64(n))
 }
 
 // Accepted implements sink.Metrics.
@@ -158,13 +175,14 @@ var (
 	descSafeWAL      = prometheus.NewDesc("pgsignal_slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost; absent while max_slot_wal_keep_size is unlimited.", nil, nil)
 	descStalled      = prometheus.NewDesc("pgsignal_stalled", "1 while pending work makes no progress for stall_timeout.", nil, nil)
 	descDLFailures   = prometheus.NewDesc("pgsignal_dead_letter_write_failures_total", "Failed attempts to write dead letters (each is retried).", nil, nil)
+	descOldestUnsent = prometheus.NewDesc("pgsignal_oldest_unsent_event_age_seconds", "Age (since its transaction committed) of the oldest event queued or in flight in the sink; 0 when none.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (o *monitor) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descReceived, descBatches,
 		descQueueEvents, descQueueBytes, descLag, descLastProgress, descConnected, descReconnects, descBlocked,
-		descSlotStatus, descSafeWAL, descStalled, descDLFailures} {
+		descSlotStatus, descSafeWAL, descStalled, descDLFailures, descOldestUnsent} {
 		ch <- d
 	}
 }
@@ -198,6 +216,7 @@ func (o *monitor) Collect(ch chan<- prometheus.Metric) {
 		counter(descDLFailures, s.DeadLetterWriteFailures)
 		gauge(descQueueEvents, float64(s.PendingEvents))
 		gauge(descQueueBytes, float64(s.PendingBytes))
+		gauge(descOldestUnsent, unsentAge(s.OldestUnsent, time.Now()))
 	}
 	gauge(descLastProgress, float64(o.lastProgress.Load())/1e9)
 	gauge(descStalled, b2f(o.stalled.Load()))
@@ -323,4 +342,13 @@ func (o *monitor) pollSlot(ctx context.Context, pool *pgxpool.Pool, slot string)
 	o.mu.Lock()
 	o.slotState = s
 	o.mu.Unlock()
+}
+
+// unsentAge is the age in seconds of an event committed at oldest (0 for
+// none, and for a commit time ahead of this clock).
+func unsentAge(oldest, now time.Time) float64 {
+	if oldest.IsZero() || !now.After(oldest) {
+		return 0
+	}
+	return now.Sub(oldest).Seconds()
 }

@@ -52,6 +52,9 @@ func (a *App) keepRunCurrent(ctx context.Context, pool *pgxpool.Pool, id int64, 
 		pos, _ := tracker.Checkpoint()
 		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := store.UpdateRun(uctx, pool, schema, id, store.RunCounters{Delivered: int64(st.Delivered), DeadLettered: int64(st.DeadLettered), Position: pos})
+		if err == nil {
+			err = store.UpdateRunBacklog(uctx, pool, schema, id, st.OldestUnsent, int64(st.Stale))
+		}
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			a.log.Debug("could not update the run's counters", zap.Error(err))
@@ -77,6 +80,16 @@ func (a *App) finishRun(ctx context.Context, pool *pgxpool.Pool, id int64, sum S
 	cfg := a.opts.Config
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	a.mu.Lock()
+	sk := a.sink
+	a.mu.Unlock()
+	if sk != nil {
+		// A stopped run has nothing unsent: what it left is read again
+		// by the next one.
+		if err := store.UpdateRunBacklog(ctx, pool, cfg.Source.Schema, id, time.Time{}, int64(sk.Stats().Stale)); err != nil {
+			a.log.Debug("could not record the run's backlog", zap.Error(err))
+		}
+	}
 	err := store.FinishRun(ctx, pool, cfg.Source.Schema, id, store.RunCounters{Delivered: int64(sum.Delivered), DeadLettered: int64(sum.DeadLettered), Position: sum.Checkpoint}, reason)
 	if err != nil {
 		a.log.Warn("could not record the end of the run", zap.Error(err))

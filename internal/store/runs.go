@@ -20,6 +20,17 @@ type Run struct {
 	DeadLettered    int64      `json:"dead_lettered"`
 	LastPosition    string     `json:"last_position,omitempty"`
 	StopReason      string     `json:"stop_reason,omitempty"`
+	// OldestUnsentAt is the commit time of the oldest event the running
+	// run had queued or in flight at its last update (every few
+	// seconds); nil when none, and once the run stopped.
+	OldestUnsentAt *time.Time `json:"oldest_unsent_at,omitempty"`
+	// StaleEvents counts the events the run did not send because they were
+	// older than sink.max_event_age.
+	StaleEvents int64 `json:"stale_events"`
+	// BacklogAt is when the run last wrote OldestUnsentAt and
+	// StaleEvents: a row of a running run that stopped reporting is that
+	// of a process that died.
+	BacklogAt *time.Time `json:"backlog_at,omitempty"`
 }
 
 // RunCounters are what a run has done so far.
@@ -60,10 +71,29 @@ SET slot_lost_from = $2::pg_lsn, slot_lost_to = $3::pg_lsn WHERE id = $1`, id, f
 	return err
 }
 
+// UpdateRunBacklog writes the sink's backlog to a run's row: the commit
+// time of the oldest event queued or in flight (zero: none) and the stale
+// events so far.
+func UpdateRunBacklog(ctx context.Context, pool *pgxpool.Pool, schema string, id int64, oldest time.Time, stale int64) error {
+	var at *time.Time
+	if !oldest.IsZero() {
+		at = &oldest
+	}
+	_, err := pool.Exec(ctx, `UPDATE `+runsTable(schema)+` SET oldest_unsent_at = $2, stale_events = $3, backlog_at = now() WHERE id = $1`, id, at, stale)
+	if err != nil {
+		return fmt.Errorf("update the run's backlog: %w", err)
+	}
+	return nil
+}
+
 // ListRuns returns slot's last n runs, newest first.
 func ListRuns(ctx context.Context, pool *pgxpool.Pool, schema, slot string, n int) ([]Run, error) {
-	rows, err := pool.Query(ctx, `SELECT id, started_at, stopped_at, events_delivered, dead_lettered, coalesce(last_position, ''), coalesce(stop_reason, '')
-FROM `+runsTable(schema)+` WHERE slot = $1 ORDER BY id DESC LIMIT $2`, slot, n)
+	// The backlog columns are read through to_jsonb: a schema an older
+	// version created has them only once this version ran.
+	rows, err := pool.Query(ctx, `SELECT id, started_at, stopped_at, events_delivered, dead_lettered, coalesce(last_position, ''), coalesce(stop_reason, ''),
+  (to_jsonb(r)->>'oldest_unsent_at')::timestamptz, coalesce((to_jsonb(r)->>'stale_events')::bigint, 0),
+  (to_jsonb(r)->>'backlog_at')::timestamptz
+FROM `+runsTable(schema)+` r WHERE slot = $1 ORDER BY id DESC LIMIT $2`, slot, n)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -71,7 +101,7 @@ FROM `+runsTable(schema)+` WHERE slot = $1 ORDER BY id DESC LIMIT $2`, slot, n)
 	var out []Run
 	for rows.Next() {
 		var r Run
-		if err := rows.Scan(&r.ID, &r.StartedAt, &r.StoppedAt, &r.EventsDelivered, &r.DeadLettered, &r.LastPosition, &r.StopReason); err != nil {
+		if err := rows.Scan(&r.ID, &r.StartedAt, &r.StoppedAt, &r.EventsDelivered, &r.DeadLettered, &r.LastPosition, &r.StopReason, &r.OldestUnsentAt, &r.StaleEvents, &r.BacklogAt); err != nil {
 			return nil, fmt.Errorf("list runs: %w", err)
 		}
 		out = append(out, r)

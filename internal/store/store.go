@@ -80,6 +80,10 @@ END $$`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_from pg_lsn`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS slot_lost_to pg_lsn`,
 		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS version text`,
+		// The sink's backlog as of the run's last update (see UpdateRunBacklog).
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS oldest_unsent_at timestamptz`,
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS stale_events bigint NOT NULL DEFAULT 0`,
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS backlog_at timestamptz`,
 		`CREATE TABLE IF NOT EXISTS ` + s + `.backfills (
   slot        text PRIMARY KEY,
   state       text NOT NULL,
