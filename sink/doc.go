@@ -9,6 +9,8 @@
 // accepted by OneSignal or durably written by the DeadLetterStore. The
 // dead-letter stores (deadletter.go: the table of the bookkeeping schema in
 // full mode, a JSONL file in read-only mode) and the operator's list, replay
-// and discard (admin.go) live here too. sink/onesignaltest is the fake
+// and discard (admin.go) live here too. An event older than
+// Config.MaxEventAge when its batch is formed, or before a retry, is not
+// sent: it is dead-lettered or dropped, and handled (stale.go). sink/onesignaltest is the fake
 // OneSignal the tests run against.
 package sink
