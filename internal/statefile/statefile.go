@@ -74,15 +74,28 @@ func (f *File) Get(name string, v any) (bool, error) {
 	return true, nil
 }
 
+// putMu serializes Put across every File of the process: two parts of
+// pgsignal (the delivery ledger, the query method) may each open the same
+// path, and each Put merges its sections into what is on disk.
+var putMu sync.Mutex
+
 // Put sets each named section to its value (nil removes it) and writes the
-// file durably before returning. On error the file on disk is unchanged
-// and so is f.
+// file durably before returning. The other sections are those on disk at
+// that moment (another File of the process may have written them), so
+// several owners of sections can share one path. On error the file on disk
+// is unchanged and so is f.
 func (f *File) Put(sections map[string]any) error {
+	putMu.Lock()
+	defer putMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	next := make(map[string]json.RawMessage, len(f.sections)+len(sections))
-	for k, v := range f.sections {
-		next[k] = v
+	next := map[string]json.RawMessage{}
+	if cur, err := Open(f.path); err == nil {
+		for k, v := range cur.sections {
+			next[k] = v
+		}
+	} else {
+		return fmt.Errorf("state file %s: read before writing: %w", f.path, err)
 	}
 	for k, v := range sections {
 		if v == nil {

@@ -64,3 +64,31 @@ func TestPutIntoMissingDirectoryLeavesStateUnchanged(t *testing.T) {
 		t.Fatal("a failed Put changed the state in memory")
 	}
 }
+
+// Two owners of sections in one process, each with its own File, keep each
+// other's sections.
+func TestTwoFilesOnOnePathKeepEachOthersSections(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	a, _ := Open(path)
+	b, _ := Open(path)
+	if err := a.Put(map[string]any{"ledger": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(map[string]any{"query": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Put(map[string]any{"ledger": 3}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l, q int
+	if ok, _ := c.Get("ledger", &l); !ok || l != 3 {
+		t.Errorf("ledger = %d (%v), want 3", l, ok)
+	}
+	if ok, _ := c.Get("query", &q); !ok || q != 2 {
+		t.Errorf("query = %d (%v), want 2", q, ok)
+	}
+}
