@@ -1,0 +1,316 @@
+package query
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/replication"
+)
+
+func TestQuerySpans(t *testing.T) {
+	var s spans
+	for _, v := range []int64{5, 7, 6, 1, 3, 2, 10, 7} {
+		s = s.add(v)
+	}
+	want := spans{{1, 3}, {5, 7}, {10, 10}}
+	if !slices.Equal(s, want) {
+		t.Fatalf("spans = %v, want %v", s, want)
+	}
+	if got := s.gaps(0); !slices.Equal(got, []gap{{3, 5}, {7, 10}}) {
+		t.Errorf("gaps(0) = %v", got)
+	}
+	if got := s.gaps(-4); !slices.Equal(got, []gap{{-4, 1}, {3, 5}, {7, 10}}) {
+		t.Errorf("gaps(-4) = %v", got)
+	}
+	if got := s.gaps(none); !slices.Equal(got, []gap{{none, 1}, {3, 5}, {7, 10}}) {
+		t.Errorf("gaps(none) = %v", got)
+	}
+	if got := s.above(6); !slices.Equal(got, spans{{7, 7}, {10, 10}}) {
+		t.Errorf("above(6) = %v", got)
+	}
+	if s.has(4) || !s.has(6) || s.top(0) != 10 || (spans{}).top(3) != 3 {
+		t.Errorf("has/top wrong for %v", s)
+	}
+}
+
+func TestQuerySnapshotParse(t *testing.T) {
+	sn, err := parseSnapshot("100:105:103,101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.xmin != 100 || sn.xmax != 105 || !slices.Equal(sn.xip, []uint64{101, 103}) || !sn.running(103) || sn.running(102) {
+		t.Fatalf("parsed %+v", sn)
+	}
+	if _, err := parseSnapshot("1:2"); err == nil {
+		t.Fatal("want an error for 1:2")
+	}
+	b, _ := json.Marshal(State{"a.b": {Final: none}, "a.c": {Final: 7, Seen: [][2]int64{{9, 12}}}})
+	if string(b) != `{"a.b":{"final":"none","seen":[]},"a.c":{"final":7,"seen":[[9,12]]}}` {
+		t.Fatalf("state JSON %s", b)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil || back["a.b"].Final != none || back["a.c"].Seen[0] != [2]int64{9, 12} {
+		t.Fatalf("state back %+v, %v", back, err)
+	}
+}
+
+// db is a PostgreSQL with the events table, and a poller's connection.
+type db struct {
+	t    *testing.T
+	pg   *pgtest.Server
+	conn *pgx.Conn
+}
+
+func newDB(t *testing.T) *db {
+	t.Helper()
+	pg := pgtest.New(t, pgtest.Options{})
+	conn, err := pgx.Connect(t.Context(), pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	d := &db{t: t, pg: pg, conn: conn}
+	d.exec(`CREATE TABLE ev (id bigserial PRIMARY KEY, kind text, n int)`)
+	return d
+}
+
+func (d *db) exec(sql string, args ...any) {
+	d.t.Helper()
+	if err := d.pg.Exec(d.t.Context(), sql, args...); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *db) open(cfg Config, st State) *Poller {
+	d.t.Helper()
+	cfg.SystemID = "1"
+	if len(cfg.Tables) == 0 {
+		cfg.Tables = []Table{{Table: replication.TableRef{Schema: "public", Name: "ev"}, Cursor: "id"}}
+	}
+	if cfg.Guard == 0 {
+		cfg.Guard = time.Millisecond
+	}
+	p, err := Open(d.t.Context(), d.conn, cfg, st)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return p
+}
+
+// poll polls once and returns the n column of the rows to send.
+func (d *db) poll(p *Poller) []int {
+	d.t.Helper()
+	time.Sleep(2 * time.Millisecond) // the guard: a later now()
+	res, err := p.Poll(d.t.Context(), d.conn)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var out []int
+	for _, r := range res.Rows {
+		if r.Change == nil {
+			continue
+		}
+		var n int
+		fmt.Sscan(string(r.Change.Values[2]), &n)
+		out = append(out, n)
+	}
+	return out
+}
+
+// naivePoll is the classic poll: the rows above the highest id seen.
+func (d *db) naivePoll(last *int64) []int {
+	d.t.Helper()
+	rows, err := d.conn.Query(d.t.Context(), `SELECT id, n FROM ev WHERE id > $1 ORDER BY id`, *last)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	var out []int
+	for rows.Next() {
+		var id int64
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			d.t.Fatal(err)
+		}
+		*last = id
+		out = append(out, n)
+	}
+	return out
+}
+
+// TestQueryLateCommitter: a transaction that took its id before five
+// others and commits after pgsignal read theirs. The classic poll (id >
+// last seen) skips its row for ever; the poller sends it once it commits,
+// also across a restart from its saved state, and sends nothing twice.
+func TestQueryLateCommitter(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			d := newDB(t)
+			ctx := t.Context()
+			d.exec(`INSERT INTO ev (kind, n) VALUES ('before', -1), ('before', -2)`)
+			p := d.open(Config{}, nil)
+			if got := d.poll(p); len(got) != 0 {
+				t.Fatalf("first poll sent %v; want nothing from before the first start", got)
+			}
+			var naiveLast int64
+			d.naivePoll(&naiveLast)
+
+			late, err := pgx.Connect(ctx, d.pg.DSN(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer late.Close(context.Background())
+			tx, err := late.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO ev (kind, n) VALUES ('late', 100), ('late', 101)`); err != nil {
+				t.Fatal(err)
+			}
+			var sent []int
+			for i := 1; i <= 5; i++ {
+				d.exec(`INSERT INTO ev (kind, n) VALUES ('on time', $1)`, i)
+				sent = append(sent, d.poll(p)...)
+			}
+			naive := d.naivePoll(&naiveLast)
+			// Polls while the late transaction is open fold nothing past it.
+			for range 5 {
+				sent = append(sent, d.poll(p)...)
+			}
+			if !slices.Equal(sent, []int{1, 2, 3, 4, 5}) {
+				t.Fatalf("sent %v before the late commit; want 1..5", sent)
+			}
+			if st := p.State()["public.ev"]; st.Final >= 3 {
+				t.Fatalf("final watermark %d passed the open transaction's ids 3 and 4", st.Final)
+			}
+			if restart {
+				b, err := json.Marshal(p.State())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var st State
+				if err := json.Unmarshal(b, &st); err != nil {
+					t.Fatal(err)
+				}
+				t.Logf("state at the restart: %s", b)
+				p = d.open(Config{}, st)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			naive = append(naive, d.naivePoll(&naiveLast)...)
+			if slices.Contains(naive, 100) || !slices.Equal(naive, []int{1, 2, 3, 4, 5}) {
+				t.Fatalf("the naive poll read %v; the trap needs it to miss 100 and 101", naive)
+			}
+			sent = append(sent, d.poll(p)...)
+			d.exec(`INSERT INTO ev (kind, n) VALUES ('after', 6)`)
+			for range 6 {
+				sent = append(sent, d.poll(p)...)
+			}
+			if want := []int{1, 2, 3, 4, 5, 100, 101, 6}; !slices.Equal(sent, want) {
+				t.Fatalf("sent %v, want %v (each once)", sent, want)
+			}
+			st := p.State()["public.ev"]
+			if st.Final != 10 || len(st.Seen) != 0 {
+				t.Fatalf("state %+v; want every row final (10) and no window", st)
+			}
+		})
+	}
+}
+
+// TestQueryWhereRollbackAndBatches: a row filter evaluated by the server,
+// a rolled-back transaction's ids (a gap that is folded, not read for
+// ever), and an outage's backlog read in LIMIT batches.
+func TestQueryWhereRollbackAndBatches(t *testing.T) {
+	d := newDB(t)
+	ctx := t.Context()
+	p := d.open(Config{Batch: 10, Tables: []Table{{Table: replication.TableRef{Schema: "public", Name: "ev"}, Cursor: "id", Where: "kind <> 'skip'"}}}, nil)
+	d.poll(p)
+	tx, err := d.conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO ev (kind, n) SELECT 'gone', i FROM generate_series(1, 3) i`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.exec(`INSERT INTO ev (kind, n) SELECT CASE WHEN i % 5 = 0 THEN 'skip' ELSE 'keep' END, i FROM generate_series(1, 45) i`)
+	var sent []int
+	polls := 0
+	for {
+		time.Sleep(2 * time.Millisecond)
+		res, err := p.Poll(ctx, d.conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		polls++
+		if len(res.Rows) > 10 {
+			t.Fatalf("a poll read %d rows; the batch is 10", len(res.Rows))
+		}
+		for _, r := range res.Rows {
+			if r.Change != nil {
+				var n int
+				fmt.Sscan(string(r.Change.Values[2]), &n)
+				sent = append(sent, n)
+			}
+		}
+		if !res.More {
+			break
+		}
+	}
+	var want []int
+	for i := 1; i <= 45; i++ {
+		if i%5 != 0 {
+			want = append(want, i)
+		}
+	}
+	if !slices.Equal(sent, want) || polls != 5 {
+		t.Fatalf("sent %v in %d polls; want %v in 5", sent, polls, want)
+	}
+	for range 4 {
+		if got := d.poll(p); len(got) != 0 {
+			t.Fatalf("sent %v again", got)
+		}
+	}
+	if st := p.State()["public.ev"]; st.Final != 48 || len(st.Seen) != 0 {
+		t.Fatalf("state %+v; want final 48 (the rolled-back ids 1-3 folded) and no window", st)
+	}
+}
+
+// TestQueryRefusesNonUniqueCursor: rows are told apart by their cursor.
+func TestQueryRefusesNonUniqueCursor(t *testing.T) {
+	d := newDB(t)
+	_, err := Open(t.Context(), d.conn, Config{Tables: []Table{{Table: replication.TableRef{Schema: "public", Name: "ev"}, Cursor: "n"}}}, nil)
+	if err == nil || !errorsIsPermanent(err) {
+		t.Fatalf("Open with cursor n = %v; want a permanent error", err)
+	}
+	t.Log(err)
+}
+
+func errorsIsPermanent(err error) bool {
+	var p permanentError
+	return err != nil && (fmt.Sprint(err) != "") && asPermanent(err, &p)
+}
+
+func asPermanent(err error, p *permanentError) bool {
+	for e := err; e != nil; {
+		if x, ok := e.(permanentError); ok {
+			*p = x
+			return true
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		e = u.Unwrap()
+	}
+	return false
+}
