@@ -244,7 +244,8 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 	var at time.Time
 	var replayed *time.Time
 	if err := tx.QueryRow(ctx, `SELECT `+fn+`::text, pg_is_in_recovery(), now(),
-  CASE WHEN pg_is_in_recovery() THEN pg_last_xact_replay_timestamp() END,
+  CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn() THEN pg_last_xact_replay_timestamp()
+    WHEN pg_is_in_recovery() THEN now() END,
   CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8 END`).
 		Scan(&snapText, &standby, &at, &replayed, &lag); err != nil {
 		return Poll{}, fmt.Errorf("poll: read the snapshot: %w", err)

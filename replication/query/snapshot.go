@@ -17,8 +17,9 @@ type snapshot struct {
 	xmin, xmax uint64
 	xip        []uint64
 	// at is the time of the snapshot on the primary's clock: now() on a
-	// primary, the commit time of the last replayed transaction on a
-	// standby (it does not move while replay stands still).
+	// primary and on a standby that has replayed all the WAL it received,
+	// else the commit time of the last replayed transaction (it does not
+	// move while replay stands still).
 	at time.Time
 }
 

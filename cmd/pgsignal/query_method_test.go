@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+	"github.com/pgsignal/pgsignal/sink/onesignaltest"
+)
+
+// qmConfig writes a config for source.method query on dsn.
+func (e *env) qmConfig(dsn, mode string) string {
+	e.t.Helper()
+	cfg := fmt.Sprintf(`source:
+  dsn: %q
+  mode: %s
+  method: query
+  poll_interval: 50ms
+  state_file: %q
+onesignal:
+  app_id: %q
+  api_key: "${TEST_ONESIGNAL_KEY}"
+  url: %q
+  timeout: 60s
+sink:
+  linger: 5ms
+  max_backoff: 2s
+  dead_letter_file: %q
+shutdown_timeout: 60s
+server:
+  listen: "127.0.0.1:0"
+log:
+  level: info
+  format: json
+tables:
+  - table: analytics.user_events
+    cursor: id
+    name: event_name
+    external_id: user_id
+    timestamp: event_timestamp
+    properties: event_data
+`, dsn, mode, filepath.Join(e.dir, "state.json"), e.fake.AppID(), e.fake.URL(), filepath.Join(e.dir, "dead.jsonl"))
+	path := filepath.Join(e.dir, "pgsignal-query.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+// qmWait waits until cond holds, failing with p's log.
+func (e *env) qmWait(what string, p *proc, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waiting for %s: timed out\n%s", what, p.tail())
+		}
+		select {
+		case <-p.done:
+			e.t.Fatalf("waiting for %s: pgsignal exited: %v\n%s", what, p.err, p.tail())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// qmAccepted returns the n property of every accepted event, in order,
+// failing on a key accepted twice.
+func (e *env) qmAccepted() []int {
+	e.t.Helper()
+	keys := map[string]bool{}
+	var ns []int
+	for _, ev := range e.fake.Events() {
+		var n int
+		if _, err := fmt.Sscanf(string(ev.Properties), `{"n": %d}`, &n); err != nil {
+			e.t.Fatalf("unexpected event properties %s", ev.Properties)
+		}
+		if keys[ev.IdempotencyKey] {
+			e.t.Fatalf("key %s (row %d) accepted twice", ev.IdempotencyKey, n)
+		}
+		keys[ev.IdempotencyKey] = true
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return ns
+}
+
+func span(from, to int, more ...int) []int {
+	var out []int
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	out = append(out, more...)
+	slices.Sort(out)
+	return out
+}
+
+// TestQueryStandbyReadOnlyKill9: the query method on a PostgreSQL 15 hot
+// standby, read-only with a state file. Rows of five transactions and of
+// one that took its ids before them and commits after pgsignal read theirs
+// (and after pgsignal was killed with SIGKILL); every row once by key,
+// none from before the first start, nothing written to the database.
+func TestQueryStandbyReadOnlyKill9(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	ctx := t.Context()
+	e.insertRows(0, 10) // before the first start: never sent
+	standby := pgtest.NewStandby(t, e.pg, pgtest.Options{})
+	cfg := e.qmConfig(standby.DSN(""), "read-only")
+	state := filepath.Join(e.dir, "state.json")
+	stored := func() bool {
+		b, err := os.ReadFile(state)
+		return err == nil && strings.Contains(string(b), `"analytics.user_events"`)
+	}
+	p := e.startProc(cfg)
+	e.qmWait("the first position in the state file", p, stored)
+
+	late, err := pgx.Connect(ctx, e.pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close(context.Background())
+	tx, err := late.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO analytics.user_events (event_name, user_id, event_data)
+SELECT 'ev', 'user_' || i, jsonb_build_object('n', i) FROM generate_series(1000, 1001) i`); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 5 {
+		e.insertRows(10+5*k, 5)
+	}
+	e.waitCount(25, 60*time.Second, p)
+	before, _ := os.ReadFile(state)
+	p.kill9(t)
+	t.Logf("state at the kill: %s", before)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.insertRows(35, 5)
+	p = e.startProc(cfg)
+	e.waitCount(32, 60*time.Second, p)
+	// Long enough for the window to fold: nothing more comes.
+	e.qmWait("the window to fold", p, func() bool {
+		b, err := os.ReadFile(state)
+		return err == nil && strings.Contains(string(b), `"seen":[]`)
+	})
+	p.term(t)
+	if got, want := e.qmAccepted(), span(10, 39, 1000, 1001); !slices.Equal(got, want) {
+		t.Fatalf("accepted rows %v, want %v", got, want)
+	}
+	t.Logf("figures: 32 rows, %d accepted, %d duplicates absorbed by the fake after the kill", e.fake.Count(), e.fake.Duplicates())
+	var slots, schemas int64
+	slots = e.queryInt(`SELECT count(*) FROM pg_replication_slots WHERE slot_type = 'logical'`)
+	schemas = e.queryInt(`SELECT count(*) FROM pg_namespace WHERE nspname = 'census'`)
+	if slots != 0 || schemas != 0 || e.queryInt(`SELECT count(*) FROM pg_publication`) != 0 {
+		t.Fatalf("logical slots %d, census schema %d: read-only query mode writes nothing", slots, schemas)
+	}
+}
+
+// TestQueryFullModeSelectOnly: full mode on a primary as a user with
+// SELECT on the table and CREATE on the bookkeeping schema, without
+// REPLICATION. The position is kept in census.query_positions; a graceful
+// restart sends nothing again; no slot and no publication exist.
+func TestQueryFullModeSelectOnly(t *testing.T) {
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	e.exec(`CREATE ROLE reader LOGIN NOREPLICATION`)
+	e.exec(`CREATE SCHEMA census`)
+	e.exec(`GRANT USAGE, CREATE ON SCHEMA census TO reader`)
+	e.exec(`GRANT USAGE ON SCHEMA analytics TO reader`)
+	e.exec(`GRANT SELECT ON analytics.user_events TO reader`)
+	e.insertRows(0, 5)
+	dsn := strings.Replace(e.pg.DSN(""), "://postgres@", "://reader@", 1)
+	cfg := e.qmConfig(dsn, "full")
+	stored := func(min int64) func() bool {
+		return func() bool {
+			var final int64
+			err := e.pool.QueryRow(context.Background(), `SELECT CASE WHEN position->>'final' = 'none' THEN -1 ELSE (position->>'final')::int8 END
+FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.user_events' AND position->'seen' = '[]'`).Scan(&final)
+			return err == nil && final >= min
+		}
+	}
+	p := e.startProc(cfg)
+	e.qmWait("the first position", p, func() bool {
+		var n int64
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM census.query_positions`).Scan(&n)
+		return n == 1
+	})
+	for k := range 4 {
+		e.insertRows(5+5*k, 5)
+	}
+	e.waitCount(20, 60*time.Second, p)
+	e.qmWait("every row final in census.query_positions", p, stored(25))
+	p.term(t)
+	p = e.startProc(cfg)
+	e.insertRows(25, 5)
+	e.waitCount(25, 60*time.Second, p)
+	e.qmWait("the new rows final", p, stored(30))
+	p.term(t)
+	if got, want := e.qmAccepted(), span(5, 29); !slices.Equal(got, want) {
+		t.Fatalf("accepted rows %v, want %v", got, want)
+	}
+	if d := e.fake.Duplicates(); d != 0 || e.fake.Count() != 25 {
+		t.Fatalf("the fake saw %d events and %d duplicates; want 25 and none (a graceful restart resends nothing)", e.fake.Count(), d)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_replication_slots`); n != 0 {
+		t.Fatalf("%d replication slots; the query method creates none", n)
+	}
+	if n := e.queryInt(`SELECT count(*) FROM pg_publication`); n != 0 {
+		t.Fatalf("%d publications; the query method creates none", n)
+	}
+}
