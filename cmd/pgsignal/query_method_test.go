@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +19,17 @@ import (
 
 // qmConfig writes a config for source.method query on dsn.
 func (e *env) qmConfig(dsn, mode string) string {
+	return e.qmConfigPoll(dsn, mode, "50ms")
+}
+
+// qmConfigPoll is qmConfig with poll_interval poll.
+func (e *env) qmConfigPoll(dsn, mode, poll string) string {
 	e.t.Helper()
 	cfg := fmt.Sprintf(`source:
   dsn: %q
   mode: %s
   method: query
-  poll_interval: 50ms
+  poll_interval: %s
   state_file: %q
 onesignal:
   app_id: %q
@@ -47,7 +53,7 @@ tables:
     external_id: user_id
     timestamp: event_timestamp
     properties: event_data
-`, dsn, mode, filepath.Join(e.dir, "state.json"), e.fake.AppID(), e.fake.URL(), filepath.Join(e.dir, "dead.jsonl"))
+`, dsn, mode, poll, filepath.Join(e.dir, "state.json"), e.fake.AppID(), e.fake.URL(), filepath.Join(e.dir, "dead.jsonl"))
 	path := filepath.Join(e.dir, "pgsignal-query.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -216,4 +222,54 @@ FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.
 	if n := e.queryInt(`SELECT count(*) FROM pg_publication`); n != 0 {
 		t.Fatalf("%d publications; the query method creates none", n)
 	}
+}
+
+// TestQueryLatency measures commit→accepted at 1,000 rows/s with
+// poll_interval 1s (single-row transactions; the commit time is the row's
+// clock_timestamp()). Set PGSIGNAL_QUERY_LATENCY_SECONDS (e.g. 30) to run.
+func TestQueryLatency(t *testing.T) {
+	secs, _ := strconv.Atoi(os.Getenv("PGSIGNAL_QUERY_LATENCY_SECONDS"))
+	if secs <= 0 {
+		t.Skip("set PGSIGNAL_QUERY_LATENCY_SECONDS to measure")
+	}
+	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
+	p := e.startProc(e.qmConfigPoll(e.pg.DSN(""), "read-only", "1s"))
+	e.qmWait("the first position", p, func() bool {
+		_, err := os.Stat(filepath.Join(e.dir, "state.json"))
+		return err == nil
+	})
+	const rate = 1000
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	total := 0
+	start := time.Now()
+	for i := 0; time.Since(start) < time.Duration(secs)*time.Second; i++ {
+		<-tick.C
+		want := int(time.Since(start).Seconds()*rate) - total
+		if want <= 0 {
+			continue
+		}
+		// One transaction per row, committed at its clock_timestamp().
+		b := &pgx.Batch{}
+		for k := range want {
+			b.Queue(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp, event_data) VALUES ('ev', 'u', clock_timestamp(), jsonb_build_object('n', $1::int))`, total+k)
+		}
+		if err := e.pool.SendBatch(context.Background(), b).Close(); err != nil {
+			t.Fatal(err)
+		}
+		total += want
+	}
+	e.waitCount(total, 120*time.Second, p)
+	var lat []time.Duration
+	for _, ev := range e.fake.Events() {
+		ts, err := time.Parse(time.RFC3339Nano, ev.Timestamp)
+		if err != nil {
+			t.Fatalf("timestamp %q: %v", ev.Timestamp, err)
+		}
+		lat = append(lat, ev.ReceivedAt.Sub(ts))
+	}
+	slices.Sort(lat)
+	t.Logf("figures: %d rows at %d rows/s, poll_interval 1s: commit→accepted p50 %s, p99 %s, max %s", total, rate,
+		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	p.term(t)
 }
