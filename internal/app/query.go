@@ -406,7 +406,7 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 	}
 	// The last state whose events are all handled.
 	_, _, handled := tracker.Watermark()
-	if c, ok := cands.take(handled); ok && c.seqEnd > saved.Load() {
+	if c, ok := cands.take(handled); ok {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		if err := qs.Save(sctx, c.state); err != nil {
 			log.Warn("final query positions not saved; the events since the last save are sent again on the next start (with the same keys)", zap.Error(err))

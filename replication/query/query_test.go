@@ -3,8 +3,10 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -313,4 +315,27 @@ func asPermanent(err error, p *permanentError) bool {
 		e = u.Unwrap()
 	}
 	return false
+}
+
+// TestQueryCursorReset: the greatest cursor value below the final
+// watermark (a database gone back to an earlier point) stops the poller
+// with an error that names the fix.
+func TestQueryCursorReset(t *testing.T) {
+	d := newDB(t)
+	p := d.open(Config{}, nil)
+	d.poll(p)
+	d.exec(`INSERT INTO ev (kind, n) SELECT 'x', i FROM generate_series(1, 10) i`)
+	for range 6 {
+		d.poll(p)
+	}
+	if st := p.State()["public.ev"]; st.Final != 10 {
+		t.Fatalf("state %+v; want final 10", st)
+	}
+	d.exec(`DELETE FROM ev WHERE id > 4`)
+	_, err := p.Poll(t.Context(), d.conn)
+	var reset *CursorResetError
+	if !errors.As(err, &reset) || reset.Max != 4 || reset.Final != 10 || !errors.Is(err, replication.ErrPermanent) ||
+		!strings.Contains(err.Error(), "query_positions") {
+		t.Fatalf("poll after the reset: %v; want a permanent CursorResetError (max 4, final 10) naming the fix", err)
+	}
 }
