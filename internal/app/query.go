@@ -211,6 +211,9 @@ func (q *queryStatus) ready() (bool, string) {
 		return false, r
 	}
 	if !q.connected.Load() {
+		if q.polls.Load() == 0 && q.failures.Load() == 0 {
+			return false, "not polling yet"
+		}
 		return false, "polling the database fails (retrying)"
 	}
 	return true, ""
@@ -281,6 +284,13 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 	}
 	var qs queryStore
 	var dl sink.DeadLetterStore
+	var standby bool
+	if err := pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby); err != nil {
+		return sum, fmt.Errorf("ask whether the server is a standby: %w", err)
+	}
+	if full && standby {
+		return sum, errors.New("source.dsn is a hot standby, which cannot be written, and source.mode is full, which keeps the position in the bookkeeping schema: set source.mode: read-only (the position goes to source.state_file), or point source.dsn at the primary")
+	}
 	if full {
 		if err := store.EnsureSchema(ctx, pool, cfg.Source.Schema); err != nil {
 			return sum, err
@@ -312,6 +322,9 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 	conn.Release()
 	if err != nil {
 		return sum, err
+	}
+	for _, w := range poller.Warnings() {
+		log.Warn(w)
 	}
 	runID := a.startRun(ctx, pool, full)
 	defer func() { a.finishRun(ctx, pool, runID, sum, startFailure(err)) }()
@@ -547,9 +560,7 @@ func (a *App) pollQuery(ctx context.Context, poller *query.Poller, pool *pgxpool
 				log.Debug("poll failed again", zap.Error(err))
 			}
 			failing = true
-			if !wait(d) {
-				continue
-			}
+			wait(d) // the loop's top sees a stop
 			continue
 		}
 		if failing {

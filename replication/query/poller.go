@@ -89,7 +89,8 @@ type Poll struct {
 // poll, and keeps each table's position: the final watermark and the
 // values seen above it (see horizon). It is not safe for concurrent use.
 type Poller struct {
-	cfg     Config
+	warnings []string
+	cfg      Config
 	tables  []*table
 	horizon []*horizon
 	version int
@@ -159,6 +160,11 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config, state State) (*Poller
 		tb, err := resolve(ctx, conn, t)
 		if err != nil {
 			return nil, err
+		}
+		if w, err := cacheWarning(ctx, conn, tb); err != nil {
+			return nil, err
+		} else if w != "" {
+			p.warnings = append(p.warnings, w)
 		}
 		if st, ok := state[tb.name]; ok {
 			tb.known, tb.final, tb.seen = true, st.Final, st.spans().above(st.Final)
@@ -484,6 +490,33 @@ func classify(err error) error {
 		}
 	}
 	return err
+}
+
+// Warnings returns what Open found doubtful: a cursor's sequence that
+// hands out values in blocks (CACHE above 1).
+func (p *Poller) Warnings() []string { return p.warnings }
+
+// cacheWarning warns about a cursor fed by a sequence with CACHE above 1:
+// each session takes a block of values, so a value below one already
+// committed can be taken by a transaction that starts later, which the
+// snapshot horizon cannot see coming.
+func cacheWarning(ctx context.Context, conn *pgx.Conn, t *table) (string, error) {
+	var seq *string
+	var cache *int64
+	err := conn.QueryRow(ctx, `SELECT s.seqrelid::regclass::text, s.seqcache FROM pg_catalog.pg_sequence s
+  WHERE s.seqrelid = pg_get_serial_sequence($1, $2)::regclass`, t.qname, t.Cursor).Scan(&seq, &cache)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		// pg_sequence exists from PostgreSQL 10 on; nothing to say before.
+		return "", nil
+	}
+	if cache != nil && *cache > 1 {
+		return fmt.Sprintf("the cursor %s of %s is fed by sequence %s with CACHE %d: sessions take blocks of values, so a row can get a value below rows already sent and be missed; set ALTER SEQUENCE %s CACHE 1 on the primary",
+			t.Cursor, t.name, *seq, *cache, *seq), nil
+	}
+	return "", nil
 }
 
 // State returns every table's position (a copy).

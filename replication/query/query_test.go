@@ -291,35 +291,16 @@ func TestQueryWhereRollbackAndBatches(t *testing.T) {
 func TestQueryRefusesNonUniqueCursor(t *testing.T) {
 	d := newDB(t)
 	_, err := Open(t.Context(), d.conn, Config{Tables: []Table{{Table: replication.TableRef{Schema: "public", Name: "ev"}, Cursor: "n"}}}, nil)
-	if err == nil || !errorsIsPermanent(err) {
+	if !errors.Is(err, replication.ErrPermanent) || !strings.Contains(err.Error(), "CREATE UNIQUE INDEX") {
 		t.Fatalf("Open with cursor n = %v; want a permanent error", err)
 	}
 	t.Log(err)
 }
 
-func errorsIsPermanent(err error) bool {
-	var p permanentError
-	return err != nil && (fmt.Sprint(err) != "") && asPermanent(err, &p)
-}
-
-func asPermanent(err error, p *permanentError) bool {
-	for e := err; e != nil; {
-		if x, ok := e.(permanentError); ok {
-			*p = x
-			return true
-		}
-		u, ok := e.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		e = u.Unwrap()
-	}
-	return false
-}
-
 // TestQueryCursorReset: the greatest cursor value below the final
 // watermark (a database gone back to an earlier point) stops the poller
-// with an error that names the fix.
+// with an error that names the fix. A sequence with CACHE above 1 is
+// warned about.
 func TestQueryCursorReset(t *testing.T) {
 	d := newDB(t)
 	p := d.open(Config{}, nil)
@@ -337,5 +318,12 @@ func TestQueryCursorReset(t *testing.T) {
 	if !errors.As(err, &reset) || reset.Max != 4 || reset.Final != 10 || !errors.Is(err, replication.ErrPermanent) ||
 		!strings.Contains(err.Error(), "query_positions") {
 		t.Fatalf("poll after the reset: %v; want a permanent CursorResetError (max 4, final 10) naming the fix", err)
+	}
+	if w := p.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings %v for a sequence with CACHE 1", w)
+	}
+	d.exec(`ALTER SEQUENCE ev_id_seq CACHE 20`)
+	if w := d.open(Config{}, nil).Warnings(); len(w) != 1 || !strings.Contains(w[0], "CACHE 1") {
+		t.Fatalf("warnings %v; want one about the sequence's CACHE 20", w)
 	}
 }
