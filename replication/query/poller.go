@@ -91,9 +91,9 @@ type Poll struct {
 type Poller struct {
 	warnings []string
 	cfg      Config
-	tables  []*table
-	horizon []*horizon
-	version int
+	tables   []*table
+	horizon  []*horizon
+	version  int
 }
 
 type table struct {
