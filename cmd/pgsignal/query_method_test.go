@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -144,7 +145,25 @@ SELECT 'ev', 'user_' || i, jsonb_build_object('n', i) FROM generate_series(1000,
 		e.insertRows(10+5*k, 5)
 	}
 	e.waitCount(25, 60*time.Second, p)
+	// Time for the window to fold if it wrongly could (two guards of 2 s):
+	// the late transaction's ids (11, 12) must stay above the stored final.
+	time.Sleep(5 * time.Second)
 	before, _ := os.ReadFile(state)
+	var st struct {
+		Sections struct {
+			Query struct {
+				Tables map[string]struct {
+					Final json.RawMessage `json:"final"`
+				} `json:"tables"`
+			} `json:"query"`
+		} `json:"sections"`
+	}
+	if err := json.Unmarshal(before, &st); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := strconv.Atoi(string(st.Sections.Query.Tables["analytics.user_events"].Final)); err != nil || f >= 11 {
+		t.Fatalf("stored final %s passed the open transaction's ids 11 and 12: %s", st.Sections.Query.Tables["analytics.user_events"].Final, before)
+	}
 	p.kill9(t)
 	t.Logf("state at the kill: %s", before)
 	if err := tx.Commit(ctx); err != nil {

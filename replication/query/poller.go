@@ -260,7 +260,7 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 	if err != nil {
 		return Poll{}, err
 	}
-	snap.at = at
+	snap.at, snap.standby = at, standby
 	if standby {
 		snap.at = time.Time{}
 		if replayed != nil {

@@ -63,6 +63,44 @@ func TestQuerySnapshotParse(t *testing.T) {
 	}
 }
 
+// TestQueryHorizon: a horizon is final once the transactions in progress
+// in its two guarding snapshots ended (by their ids on a primary, by xmin
+// on a standby, whose snapshots list none).
+func TestQueryHorizon(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, standby := range []bool{false, true} {
+		h := &horizon{at: t0}
+		h.advance(snapshot{xmin: 10, xmax: 12, xip: []uint64{10}, at: t0.Add(time.Millisecond), standby: standby}, time.Second)
+		if h.stage != 0 {
+			t.Fatalf("a snapshot less than the delay later guards")
+		}
+		h.advance(snapshot{xmin: 10, xmax: 12, xip: []uint64{10}, at: t0.Add(time.Second), standby: standby}, time.Second)
+		h.advance(snapshot{xmin: 10, xmax: 15, xip: []uint64{10, 13}, at: t0.Add(2 * time.Second), standby: standby}, time.Second)
+		if h.stage != 2 || h.bound != 15 {
+			t.Fatalf("standby=%v: stage %d bound %d, want 2 and 15", standby, h.stage, h.bound)
+		}
+		// The guard: 10 (in the first snapshot) and 13 (above its xmax 12,
+		// in the second).
+		cases := []struct {
+			c    snapshot
+			want bool
+		}{
+			{snapshot{xmin: 13, xmax: 16, xip: []uint64{13}}, false},
+			{snapshot{xmin: 14, xmax: 16, xip: []uint64{14}}, !standby}, // a standby sees only xmin 14 < 15
+			{snapshot{xmin: 15, xmax: 16}, true},
+		}
+		for i, tc := range cases {
+			tc.c.standby = standby
+			if standby {
+				tc.c.xip = nil
+			}
+			if got := h.final(tc.c); got != tc.want {
+				t.Errorf("standby=%v case %d: final = %v, want %v", standby, i, got, tc.want)
+			}
+		}
+	}
+}
+
 // db is a PostgreSQL with the events table, and a poller's connection.
 type db struct {
 	t    *testing.T
@@ -325,5 +363,86 @@ func TestQueryCursorReset(t *testing.T) {
 	d.exec(`ALTER SEQUENCE ev_id_seq CACHE 20`)
 	if w := d.open(Config{}, nil).Warnings(); len(w) != 1 || !strings.Contains(w[0], "CACHE 1") {
 		t.Fatalf("warnings %v; want one about the sequence's CACHE 20", w)
+	}
+}
+
+// TestQueryLateCommitterOnStandby: on a hot standby a snapshot lists no
+// transaction in progress (pg_current_snapshot()'s xip is empty there;
+// only xmin says what still runs): the window must still stay open until
+// the late transaction ends.
+func TestQueryLateCommitterOnStandby(t *testing.T) {
+	d := newDB(t)
+	ctx := t.Context()
+	standby := pgtest.NewStandby(t, d.pg, pgtest.Options{})
+	sconn, err := pgx.Connect(ctx, standby.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sconn.Close(context.Background())
+	d.exec(`INSERT INTO ev (kind, n) VALUES ('before', -1)`)
+	if err := standby.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(ctx, sconn, Config{SystemID: "1", Guard: time.Millisecond,
+		Tables: []Table{{Table: replication.TableRef{Schema: "public", Name: "ev"}, Cursor: "id"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll := func() []int {
+		t.Helper()
+		if err := standby.CatchUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+		res, err := p.Poll(ctx, sconn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Standby {
+			t.Fatal("the poll does not know it ran on a standby")
+		}
+		var out []int
+		for _, r := range res.Rows {
+			var n int
+			fmt.Sscan(string(r.Change.Values[2]), &n)
+			out = append(out, n)
+		}
+		return out
+	}
+	poll()
+	late, err := pgx.Connect(ctx, d.pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close(context.Background())
+	tx, err := late.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO ev (kind, n) VALUES ('late', 100)`); err != nil {
+		t.Fatal(err)
+	}
+	var sent []int
+	for i := 1; i <= 5; i++ {
+		d.exec(`INSERT INTO ev (kind, n) VALUES ('on time', $1)`, i)
+		sent = append(sent, poll()...)
+	}
+	for range 5 {
+		sent = append(sent, poll()...)
+	}
+	if st := p.State()["public.ev"]; st.Final >= 2 {
+		t.Fatalf("final watermark %d passed the open transaction's id 2 (state %+v)", st.Final, st)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		sent = append(sent, poll()...)
+	}
+	if want := []int{1, 2, 3, 4, 5, 100}; !slices.Equal(sent, want) {
+		t.Fatalf("sent %v, want %v", sent, want)
+	}
+	if st := p.State()["public.ev"]; st.Final != 7 || len(st.Seen) != 0 {
+		t.Fatalf("state %+v; want every row final (7)", st)
 	}
 }

@@ -21,6 +21,11 @@ type snapshot struct {
 	// else the commit time of the last replayed transaction (it does not
 	// move while replay stands still).
 	at time.Time
+	// standby is set for a hot standby's snapshot, whose xip is always
+	// empty (PostgreSQL keeps a standby's running transactions among the
+	// subtransactions, which the snapshot functions do not show): only
+	// xmin tells what still runs.
+	standby bool
 }
 
 // parseSnapshot parses txid_current_snapshot()'s (and
@@ -72,6 +77,11 @@ func (sn snapshot) running(x uint64) bool {
 // in the xip of one more snapshot taken later still. The guard is both
 // lists; the horizon is final when none of its transactions runs in the
 // current snapshot, and the rows they committed have been read in it.
+//
+// On a hot standby the snapshots list no transaction ids, so the guard is
+// the second snapshot's xmax instead: final once the current snapshot's
+// xmin has passed it (every transaction that had an id by then ended),
+// which a long transaction anywhere on the primary delays.
 type horizon struct {
 	upto  []int64 // by table
 	at    time.Time
@@ -79,6 +89,10 @@ type horizon struct {
 	qxmax uint64
 	qat   time.Time
 	guard []uint64
+	// bound is the second snapshot's xmax; standby is set when either
+	// guarding snapshot came from a standby (the guard list is empty).
+	bound   uint64
+	standby bool
 }
 
 // advance moves h's guard on with the snapshot c of a later poll; delay
@@ -88,13 +102,15 @@ func (h *horizon) advance(c snapshot, delay time.Duration) {
 	case h.stage == 0 && !c.at.Before(h.at.Add(delay)):
 		h.guard = append([]uint64(nil), c.xip...)
 		h.qxmax, h.qat, h.stage = c.xmax, c.at, 1
+		h.standby = c.standby
 	case h.stage == 1 && !c.at.Before(h.qat.Add(delay)):
 		for _, x := range c.xip {
 			if x >= h.qxmax {
 				h.guard = append(h.guard, x)
 			}
 		}
-		h.stage = 2
+		h.bound, h.stage = c.xmax, 2
+		h.standby = h.standby || c.standby
 	}
 }
 
@@ -102,6 +118,9 @@ func (h *horizon) advance(c snapshot, delay time.Duration) {
 func (h *horizon) final(c snapshot) bool {
 	if h.stage < 2 {
 		return false
+	}
+	if h.standby || c.standby {
+		return c.xmin >= h.bound
 	}
 	for _, x := range h.guard {
 		if x >= c.xmin && (x >= c.xmax || c.running(x)) {
