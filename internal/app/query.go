@@ -279,15 +279,15 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 		defer tpool.Close()
 	}
 	var systemID string
-	if err := pool.QueryRow(ctx, `SELECT system_identifier::text FROM pg_control_system()`).Scan(&systemID); err != nil {
+	var standby bool
+	qctx, cancel := context.WithTimeout(ctx, query.DefaultTimeout)
+	err = pool.QueryRow(qctx, `SELECT system_identifier::text, pg_is_in_recovery() FROM pg_control_system()`).Scan(&systemID, &standby)
+	cancel()
+	if err != nil {
 		return sum, fmt.Errorf("read the database's system identifier (pg_control_system()): %w", err)
 	}
 	var qs queryStore
 	var dl sink.DeadLetterStore
-	var standby bool
-	if err := pool.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby); err != nil {
-		return sum, fmt.Errorf("ask whether the server is a standby: %w", err)
-	}
 	if full && standby {
 		return sum, errors.New("source.dsn is a hot standby, which cannot be written, and source.mode is full, which keeps the position in the bookkeeping schema: set source.mode: read-only (the position goes to source.state_file), or point source.dsn at the primary")
 	}
@@ -310,7 +310,9 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 		defer fdl.Close()
 		dl = fdl
 	}
-	state, err := qs.Load(ctx)
+	qctx, cancel = context.WithTimeout(ctx, query.DefaultTimeout)
+	state, err := qs.Load(qctx)
+	cancel()
 	if err != nil {
 		return sum, err
 	}
@@ -326,6 +328,9 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 	for _, w := range poller.Warnings() {
 		log.Warn(w)
 	}
+	log.Info("polling the tables by their cursor (source.method: query): no slot, no publication",
+		zap.Strings("tables", queryTableNames(cfg)), zap.Duration("poll_interval", cfg.Source.PollInterval),
+		zap.Bool("standby", standby), zap.Int("known_positions", len(state)))
 	runID := a.startRun(ctx, pool, full)
 	defer func() { a.finishRun(ctx, pool, runID, sum, startFailure(err)) }()
 	started()
@@ -346,11 +351,7 @@ func (a *App) runQuery(ctx context.Context) (sum Summary, err error) {
 	a.sink = sk
 	a.mu.Unlock()
 	a.obs.attachQuery(sk, tracker, status)
-	names := make([]string, len(cfg.Tables))
-	for i, t := range cfg.Tables {
-		names[i] = t.QualifiedName()
-	}
-	a.obs.tables(names)
+	a.obs.tables(queryTableNames(cfg))
 
 	hard, cancelHard := context.WithCancelCause(ctx)
 	defer cancelHard(nil)
@@ -672,4 +673,12 @@ func (a *App) mapRows(ctx context.Context, chs []*replication.Change, mp *mapper
 		out[i] = res[k]
 	}
 	return out, nil
+}
+
+func queryTableNames(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		names[i] = t.QualifiedName()
+	}
+	return names
 }
