@@ -117,6 +117,9 @@ func span(from, to int, more ...int) []int {
 func TestQueryStandbyReadOnlyKill9(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
 	ctx := t.Context()
+	if e.pg.Version() < 12 {
+		t.Skipf("pgtest builds standbys on PostgreSQL 12 or later; this is %d", e.pg.Version())
+	}
 	e.insertRows(0, 10) // before the first start: never sent
 	standby := pgtest.NewStandby(t, e.pg, pgtest.Options{})
 	cfg := e.qmConfig(standby.DSN(""), "read-only")

@@ -373,6 +373,9 @@ func TestQueryCursorReset(t *testing.T) {
 func TestQueryLateCommitterOnStandby(t *testing.T) {
 	d := newDB(t)
 	ctx := t.Context()
+	if d.pg.Version() < 12 {
+		t.Skipf("pgtest builds standbys on PostgreSQL 12 or later; this is %d", d.pg.Version())
+	}
 	standby := pgtest.NewStandby(t, d.pg, pgtest.Options{})
 	sconn, err := pgx.Connect(ctx, standby.DSN(""))
 	if err != nil {
