@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -148,6 +150,13 @@ SELECT 'ev', 'user_' || i, jsonb_build_object('n', i) FROM generate_series(1000,
 		e.insertRows(10+5*k, 5)
 	}
 	e.waitCount(25, 60*time.Second, p)
+	// The standby has replayed transactions: its lag is known.
+	metrics := qmScrape(t, listenAddr(t, p))
+	for _, want := range []string{"pgsignal_query_connected 1", "pgsignal_query_replay_lag_seconds ", "pgsignal_query_cursor_reset 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %q", want)
+		}
+	}
 	// Time for the window to fold if it wrongly could (two guards of 2 s):
 	// the late transaction's ids (11, 12) must stay above the stored final.
 	time.Sleep(5 * time.Second)
@@ -195,8 +204,8 @@ SELECT 'ev', 'user_' || i, jsonb_build_object('n', i) FROM generate_series(1000,
 
 // TestQueryFullModeSelectOnly: full mode on a primary as a user with
 // SELECT on the table and CREATE on the bookkeeping schema, without
-// REPLICATION. The position is kept in census.query_positions; a restart
-// of the database is ridden out; a graceful restart of pgsignal sends
+// REPLICATION. The position is kept in census.query_positions; a crash
+// of the database is ridden out (/readyz failing meanwhile); a graceful restart of pgsignal sends
 // nothing again; no slot and no publication exist.
 func TestQueryFullModeSelectOnly(t *testing.T) {
 	e := newEnv(t, pgtest.Options{}, onesignaltest.Options{})
@@ -227,11 +236,23 @@ FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.
 	}
 	e.waitCount(20, 60*time.Second, p)
 	e.qmWait("every row final in census.query_positions", p, stored(25))
-	// The database restarts under pgsignal: it polls again when it is back.
+	// The database crashes under pgsignal: /readyz fails while polls fail,
+	// and pgsignal polls again when it is back.
+	addr := listenAddr(t, p)
+	if code, body := readyz(t, addr); code != 200 {
+		t.Fatalf("/readyz %d %q while polling", code, body)
+	}
+	if err := e.pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if body := waitReadyz(t, p, addr, 503, 30*time.Second); !strings.Contains(body, "polling the database fails") {
+		t.Fatalf("/readyz says %q while the database is down", body)
+	}
 	if err := e.pg.Restart(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	e.pool.Reset()
+	waitReadyz(t, p, addr, 200, 60*time.Second)
 	e.insertRows(25, 5)
 	e.waitCount(25, 60*time.Second, p)
 	e.qmWait("the rows after the database restart final", p, stored(30))
@@ -303,4 +324,20 @@ func TestQueryLatency(t *testing.T) {
 	t.Logf("figures: %d rows at %d rows/s, poll_interval 1s: commit→accepted p50 %s, p99 %s, max %s", total, rate,
 		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	p.term(t)
+}
+
+// qmScrape returns the text of GET /metrics.
+func qmScrape(t *testing.T, addr string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
