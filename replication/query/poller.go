@@ -22,9 +22,6 @@ const (
 	DefaultGuard    = 2 * time.Second
 	DefaultTimeout  = 30 * time.Second
 	DefaultLookback = 1000
-	// maxGapTerms is the most unseen intervals a poll asks for by name;
-	// with more it reads the whole window and skips the values seen.
-	maxGapTerms = 64
 	// maxHorizons bounds the horizons waiting to become final (one per
 	// poll that saw new rows while a transaction stays open): past it the
 	// one before the newest is dropped, which only delays folding.
@@ -220,7 +217,7 @@ func resolve(ctx context.Context, conn *pgx.Conn, t Table) (*table, error) {
 	if strings.TrimSpace(t.Where) != "" {
 		pass = "coalesce((" + t.Where + "), false)"
 	}
-	cols = append(cols, pass)
+	cols = append(cols, pass+" AS __pgsignal_pass")
 	tb.list = strings.Join(cols, ", ")
 	return tb, nil
 }
@@ -295,17 +292,7 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 		gaps := n.seen.gaps(n.final)
 		n.complete = true
 		if len(gaps) > 0 {
-			var cond string
-			if len(gaps) <= maxGapTerms {
-				terms := make([]string, len(gaps))
-				for k, g := range gaps {
-					terms[k] = t.col() + " > " + strconv.FormatInt(g.After, 10) + " AND " + t.col() + " < " + strconv.FormatInt(g.Before, 10)
-				}
-				cond = "(" + strings.Join(terms, ") OR (") + ")"
-			} else {
-				cond = t.col() + " > " + strconv.FormatInt(n.final, 10) + " AND " + t.col() + " <= " + strconv.FormatInt(top, 10)
-			}
-			rows, full, err := p.read(ctx, tx, i, t, cond)
+			rows, full, err := p.readGaps(ctx, tx, i, t, gaps)
 			if err != nil {
 				return Poll{}, err
 			}
@@ -446,10 +433,30 @@ func (p *Poller) start(ctx context.Context, tx pgx.Tx, t *table) (int64, spans, 
 
 func (t *table) col() string { return pgcat.QuoteIdent(t.Cursor) }
 
+// readGaps reads the rows of t in the open intervals gaps, up to
+// Config.Batch in cursor order: one index range scan per interval, so the
+// cost follows the intervals and the rows found, not the window.
+func (p *Poller) readGaps(ctx context.Context, tx pgx.Tx, idx int, t *table, gaps []gap) (rows []Row, full bool, err error) {
+	after := make([]string, len(gaps))
+	before := make([]string, len(gaps))
+	for k, g := range gaps {
+		after[k] = strconv.FormatInt(g.After, 10)
+		before[k] = strconv.FormatInt(g.Before, 10)
+	}
+	sql := `SELECT x.* FROM unnest('{` + strings.Join(after, ",") + `}'::int8[], '{` + strings.Join(before, ",") + `}'::int8[]) AS g(__pgsignal_after, __pgsignal_before)
+CROSS JOIN LATERAL (SELECT ` + t.list + ` FROM ` + t.qname + ` WHERE ` + t.col() + ` > g.__pgsignal_after AND ` + t.col() + ` < g.__pgsignal_before) AS x
+ORDER BY ` + strconv.Itoa(t.cursor+1) + ` LIMIT ` + strconv.Itoa(p.cfg.Batch)
+	return p.run(ctx, tx, idx, t, sql)
+}
+
 // read reads up to Config.Batch rows of t matching cond, in cursor order,
 // in the stream's text form; full is set when the limit cut the read.
 func (p *Poller) read(ctx context.Context, tx pgx.Tx, idx int, t *table, cond string) (rows []Row, full bool, err error) {
-	sql := `SELECT ` + t.list + ` FROM ` + t.qname + ` WHERE ` + cond + ` ORDER BY ` + t.col() + ` LIMIT ` + strconv.Itoa(p.cfg.Batch)
+	return p.run(ctx, tx, idx, t, `SELECT `+t.list+` FROM `+t.qname+` WHERE `+cond+` ORDER BY `+t.col()+` LIMIT `+strconv.Itoa(p.cfg.Batch))
+}
+
+// run runs a read of t's columns.
+func (p *Poller) run(ctx context.Context, tx pgx.Tx, idx int, t *table, sql string) (rows []Row, full bool, err error) {
 	res := tx.Conn().PgConn().ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		return nil, false, classify(fmt.Errorf("poll %s: %w", t.name, res.Err))

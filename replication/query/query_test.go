@@ -449,3 +449,76 @@ func TestQueryLateCommitterOnStandby(t *testing.T) {
 		t.Fatalf("state %+v; want every row final (7)", st)
 	}
 }
+
+// TestQueryManyGaps: a cursor whose values are not consecutive (a sequence
+// with INCREMENT 3) leaves a hole between every two rows; a late row among
+// hundreds of holes, past the first batch, is still found (each hole is
+// read by its own index range), and a poll reads no more than the batch.
+func TestQueryManyGaps(t *testing.T) {
+	d := newDB(t)
+	ctx := t.Context()
+	d.exec(`CREATE SEQUENCE gs INCREMENT 3; CREATE TABLE gev (id bigint PRIMARY KEY DEFAULT nextval('gs'), kind text, n int)`)
+	p := d.open(Config{Batch: 10, Guard: time.Hour, Tables: []Table{{Table: replication.TableRef{Schema: "public", Name: "gev"}, Cursor: "id"}}}, nil)
+	pollAll := func() []int {
+		t.Helper()
+		var out []int
+		for {
+			res, err := p.Poll(ctx, d.conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Rows) > 10 {
+				t.Fatalf("a poll read %d rows; the batch is 10", len(res.Rows))
+			}
+			for _, r := range res.Rows {
+				var n int
+				fmt.Sscan(string(r.Change.Values[2]), &n)
+				out = append(out, n)
+			}
+			if !res.More {
+				return out
+			}
+		}
+	}
+	pollAll()
+	d.exec(`INSERT INTO gev (kind, n) SELECT 'x', i FROM generate_series(1, 100) i`)
+	tx, err := d.conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := pgx.Connect(ctx, d.pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close(context.Background())
+	ltx, err := late.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ltx.Exec(ctx, `INSERT INTO gev (kind, n) VALUES ('late', 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.exec(`INSERT INTO gev (kind, n) SELECT 'x', i FROM generate_series(101, 200) i`)
+	sent := pollAll()
+	if err := ltx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sent = append(sent, pollAll()...)
+	sent = append(sent, pollAll()...)
+	want := consecutive(1, 200)
+	want = append(want, 1000)
+	if !slices.Equal(sent, want) {
+		t.Fatalf("sent %d rows %v..., want 1..200 then 1000, each once", len(sent), sent[max(0, len(sent)-3):])
+	}
+}
+
+func consecutive(from, to int) []int {
+	var out []int
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
