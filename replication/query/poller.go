@@ -307,7 +307,7 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 			res.More = res.More || full
 		}
 		// The new rows.
-		rows, full, err := p.read(ctx, tx, i, t, t.col()+" > "+strconv.FormatInt(top, 10))
+		rows, full, err := p.read(ctx, tx, i, t, t.col()+" > '"+strconv.FormatInt(top, 10)+"'::int8")
 		if err != nil {
 			return Poll{}, err
 		}
