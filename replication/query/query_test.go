@@ -448,6 +448,17 @@ func TestQueryLateCommitterOnStandby(t *testing.T) {
 	if st := p.State()["public.ev"]; st.Final != 7 || len(st.Seen) != 0 {
 		t.Fatalf("state %+v; want every row final (7)", st)
 	}
+	// Promoted, the standby is a primary: the poller goes on.
+	if err := standby.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sconn.Exec(ctx, `INSERT INTO ev (kind, n) VALUES ('promoted', 200)`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Poll(ctx, sconn)
+	if err != nil || res.Standby || len(res.Rows) != 1 || string(res.Rows[0].Change.Values[2]) != "200" {
+		t.Fatalf("poll after the promotion: %+v, %v; want the row 200 from a primary", res, err)
+	}
 }
 
 // TestQueryManyGaps: a cursor whose values are not consecutive (a sequence
