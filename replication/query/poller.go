@@ -86,6 +86,7 @@ type Poll struct {
 // poll, and keeps each table's position: the final watermark and the
 // values seen above it (see horizon). It is not safe for concurrent use.
 type Poller struct {
+	maxes    string // the snapshot statement's columns of the tables' greatest values
 	warnings []string
 	cfg      Config
 	tables   []*table
@@ -153,6 +154,7 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config, state State) (*Poller
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	p := &Poller{cfg: cfg, version: serverMajor(conn.PgConn().ParameterStatus("server_version"))}
+
 	for _, t := range cfg.Tables {
 		tb, err := resolve(ctx, conn, t)
 		if err != nil {
@@ -167,6 +169,7 @@ func Open(ctx context.Context, conn *pgx.Conn, cfg Config, state State) (*Poller
 			tb.known, tb.final, tb.seen = true, st.Final, st.spans().above(st.Final)
 		}
 		p.tables = append(p.tables, tb)
+		p.maxes += ",\n  (SELECT max(" + tb.col() + ")::int8 FROM " + tb.qname + ")"
 	}
 	return p, nil
 }
@@ -243,15 +246,22 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 	}
 	var snapText string
 	var standby bool
+	// The greatest cursor value of each table, in the same statement: the
+	// first of the transaction, which takes its snapshot.
+	greatest := make([]any, len(p.tables))
+	maxes := make([]*int64, len(p.tables))
+	for i := range maxes {
+		greatest[i] = &maxes[i]
+	}
 	var lag *float64
 	var at time.Time
 	var replayed *time.Time
 	if err := tx.QueryRow(ctx, `SELECT `+fn+`::text, pg_is_in_recovery(), now(),
   CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn() THEN pg_last_xact_replay_timestamp()
     WHEN pg_is_in_recovery() THEN now() END,
-  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8 END`).
-		Scan(&snapText, &standby, &at, &replayed, &lag); err != nil {
-		return Poll{}, fmt.Errorf("poll: read the snapshot: %w", err)
+  CASE WHEN pg_is_in_recovery() THEN extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8 END`+p.maxes).
+		Scan(append([]any{&snapText, &standby, &at, &replayed, &lag}, greatest...)...); err != nil {
+		return Poll{}, classify(fmt.Errorf("poll: read the snapshot: %w", err))
 	}
 	snap, err := parseSnapshot(snapText)
 	if err != nil {
@@ -279,7 +289,7 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 	for i, t := range p.tables {
 		n := pending{final: t.final, seen: append(spans(nil), t.seen...), known: t.known}
 		if !n.known {
-			if n.final, n.seen, err = p.start(ctx, tx, t); err != nil {
+			if n.final, n.seen, err = p.start(ctx, tx, t, maxes[i]); err != nil {
 				return Poll{}, err
 			}
 			n.known, n.complete = true, true
@@ -316,14 +326,8 @@ func (p *Poller) Poll(ctx context.Context, conn *pgx.Conn) (Poll, error) {
 			n.seen = n.seen.add(r.Cursor)
 			res.Rows = append(res.Rows, r)
 		}
-		if len(rows) == 0 && n.final != none {
-			var greatest *int64
-			if err := tx.QueryRow(ctx, `SELECT max(`+t.col()+`)::int8 FROM `+t.qname).Scan(&greatest); err != nil {
-				return Poll{}, fmt.Errorf("poll %s: %w", t.name, err)
-			}
-			if greatest != nil && *greatest < n.final {
-				return Poll{}, &CursorResetError{Table: t.name, Max: *greatest, Final: n.final}
-			}
+		if m := maxes[i]; m != nil && *m < n.final {
+			return Poll{}, &CursorResetError{Table: t.name, Max: *m, Final: n.final}
 		}
 		next[i] = n
 	}
@@ -404,11 +408,7 @@ func equal(a, b []int64) bool {
 // visible above it seen (not sent: pgsignal starts from now), so that a
 // transaction in progress now whose values are among them is sent when it
 // commits.
-func (p *Poller) start(ctx context.Context, tx pgx.Tx, t *table) (int64, spans, error) {
-	var greatest *int64
-	if err := tx.QueryRow(ctx, `SELECT max(`+t.col()+`)::int8 FROM `+t.qname).Scan(&greatest); err != nil {
-		return 0, nil, fmt.Errorf("poll %s: the greatest cursor value: %w", t.name, err)
-	}
+func (p *Poller) start(ctx context.Context, tx pgx.Tx, t *table, greatest *int64) (int64, spans, error) {
 	if greatest == nil {
 		return none, nil, nil
 	}
