@@ -242,7 +242,7 @@ FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.
 		e.insertRows(5+5*k, 5)
 	}
 	e.waitCount(20, 60*time.Second, p)
-	e.qmWait("every row final in census.query_positions", p, stored(25))
+	e.qmWait("every row final in census.query_positions", p, stored(e.queryInt(`SELECT max(id) FROM analytics.user_events`)))
 	// The database crashes under pgsignal: /readyz fails while polls fail,
 	// and pgsignal polls again when it is back.
 	addr := listenAddr(t, p)
@@ -262,12 +262,26 @@ FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.
 	waitReadyz(t, p, addr, 200, 60*time.Second)
 	e.insertRows(25, 5)
 	e.waitCount(25, 60*time.Second, p)
-	e.qmWait("the rows after the database restart final", p, stored(30))
+	e.qmWait("the rows after the database restart final", p, stored(e.queryInt(`SELECT max(id) FROM analytics.user_events`)))
 	p.term(t)
 	p = e.startProc(cfg)
 	e.insertRows(30, 5)
 	e.waitCount(30, 60*time.Second, p)
-	e.qmWait("the new rows final", p, stored(35))
+	e.qmWait("the new rows final", p, stored(e.queryInt(`SELECT max(id) FROM analytics.user_events`)))
+	// Empty polls write nothing.
+	updated := func() string {
+		var at string
+		if err := e.pool.QueryRow(context.Background(), `SELECT updated_at::text FROM census.query_positions`).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	addr = listenAddr(t, p)
+	before, polls := updated(), qmPolls(t, addr)
+	e.qmWait("ten more polls", p, func() bool { return qmPolls(t, addr) >= polls+10 })
+	if after := updated(); after != before {
+		t.Fatalf("the position was written by empty polls (updated_at %s, then %s)", before, after)
+	}
 	p.term(t)
 	if got, want := e.qmAccepted(), span(5, 34); !slices.Equal(got, want) {
 		t.Fatalf("accepted rows %v, want %v", got, want)
@@ -347,4 +361,20 @@ func qmScrape(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// qmPolls returns pgsignal_query_polls_total.
+func qmPolls(t *testing.T, addr string) int {
+	t.Helper()
+	for _, line := range strings.Split(qmScrape(t, addr), "\n") {
+		if v, ok := strings.CutPrefix(line, "pgsignal_query_polls_total "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("pgsignal_query_polls_total %q", v)
+			}
+			return n
+		}
+	}
+	t.Fatal("no pgsignal_query_polls_total in /metrics")
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -506,6 +507,8 @@ func (a *App) pollQuery(ctx context.Context, poller *query.Poller, pool *pgxpool
 	bo.MaxInterval = 30 * time.Second
 	bo.MaxElapsedTime = 0
 	var seqEnd uint64 = 1 // every seq below it was assigned
+	var lastState query.State
+	var lastSeqEnd uint64
 	failing := false
 	wait := func(d time.Duration) bool {
 		t := time.NewTimer(d)
@@ -584,7 +587,11 @@ func (a *App) pollQuery(ctx context.Context, poller *query.Poller, pool *pgxpool
 		w, h := poller.Window()
 		status.window.Store(w)
 		status.horizons.Store(int64(h))
-		cands.add(seqEnd, poller.State())
+		// An unchanged position (an empty poll) is not written again.
+		if st := poller.State(); lastState == nil || seqEnd != lastSeqEnd || !reflect.DeepEqual(st, lastState) {
+			cands.add(seqEnd, st)
+			lastState, lastSeqEnd = st, seqEnd
+		}
 		if res.More {
 			continue
 		}
