@@ -165,6 +165,9 @@ func TableRefs(cfg *config.Config) []replication.PublishedTable {
 // stop.
 func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	cfg := a.opts.Config
+	if cfg.Source.Method == config.MethodQuery {
+		return a.runQuery(ctx) // no slot, no publication (query.go)
+	}
 	log := a.log
 	full := cfg.Source.Mode != config.ModeReadOnly
 	// Start-up runs under sctx, which a Stop ends after shutdown_timeout.

@@ -329,9 +329,7 @@ func (a *App) runBackfill(ctx context.Context, b *backfill, pool *pgxpool.Pool, 
 // batch (retried while the failure is not the rows').
 func (a *App) mapBackfill(ctx context.Context, rows []replication.BackfillRow, cp cdc.LSN, ord *uint32,
 	mp *mapper.Mapper, batch replication.BatchMapper) ([][]*cdc.Event, error) {
-	out := make([][]*cdc.Event, len(rows))
-	var chs []*replication.Change
-	var idx []int
+	chs := make([]*replication.Change, len(rows))
 	for i, r := range rows {
 		ch := r.Change
 		// Every streamed transaction commits at or after the consistent
@@ -339,26 +337,9 @@ func (a *App) mapBackfill(ctx context.Context, rows []replication.BackfillRow, c
 		ch.Pos = cdc.Position{CommitLSN: cp - 1, Ordinal: *ord}
 		*ord++
 		ch.CommitTime = r.Time
-		if batch != nil && batch.Batched(ch.Rel, false) {
-			chs = append(chs, ch)
-			idx = append(idx, i)
-			continue
-		}
-		if ev := mp.Map(ch); ev != nil {
-			out[i] = []*cdc.Event{ev}
-		}
+		chs[i] = ch
 	}
-	if len(chs) == 0 {
-		return out, nil
-	}
-	res, err := replication.MapBatchRetrying(ctx, batch, chs, a.log.Named("backfill"), nil, 0, nil)
-	if err != nil {
-		return nil, err
-	}
-	for k, i := range idx {
-		out[i] = res[k]
-	}
-	return out, nil
+	return a.mapRows(ctx, chs, mp, batch)
 }
 
 // submitBackfill hands ev to the sink, waiting while it is full.

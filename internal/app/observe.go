@@ -44,6 +44,8 @@ type monitor struct {
 	sink      *sink.Sink
 	tracker   *checkpoint.Tracker
 	slotState slotState
+	// query is the query method's status (nil with the logical method).
+	query *queryStatus
 
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
 	stalled      atomic.Bool
@@ -155,6 +157,14 @@ func (o *monitor) Stale(table, action string, n int) {
 // Accepted implements sink.Metrics.
 func (o *monitor) Accepted(latency time.Duration) { o.latency.Observe(latency.Seconds()) }
 
+// attachQuery is attach for the query method, which has no stream.
+func (o *monitor) attachQuery(sk *sink.Sink, t *checkpoint.Tracker, q *queryStatus) {
+	o.mu.Lock()
+	o.sink, o.tracker, o.query = sk, t, q
+	o.mu.Unlock()
+	_ = o.reg.Register(q) // a second run of the App: already registered
+}
+
 func (o *monitor) attach(st *replication.Stream, sk *sink.Sink, t *checkpoint.Tracker) {
 	o.mu.Lock()
 	o.stream, o.sink, o.tracker = st, sk, t
@@ -259,14 +269,20 @@ func (o *monitor) handler() http.Handler {
 // ready reports whether pgsignal streams and the sink is not stalled.
 func (o *monitor) ready() (bool, string) {
 	o.mu.Lock()
-	st := o.stream
+	st, q := o.stream, o.query
 	o.mu.Unlock()
+	if q != nil && st == nil {
+		if ok, why := q.ready(); !ok {
+			return false, why
+		}
+	}
 	switch {
 	case o.health.problem() != "":
 		return false, o.health.problem()
+	case st == nil && q != nil:
 	case st == nil:
 		return false, "not streaming yet"
-	case !st.Stats().Connected:
+	case st != nil && !st.Stats().Connected:
 		return false, "replication connection down (reconnecting)"
 	case o.stalled.Load():
 		return false, "stalled: pending events make no progress"
@@ -305,7 +321,13 @@ func (o *monitor) watch(ctx context.Context, pool *pgxpool.Pool, slot string, st
 			}
 		} else if stallTimeout > 0 && time.Since(time.Unix(0, o.lastProgress.Load())) > stallTimeout && !o.stalled.Load() {
 			o.stalled.Store(true)
-			ss, sks := st.Stats(), sk.Stats()
+			var ss replication.StreamStats
+			if st != nil {
+				ss = st.Stats()
+			} else {
+				ss.Connected = true // the query method: its failures are logged by the poller
+			}
+			sks := sk.Stats()
 			stuck := "the sink: OneSignal requests are failing or slow (see the retry log lines)"
 			if sks.DeadLetterStoreFailing {
 				stuck = "the dead-letter store: writing dead letters keeps failing (see the \"writing dead letters failed\" log lines); make census.dead_letters (full mode) or sink.dead_letter_file (read-only mode) writable"

@@ -42,6 +42,12 @@ func validate(c *Config) []Problem {
 		if c.Source.Method == MethodQuery && t.Cursor == "" && t.Schema != "" {
 			ps.add(index("tables", i)+".cursor", 0, "required with source.method: query; name the column new rows are read by, an integer filled from a sequence or identity, e.g. cursor: id")
 		}
+		if c.Source.Method == MethodQuery && t.Backfill != nil {
+			ps.add(index("tables", i)+".backfill", 0, "not available with source.method: query, which starts from the current rows; remove the key, or backfill once with source.method: logical")
+		}
+		if c.Source.Method == MethodQuery && t.EmitsUpdates() {
+			ps.add(index("tables", i)+".emit", 0, "update is not available with source.method: query, which reads new rows only; remove update from emit")
+		}
 	}
 	if c.Source.Mode == ModeReadOnly {
 		for i, t := range c.Tables {
