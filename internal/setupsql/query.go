@@ -28,7 +28,7 @@ func (s *Script) connectStatement() {
 	o := s.Options
 	s.add(Statement{Kind: KindGrants, Title: "CONNECT on the database",
 		Comment: []string{"CONNECT on this database (PUBLIC has it unless it was revoked)."},
-		SQL: doBlock("  EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), " + pgcat.QuoteLiteral(o.User) + ");\n")})
+		SQL:     doBlock("  EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), " + pgcat.QuoteLiteral(o.User) + ");\n")})
 }
 
 // queryNotes end the script of the query method.
