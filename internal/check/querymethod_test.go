@@ -21,6 +21,8 @@ CREATE TABLE analytics.nokey (id bigserial, event_name text, user_id text);
 CREATE INDEX ON analytics.nokey (id);
 CREATE TABLE analytics.noseq (id bigint PRIMARY KEY, event_name text, user_id text);
 CREATE TABLE analytics.textcur (id text PRIMARY KEY, event_name text, user_id text);
+CREATE SEQUENCE analytics.shared_seq;
+CREATE TABLE analytics.fromdefault (id bigint PRIMARY KEY DEFAULT nextval('analytics.shared_seq'), event_name text, user_id text);
 CREATE TABLE analytics.cached (id bigserial PRIMARY KEY, event_name text, user_id text);
 ALTER SEQUENCE analytics.cached_id_seq CACHE 20;
 CREATE TABLE analytics.partial (id bigserial, event_name text, user_id text, PRIMARY KEY (event_name, user_id));
@@ -120,6 +122,8 @@ func TestCheckQueryMethodItems(t *testing.T) {
 		{"a caching sequence", "cached", "id", "cursor analytics.cached", Warn,
 			`sequence analytics.cached_id_seq has CACHE 20: each session takes 20 values at a time`,
 			`ALTER SEQUENCE analytics.cached_id_seq CACHE 1;`},
+		{"a sequence the column does not own", "fromdefault", "id", "cursor analytics.fromdefault", Pass,
+			`"id" (bigint), filled from sequence analytics.shared_seq, covered by a btree index`, ""},
 		{"not an integer", "textcur", "id", "cursor analytics.textcur", Fail,
 			`cursor column "id" is text, not an integer (smallint, integer or bigint)`, "set tables[0].cursor to an integer column"},
 		{"no such column", "user_events", "nope", "cursor analytics.user_events", Fail,
