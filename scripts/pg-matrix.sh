@@ -3,7 +3,7 @@
 # a table: version -> pass/fail, with the tests that failed and the features
 # skipped (and why, e.g. "standby decoding needs PostgreSQL 16+").
 #
-#   scripts/pg-matrix.sh             # PostgreSQL 12 through 18
+#   scripts/pg-matrix.sh             # PostgreSQL 10 through 18
 #   scripts/pg-matrix.sh 15 17       # only these
 #
 # Each version's binaries are Debian's /usr/lib/postgresql/<v>/bin when
@@ -22,12 +22,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-run=${PG_MATRIX_RUN:-'Stream|Transform|Backfill|Fault(Kill9|PostgresRestart)'}
+run=${PG_MATRIX_RUN:-'Stream|Transform|Backfill|Query|Fault(Kill9|PostgresRestart)'}
 read -r -a pkgs <<<"${PG_MATRIX_PKGS:-./internal/app/ ./cmd/pgsignal/}"
 timeout=${PG_MATRIX_TIMEOUT:-20m}
 logs=${PG_MATRIX_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/pg-matrix-XXXXXX")}
 mkdir -p "$logs"
-if [[ $# -gt 0 ]]; then versions=("$@"); else versions=(12 13 14 15 16 17 18); fi
+if [[ $# -gt 0 ]]; then versions=("$@"); else versions=(10 11 12 13 14 15 16 17 18); fi
 unset PGSIGNAL_PG_BIN # $PGSIGNAL_PG_VERSION selects the binaries
 
 pgbin="$logs/pgbin"

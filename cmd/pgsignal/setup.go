@@ -28,7 +28,8 @@ const setupUsage = `Usage:
 Prints (or, with --apply, runs as the admin user of --admin-dsn, one statement at a
 time) the idempotent SQL that prepares the database for pgsignal: the user, its
 REPLICATION right, the bookkeeping schema (full mode), SELECT on the configured tables
-(with --schema-grants: on everything in their schemas, now and later) and the publication. Without --password-env a password is
+(with --schema-grants: on everything in their schemas, now and later) and the publication.
+With source.method: query only CONNECT, SELECT and the bookkeeping schema (full mode). Without --password-env a password is
 generated and shown once. --platform is rds, azure, cloudsql or postgres (default
 postgres; detected from the server with --apply). The admin DSN may leave its
 password to PGPASSWORD or ~/.pgpass.
@@ -100,6 +101,7 @@ func cmdSetup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Publication:   cfg.Source.Publication,
 		Slot:          cfg.Source.Slot,
 		SchemaGrants:  *schemaGrants,
+		Query:         cfg.Source.Method == config.MethodQuery,
 	}
 	for _, t := range cfg.Tables {
 		opts.Tables = append(opts.Tables, setupsql.Table{Schema: t.Schema, Name: t.Name, Where: t.Where, Updates: t.EmitsUpdates(), Transform: t.Transform != ""})
@@ -185,7 +187,7 @@ func applySetup(ctx context.Context, dsn string, cfg *config.Config, opts setups
 		return err
 	}
 	var walLevel string
-	if err := conn.QueryRow(ctx, `SELECT current_setting('wal_level')`).Scan(&walLevel); err == nil && walLevel != "logical" {
+	if err := conn.QueryRow(ctx, `SELECT current_setting('wal_level')`).Scan(&walLevel); err == nil && walLevel != "logical" && !opts.Query {
 		fmt.Fprintf(stdout, "warning: wal_level is %s; logical decoding needs wal_level = logical, which takes a restart: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (pgsignal check names the platform's way)\n", walLevel)
 	}
 	fmt.Fprintln(stdout, "setup done; check it with: pgsignal check --config FILE")

@@ -19,6 +19,11 @@ import (
 
 // statusReport is what `pgsignal status` shows.
 type statusReport struct {
+	// Method is source.method. The query method has no slot (Slot is left
+	// out) and shows Query instead.
+	Method string             `json:"method"`
+	Query  *store.QueryStatus `json:"query,omitempty"`
+
 	Slot struct {
 		Name              string `json:"name"`
 		Exists            bool   `json:"exists"`
@@ -32,7 +37,7 @@ type statusReport struct {
 		// about it (the words of run and check); Fix how to go on.
 		Lost string `json:"lost,omitempty"`
 		Fix  string `json:"fix,omitempty"`
-	} `json:"slot"`
+	} `json:"slot,omitzero"`
 	Watermark   *store.Watermark `json:"watermark,omitempty"`
 	Backfill    *store.Backfill  `json:"backfill,omitempty"`
 	DeadLetters int              `json:"dead_letters"`
@@ -96,7 +101,13 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nRuns int) (*statusReport, error) {
-	rep := &statusReport{Runs: []store.Run{}}
+	rep := &statusReport{Method: cfg.Source.Method, Runs: []store.Run{}}
+	if cfg.Source.Method == config.MethodQuery {
+		if err := queryStatus(ctx, pool, cfg, rep); err != nil {
+			return nil, err
+		}
+		return statusStore(ctx, pool, cfg, rep, nRuns)
+	}
 	rep.Slot.Name = cfg.Source.Slot
 	si, err := pgcat.LookupSlot(ctx, pool, cfg.Source.Slot)
 	if err != nil {
@@ -115,6 +126,12 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 			rep.Slot.Lost, rep.Slot.Fix = loss.Problem()+"; pgsignal run recreates the slot and goes on from now (source.on_slot_lost: recreate)", ""
 		}
 	}
+	return statusStore(ctx, pool, cfg, rep, nRuns)
+}
+
+// statusStore adds what the bookkeeping schema (full mode) or the dead
+// letter file (read-only mode) holds.
+func statusStore(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, rep *statusReport, nRuns int) (*statusReport, error) {
 	if cfg.Source.Mode == config.ModeReadOnly {
 		letters, err := (&sink.FileLetters{Path: cfg.Sink.DeadLetterFile}).List(ctx, sink.Filter{})
 		if err != nil {
@@ -155,6 +172,8 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 func printStatus(w io.Writer, rep *statusReport) {
 	s := rep.Slot
 	switch {
+	case rep.Query != nil:
+		printQueryStatus(w, rep.Query)
 	case s.Lost != "":
 		fmt.Fprintf(w, "slot %s: LOST: %s\n", s.Name, s.Lost)
 		if s.Fix != "" {
@@ -221,5 +240,35 @@ func bytesHuman(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	default:
 		return fmt.Sprintf("%d B", n)
+	}
+}
+
+// queryStatus fills the query method's part of the report: no slot, the
+// tables' positions (store.ReadQueryStatus).
+func queryStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, rep *statusReport) error {
+	src := store.QueryStatusSource{Pool: pool, Schema: cfg.Source.Schema}
+	if cfg.Source.Mode == config.ModeReadOnly {
+		src.Schema, src.StateFile = "", cfg.Source.StateFile
+	}
+	for _, t := range cfg.Tables {
+		src.Tables = append(src.Tables, t.Schema+"."+t.Name)
+	}
+	q, err := store.ReadQueryStatus(ctx, src)
+	if err != nil {
+		return err
+	}
+	rep.Query = q
+	return nil
+}
+
+// printQueryStatus prints the query method's lines.
+func printQueryStatus(w io.Writer, q *store.QueryStatus) {
+	fmt.Fprintln(w, "method query: no replication slot; each table is polled by its cursor column")
+	if !q.Available {
+		fmt.Fprintf(w, "positions: not available (%s)\n", q.Note)
+		return
+	}
+	for _, t := range q.Tables {
+		fmt.Fprintf(w, "position %s: %s\n", t.Table, t.Position)
 	}
 }

@@ -69,6 +69,10 @@ func (b *backfill) close(ctx context.Context) {
 // at a time decide about and run a slot's backfill.
 const backfillLockSQL = `hashtextextended('pgsignal backfill ' || $1, 0)`
 
+// backfillLockSQL10 is backfillLockSQL for PostgreSQL 10, which has no
+// hashtextextended (11+): a 32-bit hash of the same text.
+const backfillLockSQL10 = `hashtext('pgsignal backfill ' || $1)::bigint`
+
 // lockBackfill takes the slot's backfill lock, waiting while another
 // instance (high availability) holds it: that one is backfilling, and its
 // slot is inactive meanwhile.
@@ -77,9 +81,18 @@ func (a *App) lockBackfill(ctx context.Context, pool *pgxpool.Pool, slot string)
 	if err != nil {
 		return nil, fmt.Errorf("backfill lock: %w", err)
 	}
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("backfill lock: server version: %w", err)
+	}
+	key := backfillLockSQL
+	if version < 110000 {
+		key = backfillLockSQL10
+	}
 	for logged := false; ; logged = true {
 		var ok bool
-		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+backfillLockSQL+`)`, slot).Scan(&ok); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+key+`)`, slot).Scan(&ok); err != nil {
 			conn.Release()
 			return nil, fmt.Errorf("backfill lock: %w", err)
 		}

@@ -72,7 +72,7 @@ func TestBackfillSeamWithConcurrentInserts(t *testing.T) {
 	h.exec(`UPDATE analytics.user_events SET event_data = event_data || jsonb_build_object('id', id)`)
 	h.exec(`CREATE FUNCTION analytics.add_id() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.event_data := coalesce(NEW.event_data, '{}') || jsonb_build_object('id', NEW.id); RETURN NEW; END $$;
-CREATE TRIGGER add_id BEFORE INSERT ON analytics.user_events FOR EACH ROW EXECUTE FUNCTION analytics.add_id()`)
+CREATE TRIGGER add_id BEFORE INSERT ON analytics.user_events FOR EACH ROW EXECUTE PROCEDURE analytics.add_id()`)
 	cfg := h.config()
 	cfg.Tables[0].Backfill = &config.Backfill{Since: 7 * 24 * time.Hour}
 

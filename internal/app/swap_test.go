@@ -82,6 +82,9 @@ func httpGet(a *App, path string) (int, string) {
 // restart keeps following it.
 func TestTableSwapWhileStreaming(t *testing.T) {
 	h := newHarness(t, pgtest.Options{})
+	if v := h.serverVersion(); v < 140000 {
+		t.Skipf("adding a swapped-in table with its rows needs logical decoding messages in pgoutput (PostgreSQL 14+), the server is %d: before 14 pgsignal stops with the fix (TestStreamTableSwapStopsBefore14)", v)
+	}
 	h.exec(seedTable)
 	r := h.startFast(h.config())
 	h.exec(`INSERT INTO analytics.user_events (event_name, user_id) VALUES ('before', 'u1')`)

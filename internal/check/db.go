@@ -57,6 +57,7 @@ type db struct {
 	version  int
 	standby  bool
 	logical  bool
+	query    bool // source.method: query
 	platform setupsql.Platform
 	tables   []tableState
 }
@@ -68,6 +69,8 @@ type tableState struct {
 	exists bool
 	oid    uint32
 	owned  bool
+	// partitioned: a partitioned table (relkind p).
+	partitioned bool
 }
 
 func (t tableState) quoted() string { return pgcat.QualifiedName(t.cfg.Schema, t.cfg.Name) }
@@ -90,6 +93,9 @@ func displayIdent(id string) string {
 
 // dbNames lists the database items in check order.
 func (r *runner) dbNames() []string {
+	if r.queryMethod() {
+		return r.queryNames()
+	}
 	names := []string{itemReach, itemTLS, itemLogin, itemVersion, itemEncoding, itemRole, itemWALLevel, itemSlots,
 		itemSenders, itemReplPriv, itemReplConn}
 	for _, t := range r.cfg.Tables {
@@ -125,6 +131,10 @@ func (r *runner) database(ctx context.Context) {
 		return
 	}
 	r.encoding(ctx, d)
+	if d.query = r.queryMethod(); d.query {
+		r.queryItems(ctx, d)
+		return
+	}
 	r.standby(ctx, d)
 	r.walLevel(ctx, d)
 	r.slotCapacity(ctx, d)
@@ -262,6 +272,15 @@ func (r *runner) session(ctx context.Context, d *db) string {
 	}
 	detail := fmt.Sprintf("PostgreSQL %s: logical replication %s (10+), row filters %s (15+), decoding on a standby %s (16+)",
 		verText, yes(d.version >= versionLogical), yes(d.version >= versionFilters), yes(d.version >= versionStandby))
+	if r.queryMethod() {
+		detail = fmt.Sprintf("PostgreSQL %s: the query method reads 9.6 and later (tested on 10 to 18), a standby included", verText)
+		if d.version < versionQuery {
+			r.fail(itemVersion, detail, "upgrade PostgreSQL to 9.6 or later")
+			return "PostgreSQL < 9.6"
+		}
+		r.pass(itemVersion, detail)
+		return ""
+	}
 	if d.version < versionLogical {
 		r.fail(itemVersion, detail, "upgrade PostgreSQL: pgsignal needs logical replication (PostgreSQL 10 or later)")
 		return "PostgreSQL < 10 has no logical replication"

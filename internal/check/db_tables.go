@@ -42,7 +42,8 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&ts.oid, &kind,
 	switch kind {
 	case "r":
 	case "p":
-		if d.version < 130000 {
+		ts.partitioned = true
+		if d.version < 130000 && !d.query { // the query method reads a partitioned table like any other
 			r.fail(name, ts.quoted()+" is a partitioned table, which PostgreSQL < 13 cannot publish", "configure its partitions instead")
 			return ts
 		}
@@ -51,7 +52,11 @@ WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&ts.oid, &kind,
 		if what == "" {
 			what = "not a table (relkind " + kind + ")"
 		}
-		r.fail(name, ts.quoted()+" is "+what+"; logical replication publishes tables only",
+		only := "; logical replication publishes tables only"
+		if d.query {
+			only = "; the query method reads tables only (by their primary key and a cursor index)"
+		}
+		r.fail(name, ts.quoted()+" is "+what+only,
 			fmt.Sprintf("point tables[%d].table at the table the rows are inserted into", i))
 		return ts
 	}
@@ -330,7 +335,7 @@ FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.
 		case !found:
 			problems = append(problems, fmt.Sprintf("%s has no column %q (%s%s)", t.quoted(), m.Column, path, m.Key))
 			fixes = append(fixes, fmt.Sprintf("set %s%s to one of the columns of %s: %s", path, m.Key, t.quoted(), strings.Join(order, ", ")))
-		case c.generated && d.version < 180000:
+		case c.generated && d.version < 180000 && !d.query: // the query method reads generated columns
 			problems = append(problems, fmt.Sprintf("column %q is generated; logical replication sends generated columns only from PostgreSQL 18", m.Column))
 			fixes = append(fixes, fmt.Sprintf("map %s%s to a stored (not generated) column", path, m.Key))
 		case m.Key == "timestamp" && t.cfg.TimestampUnit != "" && !mapper.IsEpochType(c.typ):
@@ -386,7 +391,7 @@ func backfillProblems(ctx context.Context, d *db, t tableState, path string, col
 	case !found:
 		problems = append(problems, fmt.Sprintf("%s has no column %q (the backfill's window column)", t.quoted(), col))
 		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to one of the columns of %s: %s", path, t.quoted(), strings.Join(order, ", ")))
-	case c.generated:
+	case c.generated && !d.query:
 		problems = append(problems, fmt.Sprintf("backfill column %q is generated; pgsignal reads the columns logical replication sends, which leaves generated ones out", col))
 		fixes = append(fixes, fmt.Sprintf("set %sbackfill.column to a stored (not generated) column", path))
 	case c.typ == pgtype.TimestamptzOID || c.typ == pgtype.TimestampOID || c.typ == pgtype.DateOID:

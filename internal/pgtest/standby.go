@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,9 +31,11 @@ const (
 	// standbySlotPrefix starts the name of a standby's physical slot on its
 	// primary.
 	standbySlotPrefix = "pgtest_standby_"
-	// minStandbyVersion is the first version with standby.signal and
-	// primary_conninfo in postgresql.conf.
-	minStandbyVersion = 12
+	// minStandbyVersion is the first version pgtest builds standbys of.
+	minStandbyVersion = 10
+	// signalStandbyVersion is the first version with standby.signal and
+	// primary_conninfo in postgresql.conf; before, recovery.conf holds them.
+	signalStandbyVersion = 12
 )
 
 // NewStandby starts a standby of primary with StartStandby and stops it with
@@ -63,10 +66,12 @@ func NewStandby(tb testing.TB, primary *Server, opts Options) *Server {
 }
 
 // StartStandby starts a hot standby that streams from primary, which must
-// be running PostgreSQL 12 or later. It creates a physical replication slot
+// be running PostgreSQL 10 or later. It creates a physical replication slot
 // on primary (see PrimarySlot), takes a base backup of primary over the
 // replication protocol (BASE_BACKUP with its WAL, fast checkpoint; primary
-// keeps running and serving), writes standby.signal and starts the standby
+// keeps running and serving), writes standby.signal (before PostgreSQL 12:
+// recovery.conf with standby_mode, primary_conninfo and primary_slot_name,
+// which are then not in postgresql.conf) and starts the standby
 // in its own directory on its own port with
 //
 //	hot_standby = on, hot_standby_feedback = on,
@@ -92,7 +97,7 @@ func StartStandby(ctx context.Context, primary *Server, opts Options) (*Server, 
 		return nil, errors.New("start standby: no primary")
 	}
 	if primary.version < minStandbyVersion {
-		return nil, fmt.Errorf("start standby: PostgreSQL %d: pgtest builds standbys on PostgreSQL %d or later (standby.signal)", primary.version, minStandbyVersion)
+		return nil, fmt.Errorf("start standby: PostgreSQL %d: pgtest builds standbys on PostgreSQL %d or later", primary.version, minStandbyVersion)
 	}
 	if primary.PID() == 0 {
 		return nil, fmt.Errorf("start standby: primary on port %d is not running", primary.port)
@@ -137,16 +142,24 @@ func (s *Server) fromBaseBackup(ctx context.Context, primary *Server, opts Optio
 	if err := os.Remove(s.logPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove copied log: %w", err)
 	}
-	if err := s.writeFile(filepath.Join(s.DataDir, "standby.signal"), nil, 0o600); err != nil {
-		return err
-	}
-
+	conninfo := fmt.Sprintf("host=%s port=%d user=%s application_name=%s sslmode=disable",
+		quoteDSNValue(primary.SocketDir), primary.port, superuser, slot)
 	conf := map[string]string{
 		"hot_standby":          "on",
 		"hot_standby_feedback": "on",
-		"primary_conninfo": fmt.Sprintf("host=%s port=%d user=%s application_name=%s sslmode=disable",
-			quoteDSNValue(primary.SocketDir), primary.port, superuser, slot),
-		"primary_slot_name": slot,
+	}
+	if primary.version >= signalStandbyVersion {
+		if err := s.writeFile(filepath.Join(s.DataDir, "standby.signal"), nil, 0o600); err != nil {
+			return err
+		}
+		conf["primary_conninfo"], conf["primary_slot_name"] = conninfo, slot
+	} else {
+		// PostgreSQL 10 and 11: recovery.conf, which postgresql.conf must not
+		// repeat.
+		rc := "standby_mode = 'on'\nprimary_conninfo = " + confQuote(conninfo) + "\nprimary_slot_name = " + confQuote(slot) + "\n"
+		if err := s.writeFile(filepath.Join(s.DataDir, "recovery.conf"), []byte(rc), 0o600); err != nil {
+			return err
+		}
 	}
 	for k, v := range primary.userConf {
 		if k != "port" && k != "unix_socket_directories" {
@@ -372,10 +385,14 @@ func (s *Server) CatchUp(ctx context.Context) error {
 	return s.WaitReplay(ctx, lsn)
 }
 
-// Promote turns the standby into a primary (pg_promote, waiting up to 60 s
-// for the promotion to finish). It then accepts writes and no longer follows
+// Promote turns the standby into a primary (pg_promote, or on PostgreSQL 10
+// and 11 what pg_ctl promote does; waiting up to 60 s for the promotion to
+// finish). It then accepts writes and no longer follows
 // its old primary.
 func (s *Server) Promote(ctx context.Context) error {
+	if s.version < signalStandbyVersion {
+		return s.promoteBefore12(ctx)
+	}
 	var done bool
 	if err := s.queryRow(ctx, `SELECT pg_promote(true, 60)`, nil, &done); err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -446,4 +463,36 @@ func (s *Server) queryRow(ctx context.Context, sql string, args []any, dest ...a
 		return fmt.Errorf("%s: %w", abbrev(sql), err)
 	}
 	return nil
+}
+
+// promoteBefore12 promotes a PostgreSQL 10 or 11 standby, which has no
+// pg_promote, the way pg_ctl promote does: a promote file in the data
+// directory and SIGUSR1 to the postmaster. It waits up to 60 s for the
+// promotion to finish.
+func (s *Server) promoteBefore12(ctx context.Context) error {
+	if err := s.writeFile(filepath.Join(s.DataDir, "promote"), nil, 0o600); err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	if err := syscall.Kill(s.PID(), syscall.SIGUSR1); err != nil {
+		return fmt.Errorf("promote: signal the postmaster: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		var recovery bool
+		if err := s.queryRow(ctx, `SELECT pg_is_in_recovery()`, nil, &recovery); err == nil && !recovery {
+			s.logf("pgtest: promoted standby on port %d", s.port)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("promote: not finished after 60 s")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// confQuote quotes a value for recovery.conf / postgresql.conf.
+func confQuote(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }

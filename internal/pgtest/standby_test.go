@@ -62,10 +62,12 @@ func TestStandby(t *testing.T) {
 			settings := map[string]string{
 				"hot_standby":          "on",
 				"hot_standby_feedback": "on",
-				"primary_slot_name":    standby.PrimarySlot(),
 				"max_connections":      "120", // inherited from the primary's Conf
 				"port":                 fmt.Sprint(standby.Port()),
 				"wal_level":            "logical",
+			}
+			if primary.Version() >= signalStandbyVersion { // recovery.conf before 12
+				settings["primary_slot_name"] = standby.PrimarySlot()
 			}
 			for name, want := range settings {
 				if got := query(t, standby.DSN(""), "SHOW "+name); got != want {

@@ -84,6 +84,11 @@ type Options struct {
 	// function of the tables' schemas, now and later, instead of SELECT on
 	// the configured tables only (for transforms that read other tables).
 	SchemaGrants bool
+	// Query is the query method (source.method: query): pgsignal only
+	// reads the tables, so the script gives no REPLICATION right and
+	// creates no publication (Publication and Slot are not used); it
+	// grants CONNECT on the database instead.
+	Query bool
 }
 
 // Kind tells what a statement is for.
@@ -158,16 +163,27 @@ func Generate(o Options) (*Script, error) {
 		"Run it as a superuser (or the platform's admin user) connected to the database pgsignal",
 		"streams from. Every statement is idempotent: running the script again is safe.",
 	}
+	if o.Query {
+		s.Header = queryHeader(o, mode)
+	}
 	if o.ReadOnly {
 		s.Header = append(s.Header, "Run it on the primary, even when pgsignal reads a standby: a standby cannot be written to.")
 	}
 
 	s.userStatements()
-	s.replicationStatement()
+	if o.Query {
+		s.connectStatement()
+	} else {
+		s.replicationStatement()
+	}
 	if !o.ReadOnly {
 		s.schemaStatements()
 	}
 	s.grantStatements()
+	if o.Query {
+		s.Notes = queryNotes(o)
+		return s, nil
+	}
 	s.publicationStatement()
 
 	if o.ReadOnly {
@@ -190,9 +206,13 @@ func check(o *Options) error {
 	if _, err := ParsePlatform(string(o.Platform)); err != nil {
 		errs = append(errs, err)
 	}
-	for _, v := range []struct{ name, value string }{
+	idents := []struct{ name, value string }{
 		{"user", o.User}, {"publication", o.Publication}, {"slot", o.Slot},
-	} {
+	}
+	if o.Query {
+		idents = idents[:1] // no publication, no slot
+	}
+	for _, v := range idents {
 		if err := checkIdent(v.name, v.value); err != nil {
 			errs = append(errs, err)
 		}

@@ -43,7 +43,18 @@ func AppendJSON(dst []byte, typeOID uint32, text []byte) []byte {
 		if isJSONNumber(text) {
 			return append(dst, text...)
 		}
-	case pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID:
+	case pgtype.Float4OID, pgtype.Float8OID:
+		// NaN, Infinity and -Infinity are not JSON numbers: they fall through
+		// to the string form. PostgreSQL < 12's long form becomes 12's
+		// shortest one (float.go).
+		bits := 64
+		if typeOID == pgtype.Float4OID {
+			bits = 32
+		}
+		if out, ok := appendShortestFloat(dst, text, bits); ok {
+			return out
+		}
+	case pgtype.NumericOID:
 		// NaN, Infinity and -Infinity are not JSON numbers: they fall through
 		// to the string form.
 		if isJSONNumber(text) {
