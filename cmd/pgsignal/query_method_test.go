@@ -295,6 +295,12 @@ FROM census.query_positions WHERE name = 'pgsignal' AND table_name = 'analytics.
 	if n := e.queryInt(`SELECT count(*) FROM pg_publication`); n != 0 {
 		t.Fatalf("%d publications; the query method creates none", n)
 	}
+	// status shows the stored position.
+	out, errOut, code := runCheckCLI(t, []string{"TEST_ONESIGNAL_KEY=test-key"}, "status", "--config", cfg)
+	want := fmt.Sprintf("position analytics.user_events: every row with a cursor up to %d handled\n", e.queryInt(`SELECT max(id) FROM analytics.user_events`))
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("status exit %d, want the line %q:\n%s%s", code, want, out, errOut)
+	}
 }
 
 // TestQueryLatency measures commit→accepted at 1,000 rows/s with

@@ -246,7 +246,7 @@ func bytesHuman(n int64) string {
 // queryStatus fills the query method's part of the report: no slot, the
 // tables' positions (store.ReadQueryStatus).
 func queryStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, rep *statusReport) error {
-	src := store.QueryStatusSource{Pool: pool, Schema: cfg.Source.Schema}
+	src := store.QueryStatusSource{Pool: pool, Schema: cfg.Source.Schema, Name: cfg.Source.Slot}
 	if cfg.Source.Mode == config.ModeReadOnly {
 		src.Schema, src.StateFile = "", cfg.Source.StateFile
 	}
