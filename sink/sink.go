@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +35,12 @@ type Config struct {
 	OnDeadLetter func(l cdc.DeadLetter)
 	// Metrics, when set, receives measurements.
 	Metrics Metrics
+	// OnHandled, when set, is called by lane (cdc.Lane of the external_id)
+	// after the handled callback, with the events of each batch it handled,
+	// in order: a lane reports its events handled in submission order, one
+	// batch after the other (the delivery ledger records that). It is called
+	// from the lane's goroutine and must not block.
+	OnHandled func(lane int, evs []*cdc.Event)
 }
 
 // Metrics receives the sink's measurements. Calls come from the lanes and
@@ -177,7 +182,6 @@ type Sink struct {
 	bytes   int64
 	ready   chan struct{}
 	lanes   []*lane
-	seed    maphash.Seed
 	fatal   chan error
 	wg      sync.WaitGroup
 	stopped atomic.Bool
@@ -208,7 +212,7 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 	cfg.defaults()
 	s := &Sink{
 		cfg: cfg, client: client, dl: dl, handled: handled, log: cfg.Logger,
-		ready: make(chan struct{}, 1), fatal: make(chan error, 1), seed: maphash.MakeSeed(),
+		ready: make(chan struct{}, 1), fatal: make(chan error, 1),
 	}
 	s.outage.log = cfg.Logger
 	for i := 0; i < cfg.Concurrency; i++ {
@@ -263,7 +267,7 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 	s.bytes += size
 	s.mu.Unlock()
 	s.stats.submitted.Add(1)
-	l := s.lanes[maphash.String(s.seed, ev.ExternalID)%uint64(len(s.lanes))]
+	l := s.lanes[cdc.Lane(ev.ExternalID, len(s.lanes))]
 	l.push(ev)
 	return true
 }
@@ -451,6 +455,9 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 		return errors.New("sink stopped")
 	}
 	s.handled(seqs...)
+	if s.cfg.OnHandled != nil {
+		s.cfg.OnHandled(l.id, batch)
+	}
 	s.release(batch)
 	return nil
 }

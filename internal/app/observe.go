@@ -45,6 +45,7 @@ type monitor struct {
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
 	stalled      atomic.Bool
 	health       tableHealth
+	ledger       ledgerMetrics
 }
 
 type slotState struct {
@@ -97,7 +98,7 @@ func newMonitor() *monitor {
 	for _, r := range sink.RetryReasons {
 		o.retries.WithLabelValues(r)
 	}
-	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, buildInfoGauge(),
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, &o.ledger, buildInfoGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o
