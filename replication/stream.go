@@ -130,8 +130,6 @@ type Stream struct {
 	ordinal    uint32
 	lastStatus time.Time
 	sentFlush  cdc.LSN
-	// confirmed is the last LSN a status update confirmed to the server.
-	confirmed atomic.Uint64
 	statusIvl  time.Duration // status interval in force (below wal_sender_timeout)
 	// held is an event assigned a sequence number but not yet accepted by
 	// the sink when the connection failed; it is submitted when the server
@@ -158,6 +156,9 @@ type Stream struct {
 	// dead (Source.ReceiveTimeout, or derived from wal_sender_timeout).
 	recvTimeout time.Duration
 	resend      resendCache // relations of resent rows (handleMessage)
+
+	// confirmed is the last LSN a status update confirmed to the server.
+	confirmed atomic.Uint64
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
