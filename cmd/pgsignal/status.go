@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/store"
@@ -37,6 +38,9 @@ type statusReport struct {
 	Backfill    *store.Backfill  `json:"backfill,omitempty"`
 	DeadLetters int              `json:"dead_letters"`
 	Runs        []store.Run      `json:"runs"`
+
+	// Ledger is the delivery ledger's size (nil before the first run).
+	Ledger *checkpoint.LedgerSize `json:"ledger,omitempty"`
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -93,6 +97,9 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 			return nil, err
 		}
 		rep.DeadLetters = len(letters)
+		if rep.Ledger, err = checkpoint.ReadStateFileLedgerSize(cfg.Source.StateFile); err != nil {
+			return nil, err
+		}
 		return rep, nil
 	}
 	schema, slot := cfg.Source.Schema, cfg.Source.Slot
@@ -110,6 +117,9 @@ func buildStatus(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, nR
 		return nil, err
 	}
 	if rep.DeadLetters, err = store.CountDeadLetters(ctx, pool, schema, slot); err != nil {
+		return nil, err
+	}
+	if rep.Ledger, err = store.ReadLedgerSize(ctx, pool, schema, slot); err != nil {
 		return nil, err
 	}
 	runs, err := store.ListRuns(ctx, pool, schema, slot, nRuns)
@@ -150,6 +160,13 @@ func printStatus(w io.Writer, rep *statusReport) {
 			strings.Join(b.Tables, ", "), b.StartedAt.UTC().Format("2006-01-02 15:04:05"))
 	}
 	fmt.Fprintf(w, "dead letters: %d\n", rep.DeadLetters)
+	if l := rep.Ledger; l != nil {
+		skipped := "unknown"
+		if l.SkippedOnLastStart >= 0 {
+			skipped = fmt.Sprint(l.SkippedOnLastStart)
+		}
+		fmt.Fprintf(w, "delivery ledger: %d range(s), %d event(s) accepted above the watermark; skipped on the last start: %s\n", l.Ranges, l.Events, skipped)
+	}
 	if len(rep.Runs) == 0 {
 		return
 	}

@@ -58,6 +58,9 @@ func (a *App) openLedger(ctx context.Context, ls ledgerSetup) (*checkpoint.Ledge
 	if err != nil {
 		return nil, err
 	}
+	if sf, ok := st.(*checkpoint.StateFileLedger); ok {
+		sf.Skipped = func() uint64 { return l.Stats().Skipped }
+	}
 	if s := l.Stats(); s.Ranges > 0 {
 		a.log.Info("delivery ledger: events OneSignal accepted above the checkpoint before the restart are not sent again",
 			zap.Int("ranges", s.Ranges), zap.Int64("events", s.Events))

@@ -19,6 +19,9 @@ type StateFileLedger struct {
 	File     *statefile.File
 	SystemID string
 	Slot     string
+	// Skipped, when set, returns the events this run skipped because the
+	// ledger had them; it is written beside the ranges for status.
+	Skipped func() uint64
 }
 
 var _ LedgerStore = (*StateFileLedger)(nil)
@@ -28,6 +31,9 @@ type ledgerFile struct {
 	SystemID string  `json:"system_id"`
 	Slot     string  `json:"slot"`
 	Ranges   []Range `json:"ranges"`
+	// Skipped is the events the last start did not send because the
+	// ledger had them.
+	Skipped uint64 `json:"skipped_on_last_start"`
 }
 
 // Load returns the ranges stored for the slot and system, or none.
@@ -45,5 +51,37 @@ func (s *StateFileLedger) Write(_ context.Context, ranges []Range) error {
 	if ranges == nil {
 		ranges = []Range{}
 	}
-	return s.File.Put(map[string]any{LedgerSection: ledgerFile{SystemID: s.SystemID, Slot: s.Slot, Ranges: ranges}})
+	lf := ledgerFile{SystemID: s.SystemID, Slot: s.Slot, Ranges: ranges}
+	if s.Skipped != nil {
+		lf.Skipped = s.Skipped()
+	}
+	return s.File.Put(map[string]any{LedgerSection: lf})
+}
+
+// LedgerSize is a delivery ledger's size, as `pgsignal status` shows it.
+type LedgerSize struct {
+	Ranges int   `json:"ranges"`
+	Events int64 `json:"events"`
+	// SkippedOnLastStart is the events the last run did not send because
+	// the ledger had them (-1 when unknown).
+	SkippedOnLastStart int64 `json:"skipped_on_last_start"`
+}
+
+// ReadStateFileLedgerSize returns the size of the ledger in the state file
+// at path (read-only mode), or nil when it holds none.
+func ReadStateFileLedgerSize(path string) (*LedgerSize, error) {
+	f, err := statefile.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var lf ledgerFile
+	ok, err := f.Get(LedgerSection, &lf)
+	if err != nil || !ok {
+		return nil, err
+	}
+	ls := &LedgerSize{Ranges: len(lf.Ranges), SkippedOnLastStart: int64(lf.Skipped)}
+	for _, r := range lf.Ranges {
+		ls.Events += r.Events
+	}
+	return ls, nil
 }

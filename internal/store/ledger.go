@@ -107,19 +107,10 @@ WHERE (d.to_lsn, d.to_ordinal, d.events) IS DISTINCT FROM (excluded.to_lsn, excl
 	return nil
 }
 
-// LedgerSize is slot's delivery ledger as `pgsignal status` shows it.
-type LedgerSize struct {
-	Ranges int   `json:"ranges"`
-	Events int64 `json:"events"`
-	// SkippedOnLastStart is the events the last run did not send because
-	// the ledger had them (-1 when unknown).
-	SkippedOnLastStart int64 `json:"skipped_on_last_start"`
-}
-
 // ReadLedgerSize returns the size of slot's ledger, or nil when the schema
 // is from before the ledger.
-func ReadLedgerSize(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (*LedgerSize, error) {
-	ls := &LedgerSize{}
+func ReadLedgerSize(ctx context.Context, pool *pgxpool.Pool, schema, slot string) (*checkpoint.LedgerSize, error) {
+	ls := &checkpoint.LedgerSize{}
 	err := pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(events), 0)::bigint FROM `+pgx.Identifier{schema, "delivered"}.Sanitize()+` WHERE slot = $1`, slot).Scan(&ls.Ranges, &ls.Events)
 	switch {
 	case pgcat.Is(err, pgcat.UndefinedTable):
