@@ -87,17 +87,6 @@ type Config struct {
 	// LegacyKeys are the commits whose rows keep the keys earlier
 	// versions gave them (see cdc.LegacyKeys and store.RecordLegacyKeys).
 	LegacyKeys cdc.LegacyKeys
-	// Ledger, when set, says which events an earlier run handled above the
-	// stored watermark (the delivery ledger): they are not submitted again
-	// but reported handled at once.
-	Ledger Ledger
-}
-
-// Ledger is the delivery ledger as the stream uses it (checkpoint.Ledger).
-type Ledger interface {
-	// Covers reports whether ev (with its Pos and Timeline set) was handled
-	// by an earlier run. It is called from the stream's goroutine.
-	Covers(ev *cdc.Event) bool
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.
@@ -156,9 +145,6 @@ type Stream struct {
 	// dead (Source.ReceiveTimeout, or derived from wal_sender_timeout).
 	recvTimeout time.Duration
 	resend      resendCache // relations of resent rows (handleMessage)
-
-	// confirmed is the last LSN a status update confirmed to the server.
-	confirmed atomic.Uint64
 }
 
 // NewStream prepares a stream. resume is the position of the last handled
@@ -207,10 +193,6 @@ func (s *Stream) SetFlushed(lsn cdc.LSN) {
 		}
 	}
 }
-
-// Confirmed returns the last LSN a status update sent to the server
-// confirmed (what the slot will not send again).
-func (s *Stream) Confirmed() cdc.LSN { return cdc.LSN(s.confirmed.Load()) }
 
 // MaxOutstanding returns the bound on events received but not yet in the
 // durable watermark (Config.MaxOutstanding, defaulted).
@@ -568,9 +550,6 @@ func (s *Stream) sendStatusReply(conn *pgconn.PgConn, reply bool) error {
 	}
 	s.lastStatus = time.Now()
 	s.sentFlush = f
-	if uint64(f) > s.confirmed.Load() {
-		s.confirmed.Store(uint64(f))
-	}
 	return nil
 }
 

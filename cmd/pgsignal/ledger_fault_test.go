@@ -55,9 +55,8 @@ func (e *env) checkUserOrder() {
 }
 
 // runKills streams total events (transactions of 500 rows) into the flaky
-// fake with the default lanes and batches, kills pgsignal with kill -9
-// three times at random points, and returns the events sent again (keys
-// the fake had accepted before).
+// fake with the default lanes and batches and kills pgsignal with kill -9
+// three times at random points.
 func runKills(t *testing.T, e *env, cfg string, total int) int {
 	t.Helper()
 	p := e.startProc(cfg)
@@ -74,13 +73,16 @@ func runKills(t *testing.T, e *env, cfg string, total int) int {
 	for k, frac := range []float64{0.15, 0.40, 0.65} {
 		at := int(float64(total)*frac) + rng.IntN(total/5)
 		e.waitCount(at, 5*time.Minute, p)
+		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond) // not just as a request is accepted
 		p.kill9(t)
 		t.Logf("kill -9 #%d after %d events accepted (%d sent again so far)", k+1, e.fake.Count(), e.fake.Duplicates())
+		logLedgerLines(t, p)
 		p = e.startProc(cfg)
 	}
 	<-inserted
 	e.waitCount(total, 10*time.Minute, p)
 	p.term(t)
+	logLedgerLines(t, p)
 	e.checkExactlyOnce(total)
 	e.checkUserOrder()
 	st := e.fake.Stats()
@@ -170,5 +172,16 @@ func TestLedgerGracefulRestartResendsNothing(t *testing.T) {
 	e.checkUserOrder()
 	if d := e.fake.Duplicates(); d != 0 {
 		t.Fatalf("%d events sent again after a graceful restart, want 0", d)
+	}
+}
+
+// logLedgerLines logs what a pgsignal process said about its delivery
+// ledger.
+func logLedgerLines(t *testing.T, p *proc) {
+	t.Helper()
+	for _, line := range strings.Split(readFile(t, p.log), "\n") {
+		if strings.Contains(line, "ledger") {
+			t.Log(line)
+		}
 	}
 }

@@ -312,16 +312,16 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	// The delivery ledger: what OneSignal accepted above the watermark
 	// before a restart is not sent again.
 	var tracker *checkpoint.Tracker
-	var stream *replication.Stream
+	var slotConfirmed atomic.Uint64 // read-only mode: the slot's confirmed_flush_lsn (watchSlotConfirmed)
 	ledger, err := a.openLedger(ctx, ledgerSetup{full: full, systemID: sys.SystemID, fresh: bf != nil || loss != nil || a.slotCreated,
 		runID: runID, pool: pool, durable: func() (cdc.Position, cdc.LSN) {
-			if tracker == nil || stream == nil {
-				return resume, confirmed // at start: the stored watermark
+			if !full {
+				return cdc.Position{}, cdc.LSN(slotConfirmed.Load())
 			}
-			if full {
-				return tracker.Saved(), stream.Confirmed()
+			if tracker == nil {
+				return resume, 0 // at start: the stored watermark
 			}
-			return cdc.Position{}, stream.Confirmed()
+			return tracker.Saved(), 0
 		}})
 	if err != nil {
 		return sum, err
@@ -340,7 +340,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter, Metrics: a.obs,
 		OnHandled: ledger.Record,
 	}, client, dl, tracker.Done)
-	stream = replication.NewStream(replication.Config{
+	stream := replication.NewStream(replication.Config{
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
@@ -373,6 +373,9 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	ledgerDone := make(chan struct{})
 	go func() {
 		defer close(ledgerDone)
+		if !full {
+			go a.watchSlotConfirmed(ckCtx, pool, &slotConfirmed)
+		}
 		ledger.Run(ckCtx)
 	}()
 
@@ -420,7 +423,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		}
 		cancel()
 	}
-	a.closeLedger(ctx, ledger, full, pool, runID)
+	a.closeLedger(ctx, ledger, full, pool, runID, &slotConfirmed)
 	st := sk.Stats()
 	sum = Summary{
 		Received: stream.Stats().Received, Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped,

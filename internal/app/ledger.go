@@ -111,9 +111,12 @@ func (m *ledgerMetrics) Collect(ch chan<- prometheus.Metric) {
 // closeLedger writes the ledger a last time, trimmed to the final
 // checkpoint (empty after a drained stop), and records in the run's row the
 // events it skipped.
-func (a *App) closeLedger(ctx context.Context, l *checkpoint.Ledger, full bool, pool *pgxpool.Pool, runID int64) {
+func (a *App) closeLedger(ctx context.Context, l *checkpoint.Ledger, full bool, pool *pgxpool.Pool, runID int64, slotConfirmed *atomic.Uint64) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if !full {
+		a.readSlotConfirmed(fctx, pool, slotConfirmed) // the stream's last confirmation
+	}
 	if err := l.Flush(fctx); err != nil {
 		a.log.Warn("final write of the delivery ledger failed: the next start may send again what OneSignal accepted last", zap.Error(err))
 	}
@@ -121,5 +124,37 @@ func (a *App) closeLedger(ctx context.Context, l *checkpoint.Ledger, full bool, 
 		if err := store.RecordLedgerSkipped(fctx, pool, a.opts.Config.Source.Schema, runID, s.Skipped); err != nil {
 			a.log.Debug("could not record the events the ledger skipped", zap.Error(err))
 		}
+	}
+}
+
+// watchSlotConfirmed keeps confirmed at the slot's confirmed_flush_lsn as
+// the server holds it, read every second until ctx ends (read-only mode):
+// the ledger's ranges below it are trimmed. What the server holds, not what
+// the stream sent: a status update still unread when pgsignal dies is lost
+// with the connection, and the server then sends those transactions again.
+func (a *App) watchSlotConfirmed(ctx context.Context, pool *pgxpool.Pool, confirmed *atomic.Uint64) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.readSlotConfirmed(ctx, pool, confirmed) // on failure the next tick tries again; trimming waits
+	}
+}
+
+// readSlotConfirmed raises confirmed to the slot's confirmed_flush_lsn.
+func (a *App) readSlotConfirmed(ctx context.Context, pool *pgxpool.Pool, confirmed *atomic.Uint64) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var lsn *string
+	err := pool.QueryRow(qctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, a.opts.Config.Source.Slot).Scan(&lsn)
+	if err != nil || lsn == nil {
+		return
+	}
+	if l, err := cdc.ParseLSN(*lsn); err == nil && uint64(l) > confirmed.Load() {
+		confirmed.Store(uint64(l))
 	}
 }
