@@ -110,6 +110,12 @@ func TestLedgerKill9FlakySink(t *testing.T) {
 	if n := e.queryInt(`SELECT count(*) FROM census.delivered`); n != 0 {
 		t.Fatalf("ledger holds %d ranges after a graceful stop, want 0 (trimmed as the watermark passed)", n)
 	}
+	skipped := e.queryInt(`SELECT coalesce(ledger_skipped, 0) FROM census.runs ORDER BY id DESC LIMIT 1`)
+	want := fmt.Sprintf("delivery ledger: 0 range(s), 0 event(s) accepted above the watermark; skipped on the last start: %d\n", skipped)
+	if out := e.runCLI(cfg, "status"); !strings.Contains(out, want) {
+		t.Fatalf("status lacks %q:\n%s", want, out)
+	}
+	t.Logf("the last start skipped %d events the ledger had", skipped)
 }
 
 // TestLedgerKill9ReadOnly is the same in read-only mode, where the ledger is
