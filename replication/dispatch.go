@@ -218,6 +218,11 @@ func (s *Stream) handleChange(ctx context.Context, conn *pgconn.PgConn, relID ui
 // events are outstanding, and keeps the walsender from timing out meanwhile
 // (conn may be nil when disconnected).
 func (s *Stream) submit(ctx context.Context, conn *pgconn.PgConn, ev *cdc.Event) error {
+	ev.Timeline = s.timelines.At(ev.Pos.CommitLSN)
+	if s.cfg.Ledger != nil && s.cfg.Ledger.Covers(ev) {
+		s.tracker.Done(ev.Seq) // handled by an earlier run (delivery ledger)
+		return nil
+	}
 	for first := true; s.tracker.Outstanding() > s.cfg.MaxOutstanding || !s.sink.TrySubmit(ev); first = false {
 		if first {
 			s.blocked.Store(true)

@@ -87,6 +87,17 @@ type Config struct {
 	// LegacyKeys are the commits whose rows keep the keys earlier
 	// versions gave them (see cdc.LegacyKeys and store.RecordLegacyKeys).
 	LegacyKeys cdc.LegacyKeys
+	// Ledger, when set, says which events an earlier run handled above the
+	// stored watermark (the delivery ledger): they are not submitted again
+	// but reported handled at once.
+	Ledger Ledger
+}
+
+// Ledger is the delivery ledger as the stream uses it (checkpoint.Ledger).
+type Ledger interface {
+	// Covers reports whether ev (with its Pos and Timeline set) was handled
+	// by an earlier run. It is called from the stream's goroutine.
+	Covers(ev *cdc.Event) bool
 }
 
 // Stream reads the slot and feeds the pipeline. Run it once.

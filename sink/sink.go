@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +46,12 @@ type Config struct {
 	StaleDrop bool
 	// Now is the clock of the MaxEventAge check; default time.Now.
 	Now func() time.Time
+	// OnHandled, when set, is called by lane (cdc.Lane of the external_id)
+	// after the handled callback, with the events of each batch it handled,
+	// in order: a lane reports its events handled in submission order, one
+	// batch after the other (the delivery ledger records that). It is called
+	// from the lane's goroutine and must not block.
+	OnHandled func(lane int, evs []*cdc.Event)
 }
 
 // Metrics receives the sink's measurements. Calls come from the lanes and
@@ -191,7 +196,6 @@ type Sink struct {
 	bytes   int64
 	ready   chan struct{}
 	lanes   []*lane
-	seed    maphash.Seed
 	fatal   chan error
 	wg      sync.WaitGroup
 	stopped atomic.Bool
@@ -231,7 +235,7 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 	cfg.defaults()
 	s := &Sink{
 		cfg: cfg, client: client, dl: dl, handled: handled, log: cfg.Logger,
-		ready: make(chan struct{}, 1), fatal: make(chan error, 1), seed: maphash.MakeSeed(),
+		ready: make(chan struct{}, 1), fatal: make(chan error, 1),
 	}
 	s.outage.log = cfg.Logger
 	s.staleLog.log, s.staleLog.maxAge = cfg.Logger, cfg.MaxEventAge
@@ -292,7 +296,7 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 	s.bytes += size
 	s.mu.Unlock()
 	s.stats.submitted.Add(1)
-	l := s.lanes[maphash.String(s.seed, ev.ExternalID)%uint64(len(s.lanes))]
+	l := s.lanes[cdc.Lane(ev.ExternalID, len(s.lanes))]
 	l.push(ev)
 	return true
 }
@@ -489,6 +493,9 @@ func (l *lane) process(ctx context.Context, batch []*cdc.Event) error {
 		return errors.New("sink stopped")
 	}
 	s.handled(seqs...)
+	if s.cfg.OnHandled != nil {
+		s.cfg.OnHandled(l.id, batch)
+	}
 	s.release(batch)
 	return nil
 }

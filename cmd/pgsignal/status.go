@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgsignal/pgsignal/internal/checkpoint"
 	"github.com/pgsignal/pgsignal/internal/config"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
 	"github.com/pgsignal/pgsignal/internal/store"
@@ -47,6 +48,8 @@ type statusReport struct {
 	// (OldestUnsentNote says when it is unknown).
 	OldestUnsentAgeSeconds *float64 `json:"oldest_unsent_age_seconds,omitempty"`
 	OldestUnsentNote       string   `json:"oldest_unsent_note,omitempty"`
+	// Ledger is the delivery ledger's size (nil before the first run).
+	Ledger *checkpoint.LedgerSize `json:"ledger,omitempty"`
 }
 
 // backlogStale is how old the running run's last report of its backlog may
@@ -139,6 +142,9 @@ func statusStore(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, re
 		}
 		rep.DeadLetters = len(letters)
 		rep.OldestUnsentNote = "not recorded in read-only mode: see pgsignal_oldest_unsent_event_age_seconds on the run's /metrics"
+		if rep.Ledger, err = checkpoint.ReadStateFileLedgerSize(cfg.Source.StateFile); err != nil {
+			return nil, err
+		}
 		return rep, nil
 	}
 	schema, slot := cfg.Source.Schema, cfg.Source.Slot
@@ -156,6 +162,9 @@ func statusStore(ctx context.Context, pool *pgxpool.Pool, cfg *config.Config, re
 		return nil, err
 	}
 	if rep.DeadLetters, err = store.CountDeadLetters(ctx, pool, schema, slot); err != nil {
+		return nil, err
+	}
+	if rep.Ledger, err = store.ReadLedgerSize(ctx, pool, schema, slot); err != nil {
 		return nil, err
 	}
 	runs, err := store.ListRuns(ctx, pool, schema, slot, max(nRuns, 1))
@@ -212,6 +221,13 @@ func printStatus(w io.Writer, rep *statusReport) {
 	if len(rep.Runs) > 0 && rep.Runs[0].StaleEvents > 0 {
 		fmt.Fprintf(w, "stale events: run %d did not send %d event(s) older than sink.max_event_age (see pgsignal dead-letters list --reason 'older than max_event_age' unless sink.stale is drop)\n",
 			rep.Runs[0].ID, rep.Runs[0].StaleEvents)
+	}
+	if l := rep.Ledger; l != nil {
+		skipped := "unknown"
+		if l.SkippedOnLastStart >= 0 {
+			skipped = fmt.Sprint(l.SkippedOnLastStart)
+		}
+		fmt.Fprintf(w, "delivery ledger: %d range(s), %d event(s) accepted above the watermark; skipped on the last start: %s\n", l.Ranges, l.Events, skipped)
 	}
 	if len(rep.Runs) == 0 {
 		return

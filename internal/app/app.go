@@ -83,6 +83,9 @@ type App struct {
 	stream *replication.Stream
 	sink   *sink.Sink
 	obs    *monitor
+
+	// slotCreated is set by ensureSlot when this start created the slot.
+	slotCreated bool
 }
 
 // New returns an App for a validated config.
@@ -309,11 +312,28 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	if err != nil {
 		return sum, err
 	}
+	// The delivery ledger: what OneSignal accepted above the watermark
+	// before a restart is not sent again.
+	var tracker *checkpoint.Tracker
+	var slotConfirmed atomic.Uint64 // read-only mode: the slot's confirmed_flush_lsn (watchSlotConfirmed)
+	ledger, err := a.openLedger(ctx, ledgerSetup{full: full, systemID: sys.SystemID, fresh: bf != nil || loss != nil || a.slotCreated,
+		runID: runID, pool: pool, durable: func() (cdc.Position, cdc.LSN) {
+			if !full {
+				return cdc.Position{}, cdc.LSN(slotConfirmed.Load())
+			}
+			if tracker == nil {
+				return resume, 0 // at start: the stored watermark
+			}
+			return tracker.Saved(), 0
+		}})
+	if err != nil {
+		return sum, err
+	}
 	rconn.Close(context.Background())
 	// Start-up is over: from here a Stop drains the stream.
 	started()
 	sctx, ctx = nil, runCtx
-	tracker := checkpoint.NewTracker(resume, confirmed)
+	tracker = checkpoint.NewTracker(resume, confirmed)
 	client := sink.NewClient(sink.ClientConfig{BaseURL: cfg.OneSignal.URL, AppID: cfg.OneSignal.AppID,
 		APIKey: cfg.OneSignal.APIKey, Timeout: cfg.OneSignal.Timeout})
 	sk := sink.New(sink.Config{
@@ -322,13 +342,14 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		MaxBackoff: cfg.Sink.MaxBackoff, UnknownUser: cfg.Sink.UnknownUser, Logger: log.Named("sink"),
 		OnDelivered: a.opts.OnDelivered, OnDeadLetter: a.opts.OnDeadLetter, Metrics: a.obs,
 		MaxEventAge: cfg.Sink.MaxEventAge, StaleDrop: cfg.Sink.Stale == config.StaleDrop,
+		OnHandled: ledger.Record,
 	}, client, dl, tracker.Done)
 	stream := replication.NewStream(replication.Config{
 		Source: src, Slot: cfg.Source.Slot, Publication: cfg.Source.Publication, Logger: log.Named("replication"),
 		MaxOutstanding: cfg.Sink.MaxPendingEvents, OnSlotLost: a.opts.OnSlotLost,
 		OnGap: func(l replication.SlotLoss) { a.recordGap(ctx, pool, runID, l) },
 		Batch: batchMapper, BatchRows: cfg.Sink.BatchSize, Overlap: overlap, Relations: rw,
-		LegacyKeys: legacy,
+		LegacyKeys: legacy, Ledger: ledger,
 	}, pool, sys.SystemID, mp, sk, tracker, resume)
 	a.mu.Lock()
 	a.stream, a.sink = stream, sk
@@ -352,6 +373,14 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	go func() {
 		defer close(ckDone)
 		checkpoint.RunCheckpointer(ckCtx, tracker, ckStore, stream, log.Named("checkpoint"))
+	}()
+	ledgerDone := make(chan struct{})
+	go func() {
+		defer close(ledgerDone)
+		if !full {
+			go a.watchSlotConfirmed(ckCtx, pool, &slotConfirmed)
+		}
+		ledger.Run(ckCtx)
 	}()
 
 	watchCtx, cancelWatch := context.WithCancel(hard)
@@ -379,6 +408,7 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 	sk.Wait()
 	cancelCk()
 	<-ckDone
+	<-ledgerDone
 	if runErr != nil && errors.Is(runErr, context.Canceled) && ctx.Err() != nil {
 		runErr = nil // hard stop by the caller: not an error of the run
 		stopReason = "interrupted"
@@ -392,9 +422,12 @@ func (a *App) Run(ctx context.Context) (sum Summary, err error) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := ckStore.Save(sctx, pos, conf); err != nil {
 			log.Warn("final checkpoint not saved", zap.Error(err))
+		} else {
+			tracker.MarkSaved(pos)
 		}
 		cancel()
 	}
+	a.closeLedger(ctx, ledger, full, pool, runID, &slotConfirmed)
 	st := sk.Stats()
 	sum = Summary{
 		Received: stream.Stats().Received, Delivered: st.Delivered, DeadLettered: st.DeadLettered, Dropped: st.Dropped,
@@ -465,6 +498,7 @@ func (a *App) ensureSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool
 		}
 	}
 	if created {
+		a.slotCreated = true
 		a.log.Info("created replication slot", zap.String("slot", cfg.Source.Slot))
 	}
 	return nil

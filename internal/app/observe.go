@@ -50,6 +50,7 @@ type monitor struct {
 	lastProgress atomic.Int64 // unix nanos of the last checkpoint advance
 	stalled      atomic.Bool
 	health       tableHealth
+	ledger       ledgerMetrics
 }
 
 type slotState struct {
@@ -107,7 +108,7 @@ func newMonitor() *monitor {
 		Name: "pgsignal_stale_events_total", Help: "Events not sent because they were older than sink.max_event_age, by source table and action (dead_lettered, dropped).",
 	}, []string{"table", "action"})
 	o.reg.MustRegister(o.stale)
-	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, buildInfoGauge(),
+	o.reg.MustRegister(o.requests, o.retries, o.latency, o.batch, o.bfDone, o.bfTotal, o, &o.health, &o.ledger, buildInfoGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	o.lastProgress.Store(time.Now().UnixNano())
 	return o

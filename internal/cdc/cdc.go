@@ -71,6 +71,10 @@ type Event struct {
 	// CommitTime is the commit time of the source transaction, used to
 	// measure commit-to-accepted latency.
 	CommitTime time.Time
+	// Timeline is the timeline that wrote the event's commit, set by the
+	// stream as it submits the event; 0 for an event that did not come from
+	// the stream (a backfill). The delivery ledger keys what it records by it.
+	Timeline uint32
 	// JSON is the serialized event object.
 	JSON []byte
 	// Row is the source row as a JSON object, kept only to be written to a

@@ -106,6 +106,7 @@ func RunCheckpointer(ctx context.Context, t *Tracker, store Store, s Slot, log *
 		failing = false
 		bo.Reset()
 		saved = pos
+		t.MarkSaved(pos)
 		t.MarkDurable(seq)
 	}
 }

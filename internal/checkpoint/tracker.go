@@ -29,6 +29,9 @@ type Tracker struct {
 	changed chan struct{}  // signalled (non-blocking) when handled or confirm advance
 	durable uint64         // every seq < durable is in the durable checkpoint
 	room    chan struct{}  // signalled when durable advances
+	// saved is the watermark last stored durably (full mode), see
+	// MarkSaved.
+	saved cdc.Position
 	// multi holds the seqs that need more than one Done (a row that became
 	// several events): the number of Done calls still missing.
 	multi map[uint64]int
@@ -45,6 +48,7 @@ type txnMark struct {
 func NewTracker(resume cdc.Position, confirmed cdc.LSN) *Tracker {
 	return &Tracker{
 		handled: resume,
+		saved:   resume,
 		confirm: confirmed,
 		changed: make(chan struct{}, 1),
 		room:    make(chan struct{}, 1),
@@ -222,6 +226,23 @@ func (t *Tracker) MarkDurable(seq uint64) {
 		default:
 		}
 	}
+}
+
+// MarkSaved records that the watermark pos is stored durably (full mode):
+// a restart skips every event at or before it.
+func (t *Tracker) MarkSaved(pos cdc.Position) {
+	t.mu.Lock()
+	if t.saved.Less(pos) {
+		t.saved = pos
+	}
+	t.mu.Unlock()
+}
+
+// Saved returns the watermark last stored durably (MarkSaved).
+func (t *Tracker) Saved() cdc.Position {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.saved
 }
 
 // Outstanding returns the number of assigned events that are not yet in the

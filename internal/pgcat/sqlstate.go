@@ -19,6 +19,7 @@ const (
 	DeadlockDetected             = "40P01"
 	InsufficientPrivilege        = "42501"
 	UndefinedTable               = "42P01"
+	UndefinedColumn              = "42703"
 	DuplicateTable               = "42P07"
 	UndefinedObject              = "42704"
 	DuplicateObject              = "42710"

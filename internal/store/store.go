@@ -106,6 +106,10 @@ END $$`,
   timeline    bigint NOT NULL,
   recorded_at timestamptz NOT NULL DEFAULT now()
 )`,
+		// The delivery ledger (checkpoint.Ledger), and how much of it the
+		// last start skipped.
+		deliveredDDL(s),
+		`ALTER TABLE ` + s + `.runs ADD COLUMN IF NOT EXISTS ledger_skipped bigint`,
 	}
 }
 
