@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,6 +36,10 @@ type harness struct {
 	pg           *pgtest.Server
 	fake         *onesignaltest.Server
 	db           *pgx.Conn
+	// stateFile is read-only mode's state file, in the test's directory
+	// (the default, relative to the package directory, would be shared by
+	// every test of the package).
+	stateFile string
 }
 
 func newHarness(t *testing.T, pgOpts pgtest.Options) *harness {
@@ -51,7 +56,7 @@ func newHarness(t *testing.T, pgOpts pgtest.Options) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close(context.Background()) })
-	return &harness{t: t, pg: pg, fake: fake, db: db}
+	return &harness{t: t, pg: pg, fake: fake, db: db, stateFile: filepath.Join(t.TempDir(), "pgsignal-state.json")}
 }
 
 func (h *harness) exec(sql string, args ...any) {
@@ -65,6 +70,7 @@ func (h *harness) exec(sql string, args ...any) {
 func (h *harness) config() *config.Config {
 	c := config.Defaults()
 	c.Source.DSN = h.pg.DSN("")
+	c.Source.StateFile = h.stateFile
 	c.OneSignal.AppID = h.fake.AppID()
 	c.OneSignal.APIKey = h.fake.APIKey()
 	c.OneSignal.URL = h.fake.URL()

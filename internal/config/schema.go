@@ -52,6 +52,14 @@ func (d *decoder) root(n *yaml.Node, c *Config) {
 // source decodes the `source` section.
 func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 	return func(n *yaml.Node, path string) {
+		stateFileSet := false
+		defer func() {
+			// The default state file lives next to the configuration file,
+			// like every relative path written in it.
+			if !stateFileSet && d.baseDir != "" && s.StateFile == DefaultStateFile {
+				s.StateFile = filepath.Join(d.baseDir, DefaultStateFile)
+			}
+		}()
 		d.mapping(n, path, []field{
 			{"dsn", func(n *yaml.Node, path string) {
 				v, ok := d.scalar(n, path, "a connection string", true)
@@ -81,7 +89,10 @@ func (d *decoder) source(s *Source) func(*yaml.Node, string) {
 			{"receive_timeout", d.duration(&s.ReceiveTimeout)},
 			{"method", d.str(&s.Method, false)},
 			{"poll_interval", d.duration(&s.PollInterval)},
-			{"state_file", d.file(&s.StateFile, "")},
+			{"state_file", func(n *yaml.Node, path string) {
+				stateFileSet = true
+				d.file(&s.StateFile, "")(n, path)
+			}},
 		})
 	}
 }
