@@ -79,7 +79,7 @@ func newStandbyHarness(t *testing.T) (*harness, *pgtest.Server) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close(context.Background()) })
-	return &harness{t: t, pg: standby, fake: fake, db: db}, primary
+	return &harness{t: t, pg: standby, fake: fake, db: db, stateFile: filepath.Join(t.TempDir(), "pgsignal-state.json")}, primary
 }
 
 // startOnStandby is h.start for an App reading a standby. Creating a logical
