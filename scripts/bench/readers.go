@@ -48,6 +48,10 @@ type Reader struct {
 	// CPU cost (pgsignal's excludes the fake OneSignal, which runs in the
 	// bench process: its CPU is in BenchCPUSeconds).
 	CPUPerMillion float64 `json:"cpu_seconds_per_million_events"`
+	// ReadSyscalls and WriteSyscalls are pgsignal's read and write system
+	// calls over its whole run (/proc/<pid>/io), a count of its wake-ups.
+	ReadSyscalls  int64 `json:"read_syscalls,omitempty"`
+	WriteSyscalls int64 `json:"write_syscalls,omitempty"`
 	// Transport is how the reader connected: "tcp" or "unix".
 	Transport string `json:"transport,omitempty"`
 	LoadAvg   string `json:"load_avg_before"`
@@ -328,6 +332,9 @@ func (p *pgsignalProc) finish(events int, complete bool) *Reader {
 	}
 	if cpu, err := procCPU(p.c.pid()); err == nil {
 		r.CPUSeconds = cpu.Seconds()
+	}
+	if rd, wr, err := procIO(p.c.pid()); err == nil {
+		r.ReadSyscalls, r.WriteSyscalls = rd, wr
 	}
 	r.Requests = p.run.fake.Requests()
 	p.stopPerf()

@@ -224,7 +224,8 @@ func (b *bench) compare(ctx context.Context, res *Result, g generated, transport
 			return fmt.Errorf("pgsignal delivered %d of %d events within %s", pgs.Events, res.Events, readerTimeout)
 		}
 		pgss = append(pgss, pgs)
-		b.logf("%s %s: pgsignal %.0f events/s (%.2fs), %.2f CPU-s per 1M events", res.Name, transport, pgs.EventsPerSec, pgs.Seconds, pgs.CPUPerMillion)
+		b.logf("%s %s: pgsignal %.0f events/s (%.2fs), %.2f CPU-s per 1M events, %d reads and %d writes (system calls), %d requests",
+			res.Name, transport, pgs.EventsPerSec, pgs.Seconds, pgs.CPUPerMillion, pgs.ReadSyscalls, pgs.WriteSyscalls, pgs.Requests)
 	}
 	res.Limit, res.Pgsignal = best(lims), best(pgss)
 	if len(lims) > 1 {
