@@ -20,7 +20,7 @@ import (
 // Config configures a Sink. Zero values take the defaults shown.
 type Config struct {
 	BatchSize        int           // events per request, default 500
-	Linger           time.Duration // longest wait to fill a batch, default 20ms
+	Linger           time.Duration // longest wait of an idle lane to fill a batch, default 0 (see lane.take)
 	Concurrency      int           // lanes, default 8
 	MaxPendingEvents int           // events queued or in flight, default 20000
 	MaxPendingBytes  int64         // bytes queued or in flight, default 64 MiB
@@ -119,8 +119,8 @@ func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = defaults.BatchSize
 	}
-	if c.Linger <= 0 {
-		c.Linger = defaults.Linger
+	if c.Linger < 0 {
+		c.Linger = 0
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = defaults.Concurrency
@@ -339,6 +339,13 @@ func (l *lane) push(ev *cdc.Event) {
 
 // take waits for a batch: BatchSize events, 1 MB of body, or Linger after
 // the first event arrived. It returns nil when ctx ends.
+//
+// A lane is in take only while it has no request in flight. With Linger 0
+// (the default) an event that finds its lane idle is sent at once, and the
+// events that arrive while a request is in flight are sent together as soon
+// as it ends (as Nagle's algorithm does): batches form only under load, and
+// no event waits for a timer. A Linger above 0 lets a partial batch wait at
+// most that long, counted from its first event, for fewer, fuller requests.
 func (l *lane) take(ctx context.Context) []*cdc.Event {
 	var timer *time.Timer
 	defer func() {
@@ -350,7 +357,7 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 		l.mu.Lock()
 		n := len(l.q)
 		wait := time.Duration(0)
-		if n > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
+		if n > 0 && l.s.cfg.Linger > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
 			wait = l.s.cfg.Linger - time.Since(l.firstAt)
 		}
 		if n > 0 && wait <= 0 {

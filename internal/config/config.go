@@ -238,8 +238,9 @@ type Sink struct {
 	MaxPendingEvents int
 	// MaxPendingBytes bounds the bytes queued and in flight.
 	MaxPendingBytes int64
-	// Linger is how long a partial batch waits for more events (0 sends at
-	// once).
+	// Linger is how long a partial batch waits for more events when its
+	// lane is idle (0, the default, sends at once; events that arrive while
+	// a request is in flight are batched whatever it is).
 	Linger time.Duration
 	// MaxBackoff caps the delay between retries.
 	MaxBackoff time.Duration

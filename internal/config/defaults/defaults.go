@@ -13,8 +13,10 @@ const (
 	// (sink.batch_size), and the most rows of SQL-transform tables
 	// evaluated at once.
 	BatchSize = 500
-	// Linger is the longest a lane waits to fill a batch (sink.linger).
-	Linger = 20 * time.Millisecond
+	// Linger is the longest an idle lane waits to fill a batch
+	// (sink.linger): 0 sends an event that finds its lane idle at once, and
+	// batches only what arrives while a request is in flight.
+	Linger time.Duration = 0
 	// Concurrency is the default number of sending lanes (sink.concurrency).
 	Concurrency = 8
 	// MaxPendingEvents bounds the events received but not yet handled
