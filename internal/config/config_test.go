@@ -227,7 +227,7 @@ func TestDefaults(t *testing.T) {
 		OneSignal: OneSignal{URL: "https://api.onesignal.com", Timeout: 30 * time.Second},
 		Sink: Sink{
 			BatchSize: 500, Concurrency: 8, MaxPendingEvents: 20000, MaxPendingBytes: 64 << 20,
-			MaxBackoff: 60 * time.Second,
+			Linger: 0, MaxBackoff: 60 * time.Second,
 			UnknownUser: "dead-letter", DeadLetterFile: "pgsignal-dead-letters.jsonl", Stale: "dead-letter",
 		},
 		ShutdownTimeout: 30 * time.Second,
