@@ -5,10 +5,12 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pgsignal/pgsignal/internal/config/defaults"
 )
 
 // TestSinkIdleLaneSendsAtOnceAndBatchesWhileBusy: with the default linger
-// (0), an event that finds its lane idle is sent alone at once, and what
+// (5 ms), an event that finds its lane idle is sent alone at once, and what
 // arrives while that request is in flight goes out together in the next
 // one, without waiting for a timer.
 func TestSinkIdleLaneSendsAtOnceAndBatchesWhileBusy(t *testing.T) {
@@ -28,8 +30,8 @@ func TestSinkIdleLaneSendsAtOnceAndBatchesWhileBusy(t *testing.T) {
 		return Result{}, nil
 	}}
 	rec := &recordingSender{next: gate}
-	// Linger left at 0 (the default); a batch size far above what is sent.
-	s, h := startSink(t, Config{BatchSize: 100, Concurrency: 1}, rec, nil)
+	// A batch size far above what is sent.
+	s, h := startSink(t, Config{BatchSize: 100, Linger: defaults.Linger, Concurrency: 1}, rec, nil)
 	submit(t, s, newEvent(1, "u", 0))
 	select {
 	case <-inFlight: // the first event went out alone, before any other arrived
@@ -50,16 +52,55 @@ func TestSinkIdleLaneSendsAtOnceAndBatchesWhileBusy(t *testing.T) {
 	}
 }
 
-// TestSinkZeroLingerIsNotTheOldDefault: Linger 0 (sink.linger: 0s, the
-// default) means no wait; it used to be replaced by a 20 ms default, so that
-// "0s" in the configuration still lingered 20 ms.
-func TestSinkZeroLingerIsNotTheOldDefault(t *testing.T) {
-	s := New(Config{Linger: 0}, funcSender{}, nil, func(...uint64) {})
-	if s.cfg.Linger != 0 {
-		t.Errorf("Linger 0 became %v", s.cfg.Linger)
+// TestSinkZeroLingerMeansNoWait: Linger 0 (sink.linger: 0s) is kept as no
+// pacing at all; the sink used to replace it by 20 ms, so that "0s" in the
+// configuration still lingered.
+func TestSinkZeroLingerMeansNoWait(t *testing.T) {
+	for _, in := range []time.Duration{0, -time.Second} {
+		if s := New(Config{Linger: in}, funcSender{}, nil, func(...uint64) {}); s.cfg.Linger != 0 {
+			t.Errorf("Linger %v became %v, want 0", in, s.cfg.Linger)
+		}
 	}
-	s = New(Config{Linger: -time.Second}, funcSender{}, nil, func(...uint64) {})
-	if s.cfg.Linger != 0 {
-		t.Errorf("a negative Linger became %v, want 0", s.cfg.Linger)
+}
+
+// TestSinkPacesABusyLane: the events that arrive while a request is in
+// flight go together in the next request, which starts no sooner than
+// Linger after the previous one.
+func TestSinkPacesABusyLane(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	inFlight := make(chan struct{}, 1)
+	release := make(chan struct{})
+	first := true
+	gate := funcSender{send: func(ctx context.Context, _ []byte) (Result, error) {
+		if first {
+			first = false
+			inFlight <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return Result{}, ctx.Err()
+			}
+		}
+		return Result{}, nil
+	}}
+	rec := &recordingSender{next: gate}
+	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
+	submit(t, s, newEvent(1, "u", 0))
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event was not sent")
+	}
+	for seq := uint64(2); seq <= 4; seq++ {
+		submit(t, s, newEvent(seq, "u", 0))
+	}
+	close(release)
+	exactlyOnce(t, h.wait(t, 4, 10*time.Second), seqRange(1, 4))
+	reqs := rec.requests()
+	if len(reqs) != 2 || reqs[0].events != 1 || reqs[1].events != 3 {
+		t.Fatalf("requests %+v, want one of 1 event and one of 3", reqs)
+	}
+	if gap := reqs[1].at.Sub(reqs[0].at); gap < linger {
+		t.Errorf("the second request started %v after the first, want at least the linger (%v)", gap, linger)
 	}
 }

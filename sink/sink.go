@@ -20,7 +20,7 @@ import (
 // Config configures a Sink. Zero values take the defaults shown.
 type Config struct {
 	BatchSize        int           // events per request, default 500
-	Linger           time.Duration // longest wait of an idle lane to fill a batch, default 0 (see lane.take)
+	Linger           time.Duration // least time between two partial batches of a lane; 0: none (sink.linger's default is 5ms; see lane.take)
 	Concurrency      int           // lanes, default 8
 	MaxPendingEvents int           // events queued or in flight, default 20000
 	MaxPendingBytes  int64         // bytes queued or in flight, default 64 MiB
@@ -220,6 +220,8 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 // Start runs the lanes until ctx ends. Wait waits for them.
 func (s *Sink) Start(ctx context.Context) {
 	for _, l := range s.lanes {
+		// Paced from the start: a start-up backlog makes full batches.
+		l.lastSend = time.Now()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -293,13 +295,16 @@ func (s *Sink) fail(err error) {
 
 // lane sends its events one batch at a time.
 type lane struct {
-	s       *Sink
-	id      int
-	mu      sync.Mutex
-	q       []*cdc.Event
-	qBytes  int // body bytes of the events in q
-	firstAt time.Time
-	notify  chan struct{}
+	s      *Sink
+	id     int
+	mu     sync.Mutex
+	q      []*cdc.Event
+	qBytes int // body bytes of the events in q
+	// lastSend is when the lane last took a batch, and lastN how many
+	// events it held: the next partial batch waits for pace() after it.
+	lastSend time.Time
+	lastN    int
+	notify   chan struct{}
 	// d is reused from batch to batch so that the request body buffer is
 	// allocated once per lane.
 	d delivery
@@ -320,9 +325,6 @@ func (s *Sink) dlFailing() bool {
 
 func (l *lane) push(ev *cdc.Event) {
 	l.mu.Lock()
-	if len(l.q) == 0 {
-		l.firstAt = time.Now()
-	}
 	l.q = append(l.q, ev)
 	n := len(l.q)
 	before := l.qBytes
@@ -337,15 +339,18 @@ func (l *lane) push(ev *cdc.Event) {
 	}
 }
 
-// take waits for a batch: BatchSize events, 1 MB of body, or Linger after
-// the first event arrived. It returns nil when ctx ends.
+// take waits for a batch: BatchSize events, 1 MB of body, or whatever is
+// queued once Linger has passed since the lane last took a batch. It returns
+// nil when ctx ends.
 //
-// A lane is in take only while it has no request in flight. With Linger 0
-// (the default) an event that finds its lane idle is sent at once, and the
-// events that arrive while a request is in flight are sent together as soon
-// as it ends (as Nagle's algorithm does): batches form only under load, and
-// no event waits for a timer. A Linger above 0 lets a partial batch wait at
-// most that long, counted from its first event, for fewer, fuller requests.
+// A lane is in take only while it has no request in flight, so an event that
+// finds its lane idle, with no batch taken in the last Linger, is sent at
+// once; the events that arrive while a request is in flight go together in
+// the next one (as with Nagle's algorithm). Linger paces a busy lane: it
+// starts at most one partial batch per Linger, so that a fast stream into a
+// fast sink still makes full batches rather than a request per event (see
+// pace). An event of a light stream waits at most Linger plus the request
+// in flight before its own.
 func (l *lane) take(ctx context.Context) []*cdc.Event {
 	var timer *time.Timer
 	defer func() {
@@ -358,10 +363,11 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 		n := len(l.q)
 		wait := time.Duration(0)
 		if n > 0 && l.s.cfg.Linger > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
-			wait = l.s.cfg.Linger - time.Since(l.firstAt)
+			wait = l.pace() - time.Since(l.lastSend)
 		}
 		if n > 0 && wait <= 0 {
 			batch := l.cut()
+			l.lastSend, l.lastN = time.Now(), len(batch)
 			l.mu.Unlock()
 			return batch
 		}
@@ -384,6 +390,22 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 	}
 }
 
+// heavyPace is how many times Linger a lane waits between two partial
+// batches while it is heavily loaded: while its last batch held at least
+// an eighth of BatchSize.
+const heavyPace = 4
+
+// pace is the least time between two partial batches of the lane: Linger,
+// or heavyPace × Linger while its batches are large, so that a heavy stream
+// makes full requests (fewer, larger: less CPU per event on both sides)
+// while a light one keeps its latency within Linger.
+func (l *lane) pace() time.Duration {
+	if l.lastN >= max(l.s.cfg.BatchSize/8, 1) {
+		return heavyPace * l.s.cfg.Linger
+	}
+	return l.s.cfg.Linger
+}
+
 // cut removes the next batch from the queue; l.mu is held.
 func (l *lane) cut() []*cdc.Event {
 	size := bodyOverhead
@@ -403,8 +425,6 @@ func (l *lane) cut() []*cdc.Event {
 	l.q = l.q[n:]
 	if len(l.q) == 0 {
 		l.q = nil
-	} else {
-		l.firstAt = time.Now()
 	}
 	return batch
 }

@@ -109,8 +109,10 @@ func TestSinkBatchClosesAfterLinger(t *testing.T) {
 	_, client := startFake(t, onesignaltest.Options{})
 	rec := &recordingSender{next: client}
 	const linger = 100 * time.Millisecond
-	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
+	// The lane sends a partial batch Linger after its previous one, or
+	// after its start.
 	start := time.Now()
+	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
 	submit(t, s, newEvent(1, "u", 0), newEvent(2, "u", 0), newEvent(3, "u", 0))
 	exactlyOnce(t, h.wait(t, 3, time.Second), seqRange(1, 3))
 	reqs := rec.requests()

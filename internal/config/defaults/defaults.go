@@ -13,10 +13,11 @@ const (
 	// (sink.batch_size), and the most rows of SQL-transform tables
 	// evaluated at once.
 	BatchSize = 500
-	// Linger is the longest an idle lane waits to fill a batch
-	// (sink.linger): 0 sends an event that finds its lane idle at once, and
-	// batches only what arrives while a request is in flight.
-	Linger time.Duration = 0
+	// Linger is the least time between two partial batches of a lane
+	// (sink.linger): an event that finds its lane idle, with no batch sent
+	// in the last Linger, is sent at once; what arrives while a request is
+	// in flight waits for it to end and at most Linger.
+	Linger = 5 * time.Millisecond
 	// Concurrency is the default number of sending lanes (sink.concurrency).
 	Concurrency = 8
 	// MaxPendingEvents bounds the events received but not yet handled
