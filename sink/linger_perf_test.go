@@ -104,3 +104,56 @@ func TestSinkPacesABusyLane(t *testing.T) {
 		t.Errorf("the second request started %v after the first, want at least the linger (%v)", gap, linger)
 	}
 }
+
+// TestSinkPacesAContinuouslyBusyLaneLonger: once two requests in a row
+// ended with events already waiting, the lane waits 4 × Linger between
+// partial batches (a sustained stream makes larger requests).
+func TestSinkPacesAContinuouslyBusyLaneLonger(t *testing.T) {
+	const linger = 100 * time.Millisecond
+	inFlight := make(chan struct{})
+	release := make(chan struct{})
+	gate := funcSender{send: func(ctx context.Context, _ []byte) (Result, error) {
+		select {
+		case inFlight <- struct{}{}:
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+		select {
+		case <-release:
+			return Result{}, nil
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		}
+	}}
+	rec := &recordingSender{next: gate}
+	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
+	waitInFlight := func() {
+		t.Helper()
+		select {
+		case <-inFlight:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no request was sent")
+		}
+	}
+	// Each request is held until the next event is queued: every one ends
+	// with an event waiting.
+	for seq := uint64(1); seq <= 3; seq++ {
+		submit(t, s, newEvent(seq, "u", 0))
+		if seq > 1 {
+			release <- struct{}{}
+		}
+		waitInFlight()
+	}
+	release <- struct{}{}
+	exactlyOnce(t, h.wait(t, 3, 10*time.Second), seqRange(1, 3))
+	reqs := rec.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("requests %+v, want 3 of one event", reqs)
+	}
+	if gap := reqs[1].at.Sub(reqs[0].at); gap < linger {
+		t.Errorf("second request %v after the first, want at least %v", gap, linger)
+	}
+	if gap := reqs[2].at.Sub(reqs[1].at); gap < heavyPace*linger {
+		t.Errorf("third request %v after the second, want at least %v", gap, heavyPace*linger)
+	}
+}

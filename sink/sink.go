@@ -300,10 +300,11 @@ type lane struct {
 	mu     sync.Mutex
 	q      []*cdc.Event
 	qBytes int // body bytes of the events in q
-	// lastSend is when the lane last took a batch, and lastN how many
-	// events it held: the next partial batch waits for pace() after it.
+	// lastSend is when the lane last took a batch: the next partial batch
+	// waits for pace() after it. busy counts the lane's last requests in a
+	// row that ended with events already queued for the next.
 	lastSend time.Time
-	lastN    int
+	busy     int
 	notify   chan struct{}
 	// d is reused from batch to batch so that the request body buffer is
 	// allocated once per lane.
@@ -358,6 +359,13 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 			timer.Stop()
 		}
 	}()
+	l.mu.Lock()
+	if len(l.q) > 0 {
+		l.busy++ // events arrived during the last request
+	} else {
+		l.busy = 0
+	}
+	l.mu.Unlock()
 	for {
 		l.mu.Lock()
 		n := len(l.q)
@@ -367,7 +375,7 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 		}
 		if n > 0 && wait <= 0 {
 			batch := l.cut()
-			l.lastSend, l.lastN = time.Now(), len(batch)
+			l.lastSend = time.Now()
 			l.mu.Unlock()
 			return batch
 		}
@@ -391,16 +399,17 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 }
 
 // heavyPace is how many times Linger a lane waits between two partial
-// batches while it is heavily loaded: while its last batch held at least
-// an eighth of BatchSize.
+// batches while it is continuously busy: while its last two requests (or
+// more) each ended with events already queued for the next one.
 const heavyPace = 4
 
 // pace is the least time between two partial batches of the lane: Linger,
-// or heavyPace × Linger while its batches are large, so that a heavy stream
-// makes full requests (fewer, larger: less CPU per event on both sides)
-// while a light one keeps its latency within Linger.
+// or heavyPace × Linger while it is continuously busy, so that a sustained
+// stream makes large requests (fewer: less CPU per event on both sides)
+// while a bursty or light one (a transaction's events, then quiet) keeps
+// its latency within Linger.
 func (l *lane) pace() time.Duration {
-	if l.lastN >= max(l.s.cfg.BatchSize/8, 1) {
+	if l.busy >= 2 {
 		return heavyPace * l.s.cfg.Linger
 	}
 	return l.s.cfg.Linger
