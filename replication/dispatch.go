@@ -37,6 +37,7 @@ func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data [
 			return fmt.Errorf("parse XLogData: %w", errShortMessage)
 		}
 		s.walEnd.Store(binary.BigEndian.Uint64(data[9:17]))
+		s.noteBacklog(binary.BigEndian.Uint64(data[1:9]), binary.BigEndian.Uint64(data[9:17]))
 		return s.handleWAL(ctx, conn, data[25:])
 	}
 	return nil

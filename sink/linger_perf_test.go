@@ -157,3 +157,43 @@ func TestSinkPacesAContinuouslyBusyLaneLonger(t *testing.T) {
 		t.Errorf("third request %v after the second, want at least %v", gap, heavyPace*linger)
 	}
 }
+
+// TestSinkPacesLongerWhileTheSourceReadsABacklog: while the source reports a
+// backlog, a lane waits 4 × Linger between partial batches from the first.
+func TestSinkPacesLongerWhileTheSourceReadsABacklog(t *testing.T) {
+	const linger = 100 * time.Millisecond
+	inFlight := make(chan struct{}, 1)
+	release := make(chan struct{})
+	first := true
+	gate := funcSender{send: func(ctx context.Context, _ []byte) (Result, error) {
+		if first {
+			first = false
+			inFlight <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return Result{}, ctx.Err()
+			}
+		}
+		return Result{}, nil
+	}}
+	rec := &recordingSender{next: gate}
+	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
+	s.SetBacklog(true)
+	submit(t, s, newEvent(1, "u", 0))
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event was not sent")
+	}
+	submit(t, s, newEvent(2, "u", 0), newEvent(3, "u", 0))
+	close(release)
+	exactlyOnce(t, h.wait(t, 3, 10*time.Second), seqRange(1, 3))
+	reqs := rec.requests()
+	if len(reqs) != 2 || reqs[0].events != 1 || reqs[1].events != 2 {
+		t.Fatalf("requests %+v, want one of 1 event and one of 2", reqs)
+	}
+	if gap := reqs[1].at.Sub(reqs[0].at); gap < heavyPace*linger {
+		t.Errorf("the second request started %v after the first, want at least %v", gap, heavyPace*linger)
+	}
+}

@@ -182,8 +182,10 @@ type Sink struct {
 	wg      sync.WaitGroup
 	stopped atomic.Bool
 
-	stats   counters
-	outage  outage
+	stats  counters
+	outage outage
+	// backlog is set while the source reads a backlog (SetBacklog).
+	backlog atomic.Bool
 	Latency Histogram // commit -> accepted
 }
 
@@ -269,6 +271,11 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 	l.push(ev)
 	return true
 }
+
+// SetBacklog tells the sink whether its source reads a backlog (far behind
+// the database's writes): the lanes then pace as when continuously busy, for
+// large batches, as latency is the backlog's anyway.
+func (s *Sink) SetBacklog(backlog bool) { s.backlog.Store(backlog) }
 
 func (s *Sink) release(evs []*cdc.Event) {
 	var size int64
@@ -404,12 +411,13 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 const heavyPace = 4
 
 // pace is the least time between two partial batches of the lane: Linger,
-// or heavyPace × Linger while it is continuously busy, so that a sustained
+// or heavyPace × Linger while it is continuously busy or the source reads a
+// backlog, so that a sustained
 // stream makes large requests (fewer: less CPU per event on both sides)
 // while a bursty or light one (a transaction's events, then quiet) keeps
 // its latency within Linger.
 func (l *lane) pace() time.Duration {
-	if l.busy >= 2 {
+	if l.busy >= 2 || l.s.backlog.Load() {
 		return heavyPace * l.s.cfg.Linger
 	}
 	return l.s.cfg.Linger
