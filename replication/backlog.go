@@ -1,9 +1,13 @@
 package replication
 
-// backlogBytes is how far behind the server's WAL end the stream must read
-// to be reading a backlog (after a pause, an outage, a bulk load) rather
-// than keeping up with the writes.
-const backlogBytes = 1 << 20
+import "time"
+
+// backlogAge is how long ago the transactions the stream reads must have
+// committed for it to be reading a backlog (after a pause, an outage, a bulk
+// load) rather than keeping up with the writes. (The XLogData header's WAL
+// end is no measure of the distance: a logical walsender sends the
+// change's own position there.)
+const backlogAge = time.Second
 
 // BacklogSink is implemented by a Sink that trades latency for larger
 // batches while the stream reads a backlog (sink.Sink does).
@@ -12,10 +16,10 @@ type BacklogSink interface {
 }
 
 // noteBacklog tells the sink, when it changes, whether the stream reads a
-// backlog: the message at WAL position at is more than backlogBytes behind
-// the server's WAL end.
-func (s *Stream) noteBacklog(at, end uint64) {
-	b := end > at && end-at > backlogBytes
+// backlog: whether the transaction it begins reading committed more than
+// backlogAge ago (lag).
+func (s *Stream) noteBacklog(lag time.Duration) {
+	b := lag > backlogAge
 	if b == s.backlog {
 		return
 	}

@@ -37,7 +37,6 @@ func (s *Stream) handleCopyData(ctx context.Context, conn *pgconn.PgConn, data [
 			return fmt.Errorf("parse XLogData: %w", errShortMessage)
 		}
 		s.walEnd.Store(binary.BigEndian.Uint64(data[9:17]))
-		s.noteBacklog(binary.BigEndian.Uint64(data[1:9]), binary.BigEndian.Uint64(data[9:17]))
 		return s.handleWAL(ctx, conn, data[25:])
 	}
 	return nil
@@ -80,6 +79,7 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		s.inTxn = true
 		s.commitLSN = cdc.LSN(b.FinalLSN)
 		s.commitTime = b.CommitTime
+		s.noteBacklog(time.Since(b.CommitTime))
 		s.xid = b.Xid
 		s.ordinal = 0
 		s.tracker.Begin()
