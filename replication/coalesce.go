@@ -27,7 +27,7 @@ const (
 // coalescingReader delays a read that follows a small one closely (see
 // coalesceWindow). It is read by one goroutine at a time.
 type coalescingReader struct {
-	r     io.Reader
+	r       io.Reader
 	last    time.Time // when the last draining read returned
 	drained bool      // the last read did not fill its buffer
 }
