@@ -201,6 +201,8 @@ onesignal:
   api_key: "${PGSIGNAL_BENCH_API_KEY}"
   url: %q
 shutdown_timeout: 20s
+server:
+  listen: ""   # no metrics server: another pgsignal on this machine may hold the default port
 log:
   level: warn
   format: json
