@@ -29,7 +29,7 @@
 // It prints a table and writes the same figures as JSON (-out). Run it
 // through scripts/bench.sh, from the repository root:
 //
-//	scripts/bench.sh                      # everything (under 10 minutes on 2 cores)
+//	scripts/bench.sh                      # everything (under 15 minutes on 2 cores)
 //	scripts/bench.sh -scale 0.05          # a quick check
 //	scripts/bench.sh -only W1,W3 -v       # a subset, with progress details
 package main
