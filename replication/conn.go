@@ -52,9 +52,10 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	// Read the stream through a large buffer: one read system call per
-	// 256 KiB instead of per 8 KiB chunk.
+	// 256 KiB instead of per 8 KiB chunk, and coalesce the reads of a busy
+	// stream (coalesceWindow).
 	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(r, 256<<10), w)
+		return pgproto3.NewFrontend(bufio.NewReaderSize(&coalescingReader{r: r}, 256<<10), w)
 	}
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "pgsignal"

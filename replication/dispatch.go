@@ -71,28 +71,27 @@ func (s *Stream) handleWAL(ctx context.Context, conn *pgconn.PgConn, wal []byte)
 		s.ordinal++
 		return nil
 	case 'B':
-		m, err := pglogrepl.Parse(wal)
+		finalLSN, commitTime, xid, err := parseBegin(wal)
 		if err != nil {
 			return fmt.Errorf("parse begin: %w", err)
 		}
-		b := m.(*pglogrepl.BeginMessage)
 		s.inTxn = true
-		s.commitLSN = cdc.LSN(b.FinalLSN)
-		s.commitTime = b.CommitTime
-		s.xid = b.Xid
+		s.commitLSN = cdc.LSN(finalLSN)
+		s.commitTime = commitTime
+		s.noteBacklog(time.Since(commitTime))
+		s.xid = xid
 		s.ordinal = 0
 		s.tracker.Begin()
 	case 'C':
-		m, err := pglogrepl.Parse(wal)
+		commitLSN, endLSN, err := parseCommit(wal)
 		if err != nil {
 			return fmt.Errorf("parse commit: %w", err)
 		}
-		c := m.(*pglogrepl.CommitMessage)
-		if cdc.LSN(c.CommitLSN) != s.commitLSN {
-			return fmt.Errorf("commit LSN %s does not match begin's %s", cdc.LSN(c.CommitLSN), s.commitLSN)
+		if cdc.LSN(commitLSN) != s.commitLSN {
+			return fmt.Errorf("commit LSN %s does not match begin's %s", cdc.LSN(commitLSN), s.commitLSN)
 		}
 		s.inTxn = false
-		s.tracker.Commit(cdc.LSN(c.TransactionEndLSN))
+		s.tracker.Commit(cdc.LSN(endLSN))
 	case 'R':
 		m, err := pglogrepl.Parse(wal)
 		if err != nil {

@@ -25,10 +25,16 @@ type Relation struct {
 	Name      string
 	Columns   []Column
 	index     map[string]int
+	qualified string // Namespace + "." + Name, made by NewRelation
 }
 
 // QualifiedName returns "namespace.name" (unquoted).
-func (r *Relation) QualifiedName() string { return r.Namespace + "." + r.Name }
+func (r *Relation) QualifiedName() string {
+	if r.qualified != "" {
+		return r.qualified
+	}
+	return r.Namespace + "." + r.Name
+}
 
 // Index returns the position of the named column, or -1.
 func (r *Relation) Index(name string) int {
@@ -40,7 +46,8 @@ func (r *Relation) Index(name string) int {
 
 // NewRelation builds a Relation (used by the stream and by tests).
 func NewRelation(id uint32, namespace, name string, cols []Column) *Relation {
-	r := &Relation{ID: id, Namespace: namespace, Name: name, Columns: cols, index: make(map[string]int, len(cols))}
+	r := &Relation{ID: id, Namespace: namespace, Name: name, Columns: cols, index: make(map[string]int, len(cols)),
+		qualified: namespace + "." + name}
 	for i, c := range cols {
 		r.index[c.Name] = i
 	}

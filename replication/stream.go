@@ -138,6 +138,7 @@ type Stream struct {
 	received   atomic.Uint64 // events received (metrics, tests)
 	backendPID atomic.Uint32
 	walEnd     atomic.Uint64 // the server's WAL end from the last keepalive or XLogData
+	backlog    bool          // reading transactions committed long ago (see noteBacklog)
 	connected  atomic.Bool
 	reconnects atomic.Uint64
 	blocked    atomic.Bool // waiting for room in the sink

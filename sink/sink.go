@@ -19,7 +19,7 @@ import (
 // Config configures a Sink. Zero values take the defaults shown.
 type Config struct {
 	BatchSize        int           // events per request, default 500
-	Linger           time.Duration // longest wait to fill a batch, default 20ms
+	Linger           time.Duration // least time between two partial batches of a lane; 0: none (sink.linger's default is 5ms; see lane.take)
 	Concurrency      int           // lanes, default 8
 	MaxPendingEvents int           // events queued or in flight, default 20000
 	MaxPendingBytes  int64         // bytes queued or in flight, default 64 MiB
@@ -135,8 +135,8 @@ func (c *Config) defaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = defaults.BatchSize
 	}
-	if c.Linger <= 0 {
-		c.Linger = defaults.Linger
+	if c.Linger < 0 {
+		c.Linger = 0
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = defaults.Concurrency
@@ -200,8 +200,10 @@ type Sink struct {
 	wg      sync.WaitGroup
 	stopped atomic.Bool
 
-	stats   counters
-	outage  outage
+	stats  counters
+	outage outage
+	// backlog is set while the source reads a backlog (SetBacklog).
+	backlog atomic.Bool
 	Latency Histogram // commit -> accepted
 
 	staleLog staleLog
@@ -248,6 +250,8 @@ func New(cfg Config, client Sender, dl DeadLetterStore, handled func(seqs ...uin
 // Start runs the lanes until ctx ends. Wait waits for them.
 func (s *Sink) Start(ctx context.Context) {
 	for _, l := range s.lanes {
+		// Paced from the start: a start-up backlog makes full batches.
+		l.lastSend = time.Now()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -301,6 +305,11 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 	return true
 }
 
+// SetBacklog tells the sink whether its source reads a backlog (far behind
+// the database's writes): the lanes then pace as when continuously busy, for
+// large batches, as latency is the backlog's anyway.
+func (s *Sink) SetBacklog(backlog bool) { s.backlog.Store(backlog) }
+
 func (s *Sink) release(evs []*cdc.Event) {
 	var size int64
 	for _, ev := range evs {
@@ -326,13 +335,17 @@ func (s *Sink) fail(err error) {
 
 // lane sends its events one batch at a time.
 type lane struct {
-	s       *Sink
-	id      int
-	mu      sync.Mutex
-	q       []*cdc.Event
-	qBytes  int // body bytes of the events in q
-	firstAt time.Time
-	notify  chan struct{}
+	s      *Sink
+	id     int
+	mu     sync.Mutex
+	q      []*cdc.Event
+	qBytes int // body bytes of the events in q
+	// lastSend is when the lane last took a batch: the next partial batch
+	// waits for pace() after it. busy counts the lane's last requests in a
+	// row that ended with events already queued for the next.
+	lastSend time.Time
+	busy     int
+	notify   chan struct{}
 	// d is reused from batch to batch so that the request body buffer is
 	// allocated once per lane.
 	d delivery
@@ -356,9 +369,6 @@ func (s *Sink) dlFailing() bool {
 
 func (l *lane) push(ev *cdc.Event) {
 	l.mu.Lock()
-	if len(l.q) == 0 {
-		l.firstAt = time.Now()
-	}
 	l.q = append(l.q, ev)
 	n := len(l.q)
 	before := l.qBytes
@@ -373,8 +383,18 @@ func (l *lane) push(ev *cdc.Event) {
 	}
 }
 
-// take waits for a batch: BatchSize events, 1 MB of body, or Linger after
-// the first event arrived. It returns nil when ctx ends.
+// take waits for a batch: BatchSize events, 1 MB of body, or whatever is
+// queued once Linger has passed since the lane last took a batch. It returns
+// nil when ctx ends.
+//
+// A lane is in take only while it has no request in flight, so an event that
+// finds its lane idle, with no batch taken in the last Linger, is sent at
+// once; the events that arrive while a request is in flight go together in
+// the next one (as with Nagle's algorithm). Linger paces a busy lane: it
+// starts at most one partial batch per Linger, so that a fast stream into a
+// fast sink still makes full batches rather than a request per event (see
+// pace). An event of a light stream waits at most Linger plus the request
+// in flight before its own.
 func (l *lane) take(ctx context.Context) []*cdc.Event {
 	var timer *time.Timer
 	defer func() {
@@ -382,15 +402,23 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 			timer.Stop()
 		}
 	}()
+	l.mu.Lock()
+	if len(l.q) > 0 {
+		l.busy++ // events arrived during the last request
+	} else {
+		l.busy = 0
+	}
+	l.mu.Unlock()
 	for {
 		l.mu.Lock()
 		n := len(l.q)
 		wait := time.Duration(0)
-		if n > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
-			wait = l.s.cfg.Linger - time.Since(l.firstAt)
+		if n > 0 && l.s.cfg.Linger > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
+			wait = l.pace() - time.Since(l.lastSend)
 		}
 		if n > 0 && wait <= 0 {
 			batch := l.cut()
+			l.lastSend = time.Now()
 			l.mu.Unlock()
 			return batch
 		}
@@ -413,6 +441,24 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 	}
 }
 
+// heavyPace is how many times Linger a lane waits between two partial
+// batches while it is continuously busy: while its last two requests (or
+// more) each ended with events already queued for the next one.
+const heavyPace = 4
+
+// pace is the least time between two partial batches of the lane: Linger,
+// or heavyPace × Linger while it is continuously busy or the source reads a
+// backlog, so that a sustained
+// stream makes large requests (fewer: less CPU per event on both sides)
+// while a bursty or light one (a transaction's events, then quiet) keeps
+// its latency within Linger.
+func (l *lane) pace() time.Duration {
+	if l.busy >= 2 || l.s.backlog.Load() {
+		return heavyPace * l.s.cfg.Linger
+	}
+	return l.s.cfg.Linger
+}
+
 // cut removes the next batch from the queue; l.mu is held.
 func (l *lane) cut() []*cdc.Event {
 	size := bodyOverhead
@@ -433,8 +479,6 @@ func (l *lane) cut() []*cdc.Event {
 	l.q = l.q[n:]
 	if len(l.q) == 0 {
 		l.q = nil
-	} else {
-		l.firstAt = time.Now()
 	}
 	return batch
 }

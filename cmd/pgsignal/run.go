@@ -31,6 +31,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 	}
 	level := fs.String("log-level", "", "log level: debug, info, warn, error (overrides log.level)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file (performance work)")
+	memprofile := fs.String("memprofile", "", "write an allocation profile to this file at exit (performance work)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,6 +70,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer, backfi
 			return err
 		}
 		defer stopProfile()
+	}
+	if *memprofile != "" {
+		defer writeAllocProfile(*memprofile, log)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -123,6 +127,20 @@ func startCPUProfile(path string) (func(), error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// writeAllocProfile writes the allocation profile (every allocation since
+// the start) to path.
+func writeAllocProfile(path string, log *zap.Logger) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Warn("allocation profile", zap.Error(err))
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		log.Warn("allocation profile", zap.Error(err))
+	}
 }
 
 // serve runs the metrics and health server until the returned function is

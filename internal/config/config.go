@@ -238,8 +238,9 @@ type Sink struct {
 	MaxPendingEvents int
 	// MaxPendingBytes bounds the bytes queued and in flight.
 	MaxPendingBytes int64
-	// Linger is how long a partial batch waits for more events (0 sends at
-	// once).
+	// Linger is the least time between two partial batches of a lane: an
+	// event that finds its lane idle, with no batch sent in the last Linger,
+	// is sent at once (0: whenever the lane is idle).
 	Linger time.Duration
 	// MaxBackoff caps the delay between retries.
 	MaxBackoff time.Duration

@@ -52,7 +52,7 @@ onesignal:
   timeout: 30s                                      # per request, default 30s
 sink:
   batch_size: 500            # 1..10000, default 500
-  linger: 20ms               # default 20ms
+  linger: 5ms                # default 5ms
   concurrency: 8             # lanes, 1..256, default 8
   max_pending_events: 20000  # default 20000, >= batch_size
   max_pending_bytes: 64MiB   # default 64 MiB
@@ -227,7 +227,7 @@ func TestDefaults(t *testing.T) {
 		OneSignal: OneSignal{URL: "https://api.onesignal.com", Timeout: 30 * time.Second},
 		Sink: Sink{
 			BatchSize: 500, Concurrency: 8, MaxPendingEvents: 20000, MaxPendingBytes: 64 << 20,
-			Linger: 20 * time.Millisecond, MaxBackoff: 60 * time.Second,
+			Linger: 5 * time.Millisecond, MaxBackoff: 60 * time.Second,
 			UnknownUser: "dead-letter", DeadLetterFile: "pgsignal-dead-letters.jsonl", Stale: "dead-letter",
 		},
 		ShutdownTimeout: 30 * time.Second,

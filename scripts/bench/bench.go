@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,9 @@ type bench struct {
 	dirty  bool      // built from a working tree with changes
 	source string    // where the measured pgsignal comes from
 	load0  string
+	// memProfile: the binary has --memprofile (with -cpuprofile DIR, each
+	// run also writes DIR/<run>-pgsignal.allocs.pprof).
+	memProfile bool
 }
 
 // newBench builds pgsignal, starts PostgreSQL and creates the schema. On
@@ -101,6 +105,7 @@ func newBench(ctx context.Context, o options, stderr io.Writer) (*bench, error) 
 			b.logf("warning: this pgsignal has no --cpuprofile flag; -cpuprofile ignored")
 			b.opts.profDir = ""
 		}
+		b.memProfile = strings.Contains(string(out), "-memprofile")
 	}
 
 	var logf func(string, ...any)
@@ -226,6 +231,23 @@ func firstLine(s string) string {
 		s = s[:57] + "..."
 	}
 	return s
+}
+
+// The transports a reader connects over.
+const (
+	transportTCP  = "tcp"
+	transportUnix = "unix"
+)
+
+// dsn returns the superuser's DSN for database "postgres" over transport:
+// TCP loopback, or the server's Unix socket (as a sidecar on the
+// database's host or pod would connect).
+func (b *bench) dsn(transport string) string {
+	if transport == transportUnix {
+		return fmt.Sprintf("postgres://postgres@/postgres?host=%s&port=%d&sslmode=disable",
+			url.QueryEscape(b.pg.SocketDir), b.pg.Port())
+	}
+	return b.pg.DSN("")
 }
 
 // currentLSN returns pg_current_wal_lsn().

@@ -7,7 +7,8 @@
 // (sink/onesignaltest), builds the pgsignal binary and runs it as a
 // subprocess, then measures:
 //
-//	W1 bulk     1,000,000 rows in one transaction: pg_recvlogical vs pgsignal
+//	W1 bulk     1,000,000 rows in one transaction: pg_recvlogical vs pgsignal,
+//	            over TCP loopback and over the Unix socket (-transports)
 //	W2 OLTP     200,000 single-row transactions (pgbench, 4 clients): same
 //	W3 latency  a steady 5,000 events/s for 60 s: commit→accepted p50/p95/p99
 //	W4 memory   one 5,000,000-row transaction into a slow sink: peak RSS
@@ -28,7 +29,7 @@
 // It prints a table and writes the same figures as JSON (-out). Run it
 // through scripts/bench.sh, from the repository root:
 //
-//	scripts/bench.sh                      # everything (under 10 minutes on 2 cores)
+//	scripts/bench.sh                      # everything (under 15 minutes on 2 cores)
 //	scripts/bench.sh -scale 0.05          # a quick check
 //	scripts/bench.sh -only W1,W3 -v       # a subset, with progress details
 package main
@@ -65,7 +66,8 @@ type options struct {
 	strict     bool
 	keepLogs   bool
 	workloadIn string
-	show       string // print a saved results file instead of running
+	show       string   // print a saved results file instead of running
+	transports []string // W1, W2: "tcp", "unix", in this order
 }
 
 var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6"}
@@ -107,6 +109,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.w4Timeout, "w4-timeout", 4*time.Minute, "W4: stop waiting for delivery after this long (peak RSS is still reported)")
 	fs.StringVar(&o.perfDir, "perf", "", "record every pgsignal run with perf record -g into `DIR` (DIR/W1-pgsignal.perf.data, ...)")
 	fs.StringVar(&o.profDir, "cpuprofile", "", "run pgsignal with --cpuprofile (when it has the flag), writing `DIR`/W1-pgsignal.pprof, ...")
+	transportIn := fs.String("transports", "tcp,unix", "W1, W2: the connections every reader (limit and pgsignal) uses, each measured on the same WAL: tcp (loopback), unix (the server's Unix socket)")
 	fs.StringVar(&o.show, "show", "", "print the table of a saved results `FILE` (in -format) and exit, without running anything")
 	fs.BoolVar(&o.verbose, "v", false, "log progress details (PostgreSQL start, commands, pgsignal's log on failure)")
 	fs.BoolVar(&o.strict, "strict", false, "exit 3 when a target is not met")
@@ -153,6 +156,21 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if o.only["W5"] {
 		o.only["W2"] = true
 	}
+	for _, t := range strings.Split(*transportIn, ",") {
+		t = strings.ToLower(strings.TrimSpace(t))
+		if t == "" || slices.Contains(o.transports, t) {
+			continue
+		}
+		if t != transportTCP && t != transportUnix {
+			fmt.Fprintf(stderr, "bench: unknown transport %q (have tcp, unix)\n", t)
+			return o, errUsage
+		}
+		o.transports = append(o.transports, t)
+	}
+	if len(o.transports) == 0 {
+		fmt.Fprintln(stderr, "bench: -transports selects none")
+		return o, errUsage
+	}
 	return o, nil
 }
 
@@ -190,7 +208,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		fn   func(context.Context) []*Result
 	}
 	steps := []step{
-		{"W1", func(ctx context.Context) []*Result { return []*Result{b.bulk(ctx)} }},
+		{"W1", func(ctx context.Context) []*Result { return b.bulk(ctx) }},
 		{"W2", func(ctx context.Context) []*Result { return b.oltp(ctx, o.only["W5"]) }},
 		{"W3", func(ctx context.Context) []*Result { return []*Result{b.latency(ctx)} }},
 		{"W4", func(ctx context.Context) []*Result { return []*Result{b.memory(ctx)} }},

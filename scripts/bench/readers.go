@@ -44,13 +44,24 @@ type Reader struct {
 	// machine meanwhile (other users, PostgreSQL's other processes): the
 	// machine's busy time minus the three above.
 	OtherCPUSeconds float64 `json:"other_cpu_seconds"`
-	LoadAvg         string  `json:"load_avg_before"`
+	// CPUPerMillion is CPUSeconds per 1,000,000 events: the reader's own
+	// CPU cost (pgsignal's excludes the fake OneSignal, which runs in the
+	// bench process: its CPU is in BenchCPUSeconds).
+	CPUPerMillion float64 `json:"cpu_seconds_per_million_events"`
+	// ReadSyscalls and WriteSyscalls are pgsignal's read and write system
+	// calls over its whole run (/proc/<pid>/io), a count of its wake-ups.
+	ReadSyscalls  int64 `json:"read_syscalls,omitempty"`
+	WriteSyscalls int64 `json:"write_syscalls,omitempty"`
+	// Transport is how the reader connected: "tcp" or "unix".
+	Transport string `json:"transport,omitempty"`
+	LoadAvg   string `json:"load_avg_before"`
 	// PeakRSSBytes is VmHWM just before pgsignal was stopped.
 	PeakRSSBytes int64  `json:"peak_rss_bytes,omitempty"`
 	Requests     int    `json:"requests,omitempty"`
 	ExitError    string `json:"exit_error,omitempty"`
 	PerfData     string `json:"perf_data,omitempty"`
 	CPUProfile   string `json:"cpu_profile,omitempty"`
+	AllocProfile string `json:"alloc_profile,omitempty"`
 }
 
 // counters snapshots the CPU counters at the start of a timed part.
@@ -77,21 +88,24 @@ func (r *Reader) fill(c0 counters, walsender time.Duration) {
 	if r.Seconds > 0 {
 		r.EventsPerSec = float64(r.Events) / r.Seconds
 	}
+	if r.Events > 0 {
+		r.CPUPerMillion = round(r.CPUSeconds/float64(r.Events)*1e6, 2)
+	}
 }
 
 // runLimit times pg_recvlogical draining slot to /dev/null from its start to
 // the end LSN: the rate at which the walsender decodes the publication, with
 // the same plugin options as pgsignal (pgoutput proto_version 1, text
 // tuples).
-func (b *bench) runLimit(ctx context.Context, slot string, end pglogrepl.LSN, events int, timeout time.Duration) (*Reader, error) {
+func (b *bench) runLimit(ctx context.Context, transport, slot string, end pglogrepl.LSN, events int, timeout time.Duration) (*Reader, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	mon, err := b.monitorSlot(ctx, slot)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{Events: events, LoadAvg: loadAvg()}
-	args := []string{"-d", b.pg.DSN(""), "--slot", slot, "--start", "--no-loop",
+	r := &Reader{Events: events, LoadAvg: loadAvg(), Transport: transport}
+	args := []string{"-d", b.dsn(transport), "--slot", slot, "--start", "--no-loop",
 		"--endpos", end.String(), "-f", os.DevNull, "-F", "0",
 		"-o", "proto_version=1", "-o", "publication_names=" + publication}
 	cmd := exec.Command(filepath.Join(b.pgBin, "pg_recvlogical"), args...)
@@ -136,6 +150,7 @@ func (b *bench) runLimit(ctx context.Context, slot string, end pglogrepl.LSN, ev
 type pgsignalRun struct {
 	name      string // for file names: "W1"
 	slot      string
+	transport string // "tcp" (default) or "unix"
 	fake      *onesignaltest.Server
 	timestamp bool // map event_timestamp (else the commit time is the timestamp)
 	// transform, when set, is the table's SQL transform (tables[].transform),
@@ -153,6 +168,7 @@ type pgsignalProc struct {
 	perf   *child
 	perfTo string
 	prof   string // --cpuprofile file
+	mprof  string // --memprofile file
 	log    string
 	c0     counters
 	active time.Time
@@ -185,12 +201,14 @@ onesignal:
   api_key: "${PGSIGNAL_BENCH_API_KEY}"
   url: %q
 shutdown_timeout: 20s
+server:
+  listen: ""   # no metrics server: another pgsignal on this machine may hold the default port
 log:
   level: warn
   format: json
 tables:
   - table: analytics.user_events
-%s`, r.name, b.pg.DSN(""), r.slot, publication, r.fake.AppID(), r.fake.URL(), mapping.String())
+%s`, r.name, b.dsn(r.transport), r.slot, publication, r.fake.AppID(), r.fake.URL(), mapping.String())
 }
 
 // startPgsignal starts `pgsignal run` for r and waits until its slot is
@@ -215,6 +233,10 @@ func (b *bench) startPgsignal(ctx context.Context, r pgsignalRun) (*pgsignalProc
 	if b.opts.profDir != "" {
 		p.prof = filepath.Join(b.opts.profDir, r.name+"-pgsignal.pprof")
 		args = append(args, "--cpuprofile", p.prof)
+		if b.memProfile {
+			p.mprof = filepath.Join(b.opts.profDir, r.name+"-pgsignal.allocs.pprof")
+			args = append(args, "--memprofile", p.mprof)
+		}
 	}
 	cmd := exec.Command(b.bin, args...)
 	cmd.Env = childEnv("PGSIGNAL_BENCH_API_KEY=" + r.fake.APIKey())
@@ -301,7 +323,10 @@ func (p *pgsignalProc) waitCount(ctx context.Context, n int, timeout time.Durati
 // and stops it gracefully (SIGTERM: it drains and exits 0).
 func (p *pgsignalProc) finish(events int, complete bool) *Reader {
 	end := time.Now()
-	r := &Reader{Events: events, Complete: complete, LoadAvg: loadAvg()}
+	r := &Reader{Events: events, Complete: complete, LoadAvg: loadAvg(), Transport: p.run.transport}
+	if r.Transport == "" {
+		r.Transport = transportTCP
+	}
 	r.Seconds = end.Sub(p.active).Seconds()
 	r.StartupSeconds = p.active.Sub(p.c.started).Seconds()
 	if rss, err := procStatusKB(p.c.pid(), "VmHWM"); err == nil {
@@ -309,6 +334,9 @@ func (p *pgsignalProc) finish(events int, complete bool) *Reader {
 	}
 	if cpu, err := procCPU(p.c.pid()); err == nil {
 		r.CPUSeconds = cpu.Seconds()
+	}
+	if rd, wr, err := procIO(p.c.pid()); err == nil {
+		r.ReadSyscalls, r.WriteSyscalls = rd, wr
 	}
 	r.Requests = p.run.fake.Requests()
 	p.stopPerf()
@@ -319,6 +347,7 @@ func (p *pgsignalProc) finish(events int, complete bool) *Reader {
 		r.ExitError = err.Error() + p.logTail()
 	} else {
 		r.CPUProfile = p.prof // written at exit
+		r.AllocProfile = p.mprof
 	}
 	return r
 }

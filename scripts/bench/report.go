@@ -33,9 +33,11 @@ type Report struct {
 
 // Result is one workload's figures.
 type Result struct {
-	Name            string  `json:"name"`
-	Title           string  `json:"title"`
-	Events          int     `json:"events"`
+	Name   string `json:"name"`
+	Title  string `json:"title"`
+	Events int    `json:"events"`
+	// Transport is how W1's and W2's readers connected: "tcp" or "unix".
+	Transport       string  `json:"transport,omitempty"`
 	WALBytes        int64   `json:"wal_bytes,omitempty"`
 	GenerateSeconds float64 `json:"generate_seconds,omitempty"`
 	// Warmup is the untimed first reader of the WAL (pg_recvlogical).
@@ -120,13 +122,13 @@ func (r *Report) writeJSON(path string) error {
 	return nil
 }
 
-var header = []string{"workload", "events", "limit ev/s", "pgsignal ev/s", "ratio", "latency p50/p95/p99 ms", "peak RSS", "target", "result"}
+var header = []string{"workload", "events", "limit ev/s", "pgsignal ev/s", "ratio", "pgsignal CPU-s/1M ev", "latency p50/p95/p99 ms", "peak RSS", "target", "result"}
 
 // rows renders the main table's cells.
 func (r *Report) rows() [][]string {
 	var rows [][]string
 	for _, w := range r.Workloads {
-		row := []string{w.Name + " " + w.Title, count(w.Events), "-", "-", "-", "-", "-", w.Target, result(w)}
+		row := []string{w.Name + " " + w.Title, count(w.Events), "-", "-", "-", "-", "-", "-", w.Target, result(w)}
 		if w.Limit != nil {
 			row[2] = count(int(w.Limit.EventsPerSec + 0.5))
 		}
@@ -136,15 +138,18 @@ func (r *Report) rows() [][]string {
 		}
 		if w.Pgsignal != nil {
 			row[3] = count(int(w.Pgsignal.EventsPerSec + 0.5))
+			if w.Pgsignal.CPUPerMillion > 0 {
+				row[5] = fmt.Sprintf("%.2f", w.Pgsignal.CPUPerMillion)
+			}
 			if w.Pgsignal.PeakRSSBytes > 0 {
-				row[6] = fmt.Sprintf("%.0f MiB", float64(w.Pgsignal.PeakRSSBytes)/(1<<20))
+				row[7] = fmt.Sprintf("%.0f MiB", float64(w.Pgsignal.PeakRSSBytes)/(1<<20))
 			}
 		}
 		if w.Ratio != nil {
 			row[4] = fmt.Sprintf("%.2f", *w.Ratio)
 		}
 		if l := w.Latency; l != nil {
-			row[5] = fmt.Sprintf("%.1f / %.1f / %.1f", l.P50, l.P95, l.P99)
+			row[6] = fmt.Sprintf("%.1f / %.1f / %.1f", l.P50, l.P95, l.P99)
 		}
 		rows = append(rows, row)
 	}
@@ -204,7 +209,7 @@ func (r *Report) title() string {
 func (r *Report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "\n%s\n\n", r.title())
 	// Names and targets left-aligned, figures right-aligned.
-	table(w, header, r.rows(), 0, 7, 8)
+	table(w, header, r.rows(), 0, 8, 9)
 
 	fmt.Fprintf(w, "\nreaders (seconds; CPU time while timed: the reader, its walsender, the bench with the fake, everything else)\n\n")
 	var rows [][]string
@@ -225,13 +230,17 @@ func (r *Report) writeText(w io.Writer) {
 			if x.Requests > 0 {
 				req = count(x.Requests)
 			}
-			rows = append(rows, []string{wl.Name + " " + rd.name,
+			name := wl.Name + " " + rd.name
+			if x.Transport != "" {
+				name += " (" + x.Transport + ")"
+			}
+			rows = append(rows, []string{name,
 				fmt.Sprintf("%.2f", x.Seconds), fmt.Sprintf("%.2f", x.StartupSeconds), fmt.Sprintf("%.2f", x.CPUSeconds),
 				fmt.Sprintf("%.2f", x.WalsenderCPUSeconds), fmt.Sprintf("%.2f", x.BenchCPUSeconds),
-				fmt.Sprintf("%.2f", x.OtherCPUSeconds), fmt.Sprintf("%.0f%%", x.MachineBusyPercent), req, x.LoadAvg})
+				fmt.Sprintf("%.2f", x.OtherCPUSeconds), fmt.Sprintf("%.2f", x.CPUPerMillion), fmt.Sprintf("%.0f%%", x.MachineBusyPercent), req, x.LoadAvg})
 		}
 	}
-	table(w, []string{"run", "timed", "startup", "reader CPU", "walsender CPU", "bench CPU", "other CPU", "machine busy", "requests", "load avg before"}, rows, 0)
+	table(w, []string{"run", "timed", "startup", "reader CPU", "walsender CPU", "bench CPU", "other CPU", "reader CPU-s/1M ev", "machine busy", "requests", "load avg before"}, rows, 0)
 
 	var notes []string
 	for _, wl := range r.Workloads {
@@ -253,6 +262,9 @@ func (r *Report) writeText(w io.Writer) {
 		for _, x := range []*Reader{wl.Plain, wl.Pgsignal} {
 			if x != nil && x.CPUProfile != "" {
 				notes = append(notes, fmt.Sprintf("%s: CPU profile in %s (go tool pprof -top FILE)", wl.Name, x.CPUProfile))
+			}
+			if x != nil && x.AllocProfile != "" {
+				notes = append(notes, fmt.Sprintf("%s: allocation profile in %s (go tool pprof -sample_index=alloc_space -top FILE)", wl.Name, x.AllocProfile))
 			}
 			if x != nil && x.PerfData != "" {
 				notes = append(notes, fmt.Sprintf("%s: perf profile in %s (perf report -i FILE)", wl.Name, x.PerfData))
@@ -299,7 +311,7 @@ func (r *Report) writeMarkdown(w io.Writer) {
 	sep := make([]string, len(header))
 	for i := range sep {
 		sep[i] = "---"
-		if i > 0 && i < 7 {
+		if i > 0 && i < 8 {
 			sep[i] = "---:"
 		}
 	}

@@ -13,8 +13,11 @@ const (
 	// (sink.batch_size), and the most rows of SQL-transform tables
 	// evaluated at once.
 	BatchSize = 500
-	// Linger is the longest a lane waits to fill a batch (sink.linger).
-	Linger = 20 * time.Millisecond
+	// Linger is the least time between two partial batches of a lane
+	// (sink.linger): an event that finds its lane idle, with no batch sent
+	// in the last Linger, is sent at once; what arrives while a request is
+	// in flight waits for it to end and at most Linger.
+	Linger = 5 * time.Millisecond
 	// Concurrency is the default number of sending lanes (sink.concurrency).
 	Concurrency = 8
 	// MaxPendingEvents bounds the events received but not yet handled
