@@ -16,6 +16,8 @@
 //	W6 transform  400,000 rows (transactions of 100,000), read by pgsignal
 //	              with the plain mapping and with a SQL transform joining
 //	              analytics.users: events/s of both, their ratio (no target)
+//	W7 query    the query method (poll_interval 1s) under a steady 1,000
+//	            rows/s: commit→accepted p50/p95/p99 (no target)
 //
 // Every reader of W1, W2 and W6 gets its own slot, created before the
 // workload so that all decode the same WAL, and they run one after the other
@@ -70,7 +72,7 @@ type options struct {
 	transports []string // W1, W2: "tcp", "unix", in this order
 }
 
-var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6"}
+var allWorkloads = []string{"W1", "W2", "W3", "W4", "W5", "W6", "W7"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -213,6 +215,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		{"W3", func(ctx context.Context) []*Result { return []*Result{b.latency(ctx)} }},
 		{"W4", func(ctx context.Context) []*Result { return []*Result{b.memory(ctx)} }},
 		{"W6", func(ctx context.Context) []*Result { return []*Result{b.transformCost(ctx)} }},
+		{"W7", func(ctx context.Context) []*Result { return []*Result{b.queryLatency(ctx)} }},
 	}
 	for _, s := range steps {
 		if !o.only[s.name] {

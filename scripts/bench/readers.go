@@ -157,6 +157,9 @@ type pgsignalRun struct {
 	// written instead of the column mapping (name, external_id, timestamp,
 	// properties): it returns the event's columns itself.
 	transform string
+	// method is "" (logical) or "query"; poll is the query method's
+	// poll_interval.
+	method, poll string
 }
 
 // pgsignalProc is a running pgsignal process with the monitors of its run.
@@ -191,12 +194,17 @@ func (b *bench) configYAML(r pgsignalRun) string {
 		}
 		mapping.WriteString("    properties: event_data\n")
 	}
+	source := ""
+	if r.method == "query" {
+		source = fmt.Sprintf("  method: query\n  poll_interval: %s\n", r.poll)
+		mapping.WriteString("    cursor: id\n")
+	}
 	return fmt.Sprintf(`# Written by scripts/bench for %s.
 source:
   dsn: %q
   slot: %q
   publication: %q
-onesignal:
+%sonesignal:
   app_id: %q
   api_key: "${PGSIGNAL_BENCH_API_KEY}"
   url: %q
@@ -208,7 +216,7 @@ log:
   format: json
 tables:
   - table: analytics.user_events
-%s`, r.name, b.dsn(r.transport), r.slot, publication, r.fake.AppID(), r.fake.URL(), mapping.String())
+%s`, r.name, b.dsn(r.transport), r.slot, publication, source, r.fake.AppID(), r.fake.URL(), mapping.String())
 }
 
 // startPgsignal starts `pgsignal run` for r and waits until its slot is
@@ -246,7 +254,13 @@ func (b *bench) startPgsignal(ctx context.Context, r pgsignalRun) (*pgsignalProc
 		mon.close()
 		return nil, err
 	}
-	if p.active, err = mon.waitActive(ctx, p.c.done, 60*time.Second); err != nil {
+	if r.method == "query" {
+		// No slot: ready once the first poll stored its position.
+		if p.active, err = b.waitQueryPosition(ctx, p.c.done, r.slot, 60*time.Second); err != nil {
+			p.abort()
+			return nil, fmt.Errorf("pgsignal: %w%s", err, p.logTail())
+		}
+	} else if p.active, err = mon.waitActive(ctx, p.c.done, 60*time.Second); err != nil {
 		p.abort()
 		return nil, fmt.Errorf("pgsignal: %w%s", err, p.logTail())
 	}
@@ -369,4 +383,34 @@ func (p *pgsignalProc) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return "\n--- end of pgsignal's log ---\n" + strings.TrimRight(string(b), "\n")
+}
+
+// waitQueryPosition waits until the query method stored a position under
+// name in census.query_positions, the reader exited, or timeout passed.
+func (b *bench) waitQueryPosition(ctx context.Context, exited <-chan struct{}, name string, timeout time.Duration) (time.Time, error) {
+	deadline := time.After(timeout)
+	tick := time.NewTicker(monitorInterval)
+	defer tick.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		var n int
+		err := b.db.QueryRow(qctx, `SELECT count(*) FROM pg_class WHERE oid = to_regclass('census.query_positions')`).Scan(&n)
+		if err == nil && n == 1 {
+			err = b.db.QueryRow(qctx, `SELECT count(*) FROM census.query_positions WHERE name = $1`, name).Scan(&n)
+			if err == nil && n > 0 {
+				cancel()
+				return time.Now(), nil
+			}
+		}
+		cancel()
+		select {
+		case <-tick.C:
+		case <-exited:
+			return time.Time{}, errors.New("pgsignal exited before its first poll")
+		case <-deadline:
+			return time.Time{}, fmt.Errorf("no position stored after %s", timeout)
+		case <-ctx.Done():
+			return time.Time{}, context.Cause(ctx)
+		}
+	}
 }

@@ -509,7 +509,7 @@ func (b *bench) latency(ctx context.Context) *Result {
 	if err != nil {
 		return b.fail(res, err)
 	}
-	inserted, late, err := b.steadyLoad(ctx, dur)
+	inserted, late, err := b.steadyLoad(ctx, dur, w3TxnPerSec, w3RowsPerTxn)
 	if err != nil {
 		p.abort()
 		return b.fail(res, err)
@@ -549,10 +549,10 @@ func (b *bench) latency(ctx context.Context) *Result {
 	return res
 }
 
-// steadyLoad inserts w3RowsPerTxn rows every 10 ms for dur, on w3Conns
-// connections. It returns the rows inserted and the ticks missed because
+// steadyLoad inserts rowsPerTxn rows in each of txnPerSec transactions a
+// second for dur, on w3Conns connections. It returns the rows inserted and the ticks missed because
 // every connection was still busy.
-func (b *bench) steadyLoad(ctx context.Context, dur time.Duration) (rows, late int, err error) {
+func (b *bench) steadyLoad(ctx context.Context, dur time.Duration, txnPerSec, rowsPerTxn int) (rows, late int, err error) {
 	conns := make([]*pgx.Conn, 0, w3Conns)
 	defer func() {
 		for _, c := range conns {
@@ -579,20 +579,20 @@ func (b *bench) steadyLoad(ctx context.Context, dur time.Duration) (rows, late i
 		wg.Go(func() {
 			for off := range jobs {
 				qctx, qcancel := context.WithTimeout(lctx, 10*time.Second)
-				_, err := c.Exec(qctx, insertSQL, w3RowsPerTxn, off)
+				_, err := c.Exec(qctx, insertSQL, rowsPerTxn, off)
 				qcancel()
 				if err != nil {
 					cancel(fmt.Errorf("insert: %w", err))
 					return
 				}
-				inserted.Add(w3RowsPerTxn)
+				inserted.Add(int64(rowsPerTxn))
 			}
 		})
 	}
 	// Open loop: at every tick, issue the transactions due since the start
 	// (a late wake-up catches up); one that finds every connection busy is
 	// skipped and counted.
-	interval := time.Second / w3TxnPerSec
+	interval := time.Second / time.Duration(txnPerSec)
 	tick := time.NewTicker(interval)
 	start := time.Now()
 	end := time.After(dur)
@@ -604,7 +604,7 @@ loop:
 			for due := int(now.Sub(start) / interval); issued < due; issued++ {
 				select {
 				case jobs <- off:
-					off += w3RowsPerTxn
+					off += rowsPerTxn
 				default:
 					late++
 				}
@@ -758,4 +758,90 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// W7: the query method's latency, a steady 1,000 rows/s (10-row
+// transactions every 10 ms) polled every second.
+const (
+	w7TxnPerSec  = 100
+	w7RowsPerTxn = 10
+	w7Poll       = "1s"
+)
+
+// queryLatency is W7: pgsignal with source.method: query (poll_interval
+// 1s) while a steady 1,000 rows/s are inserted; commit→accepted from the
+// fake's clock and the rows' event_timestamp (the inserting transaction's
+// start, a few ms before its commit). The latency follows the poll
+// interval: no target, a figure.
+func (b *bench) queryLatency(ctx context.Context) *Result {
+	dur := max(time.Duration(float64(w3Duration)*b.opts.scale).Round(time.Second), w3MinDuration)
+	rate := w7TxnPerSec * w7RowsPerTxn
+	res := &Result{Name: "W7", Title: fmt.Sprintf("query method latency: %d rows/s, poll_interval %s, for %s", rate, w7Poll, dur),
+		Target: "none (a figure)"}
+	b.logf("W7: %d rows/s for %s while pgsignal polls every %s", rate, dur, w7Poll)
+	if err := b.prepare(ctx); err != nil {
+		return b.fail(res, err)
+	}
+	// A row before the start: the first poll stores its position (rows
+	// present at the first start are not sent), which marks pgsignal ready.
+	if err := b.exec(ctx, time.Minute, insertSQL, 1, 0); err != nil {
+		return b.fail(res, err)
+	}
+	var mu sync.Mutex
+	lats := make([]time.Duration, 0, int(dur.Seconds()+1)*rate)
+	badTS := 0
+	fake, err := onesignaltest.Start(onesignaltest.Options{DedupWindow: -1, OnAccept: func(a onesignaltest.Accepted) {
+		ts, err := time.Parse(time.RFC3339Nano, a.Timestamp)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			badTS++
+			return
+		}
+		lats = append(lats, a.ReceivedAt.Sub(ts))
+	}})
+	if err != nil {
+		return b.fail(res, err)
+	}
+	defer fake.Close()
+	p, err := b.startPgsignal(ctx, pgsignalRun{name: res.Name, slot: "bench_w7", fake: fake, timestamp: true, method: "query", poll: w7Poll})
+	if err != nil {
+		return b.fail(res, err)
+	}
+	inserted, late, err := b.steadyLoad(ctx, dur, w7TxnPerSec, w7RowsPerTxn)
+	if err != nil {
+		p.abort()
+		return b.fail(res, err)
+	}
+	res.Events = inserted
+	ok, err := p.waitCount(ctx, inserted, drainTimeout)
+	if err != nil {
+		p.abort()
+		return b.fail(res, err)
+	}
+	r := p.finish(fake.Count(), ok)
+	r.EventsPerSec = round(float64(inserted)/dur.Seconds(), 0)
+	res.Pgsignal = r
+	if r.ExitError != "" {
+		res.Notes = append(res.Notes, "pgsignal did not stop cleanly: "+r.ExitError)
+	}
+	if !ok {
+		return b.fail(res, fmt.Errorf("pgsignal delivered %d of %d events within %s of the load's end", fake.Count(), inserted, drainTimeout))
+	}
+	if late > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("the load generator skipped %d of %d transactions (every connection busy)", late, int(dur/(time.Second/w7TxnPerSec))))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if badTS > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d events had no parsable timestamp", badTS))
+	}
+	if len(lats) == 0 {
+		return b.fail(res, errors.New("no latency measured"))
+	}
+	res.Latency = summarize(lats)
+	res.setPass(true)
+	res.Notes = append(res.Notes, "latency = fake's receipt time − event_timestamp (the inserting transaction's start, truncated to the ms); pgsignal's CPU includes its idle polls")
+	b.logf("W7: %d events, latency p50 %.1f ms, p95 %.1f ms, p99 %.1f ms", len(lats), res.Latency.P50, res.Latency.P95, res.Latency.P99)
+	return res
 }
