@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/pgsignal/pgsignal/internal/config/defaults"
 	"github.com/pgsignal/pgsignal/internal/pgcat"
-	"strconv"
 )
 
 // sessionParams are set on every replication connection so that pgoutput's
@@ -36,6 +36,9 @@ type Source struct {
 	DSN string
 	// Dial, when set, replaces the network dialer (an SSH tunnel).
 	Dial pgconn.DialFunc
+	// beforeRead, when set, is called by the stream's reader before each
+	// read of the network (the stream sets it to its sink's Flush).
+	beforeRead func()
 	// ReceiveTimeout, when set, is source.receive_timeout: the stream's
 	// silence limit, and the TCP_USER_TIMEOUT of direct connections
 	// (default DefaultTCPUserTimeout).
@@ -54,9 +57,7 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 	// Read the stream through a large buffer: one read system call per
 	// 256 KiB instead of per 8 KiB chunk, and coalesce the reads of a busy
 	// stream (coalesceWindow).
-	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		return pgproto3.NewFrontend(bufio.NewReaderSize(&coalescingReader{r: r}, 256<<10), w)
-	}
+	setFrontend(cfg, nil)
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "pgsignal"
 	}
@@ -66,11 +67,23 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
+// setFrontend makes cfg read the stream through a coalescingReader that
+// calls beforeRead (when not nil) before each read.
+func setFrontend(cfg *pgconn.Config, beforeRead func()) {
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		cr := &coalescingReader{r: r, beforeRead: beforeRead}
+		return pgproto3.NewFrontend(bufio.NewReaderSize(cr, 256<<10), w)
+	}
+}
+
 // ConnectReplication opens a replication=database connection.
 func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error) {
 	cfg, err := ReplicationConfig(src.DSN)
 	if err != nil {
 		return nil, err
+	}
+	if src.beforeRead != nil {
+		setFrontend(cfg, src.beforeRead)
 	}
 	applyNetwork(cfg, src)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)

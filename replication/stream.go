@@ -50,6 +50,15 @@ type Sink interface {
 	Ready() <-chan struct{}
 }
 
+// Flusher is a Sink that batches what the stream submits in one go: the
+// stream calls Flush before every read of the network, when every message
+// received so far has been handled and submitted, so that the sink can send
+// at once what it held back for the rest of a read (a transaction's rows
+// come in one read or a few).
+type Flusher interface {
+	Flush()
+}
+
 // Config configures a Stream.
 type Config struct {
 	Source      Source
@@ -317,7 +326,11 @@ var errDrained = errors.New("drained")
 var errSlotBusy = errors.New("the slot is active for another process")
 
 func (s *Stream) session(ctx context.Context) error {
-	conn, err := ConnectReplication(ctx, s.cfg.Source)
+	src := s.cfg.Source
+	if f, ok := s.sink.(Flusher); ok {
+		src.beforeRead = f.Flush
+	}
+	conn, err := ConnectReplication(ctx, src)
 	if err != nil {
 		return err
 	}

@@ -197,3 +197,46 @@ func TestSinkPacesLongerWhileTheSourceReadsABacklog(t *testing.T) {
 		t.Errorf("the second request started %v after the first, want at least %v", gap, heavyPace*linger)
 	}
 }
+
+// TestSinkHoldsAnIdleLaneUntilTheSourceFlushes: with a source that calls
+// Flush (the replication stream, before each read of the network), an idle
+// lane holds the events of the read being handled until its end, so that a
+// transaction's rows leave in one request rather than the first alone and
+// the rest a Linger later; without the Flush it sends after Linger.
+func TestSinkHoldsAnIdleLaneUntilTheSourceFlushes(t *testing.T) {
+	const linger = 2 * time.Second
+	ok := funcSender{send: func(context.Context, []byte) (Result, error) { return Result{}, nil }}
+	rec := &recordingSender{next: ok}
+	s, h := startSink(t, Config{BatchSize: 100, Linger: linger, Concurrency: 1}, rec, nil)
+	time.Sleep(linger + 100*time.Millisecond) // past the start's pacing
+	s.Flush()                                 // the source flushes: the sink holds from now on
+
+	submit(t, s, newEvent(1, "u", 0), newEvent(2, "u", 0), newEvent(3, "u", 0))
+	time.Sleep(300 * time.Millisecond)
+	if n := len(rec.requests()); n != 0 {
+		t.Fatalf("%d requests before the source flushed, want 0 (the lane holds the read's events)", n)
+	}
+	flushed := time.Now()
+	s.Flush()
+	exactlyOnce(t, h.wait(t, 3, 10*time.Second), seqRange(1, 3))
+	reqs := rec.requests()
+	if len(reqs) != 1 || reqs[0].events != 3 {
+		t.Fatalf("requests %+v, want one of 3 events", reqs)
+	}
+	if d := reqs[0].at.Sub(flushed); d > linger/2 {
+		t.Errorf("the request started %v after the Flush, want at once (the lane missed the wake-up)", d)
+	}
+
+	// No Flush: the hold ends after Linger.
+	time.Sleep(linger + 100*time.Millisecond)
+	submitted := time.Now()
+	submit(t, s, newEvent(4, "v", 0))
+	exactlyOnce(t, h.wait(t, 4, 10*time.Second), seqRange(1, 4))
+	reqs = rec.requests()
+	if len(reqs) != 2 || reqs[1].events != 1 {
+		t.Fatalf("requests %+v, want a second one of 1 event", reqs)
+	}
+	if d := reqs[1].at.Sub(submitted); d < linger/2 {
+		t.Errorf("the held event left %v after it was submitted, want about Linger (%v)", d, linger)
+	}
+}

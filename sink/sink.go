@@ -204,6 +204,10 @@ type Sink struct {
 	outage outage
 	// backlog is set while the source reads a backlog (SetBacklog).
 	backlog atomic.Bool
+	// flushes counts the source's Flush calls: from the first on, a lane
+	// holds its first events until the read that brought them has been
+	// handled (see Flush).
+	flushes atomic.Uint64
 	Latency Histogram // commit -> accepted
 
 	staleLog staleLog
@@ -310,6 +314,24 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 // large batches, as latency is the backlog's anyway.
 func (s *Sink) SetBacklog(backlog bool) { s.backlog.Store(backlog) }
 
+// Flush says that the source has submitted everything it has received and
+// is about to wait for more (the replication stream calls it before each
+// read of the network). A lane that found itself idle holds its events until
+// then, at most Linger, so that the rows of a transaction read in one go
+// leave in one request rather than the first alone and the rest a Linger
+// later. A sink that never receives a Flush sends such events at once.
+func (s *Sink) Flush() {
+	s.flushes.Add(1)
+	for _, l := range s.lanes {
+		if l.holding.Load() {
+			select {
+			case l.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 func (s *Sink) release(evs []*cdc.Event) {
 	var size int64
 	for _, ev := range evs {
@@ -345,7 +367,13 @@ type lane struct {
 	// row that ended with events already queued for the next.
 	lastSend time.Time
 	busy     int
-	notify   chan struct{}
+	// firstFlush and firstAt are the source's Flush count and the time
+	// when the first event of q was queued; holding is set while take
+	// waits for the next Flush (see Sink.Flush).
+	firstFlush uint64
+	firstAt    time.Time
+	holding    atomic.Bool
+	notify     chan struct{}
 	// d is reused from batch to batch so that the request body buffer is
 	// allocated once per lane.
 	d delivery
@@ -371,6 +399,10 @@ func (l *lane) push(ev *cdc.Event) {
 	l.mu.Lock()
 	l.q = append(l.q, ev)
 	n := len(l.q)
+	if n == 1 && l.s.flushes.Load() > 0 {
+		l.firstFlush = l.s.flushes.Load()
+		l.firstAt = time.Now()
+	}
 	before := l.qBytes
 	l.qBytes += len(ev.JSON) + 1
 	full := before+bodyOverhead < MaxBodyBytes && l.qBytes+bodyOverhead >= MaxBodyBytes
@@ -389,8 +421,10 @@ func (l *lane) push(ev *cdc.Event) {
 //
 // A lane is in take only while it has no request in flight, so an event that
 // finds its lane idle, with no batch taken in the last Linger, is sent at
-// once; the events that arrive while a request is in flight go together in
-// the next one (as with Nagle's algorithm). Linger paces a busy lane: it
+// once (with a source that calls Flush: as soon as the source has handled
+// the read that brought it, so that a transaction's rows go together); the
+// events that arrive while a request is in flight go together in the next
+// one (as with Nagle's algorithm). Linger paces a busy lane: it
 // starts at most one partial batch per Linger, so that a fast stream into a
 // fast sink still makes full batches rather than a request per event (see
 // pace). An event of a light stream waits at most Linger plus the request
@@ -413,8 +447,23 @@ func (l *lane) take(ctx context.Context) []*cdc.Event {
 		l.mu.Lock()
 		n := len(l.q)
 		wait := time.Duration(0)
+		hold := false
 		if n > 0 && l.s.cfg.Linger > 0 && n < l.s.cfg.BatchSize && l.qBytes+bodyOverhead < MaxBodyBytes {
 			wait = l.pace() - time.Since(l.lastSend)
+			if wait <= 0 && l.firstFlush != 0 {
+				// Set holding before reading the count: a Flush that the
+				// load misses sees holding and wakes the lane.
+				l.holding.Store(true)
+				if l.firstFlush == l.s.flushes.Load() {
+					// The read that brought the first event is still
+					// being handled: wait for its end, at most Linger.
+					wait = l.s.cfg.Linger - time.Since(l.firstAt)
+					hold = wait > 0
+				}
+			}
+		}
+		if !hold {
+			l.holding.Store(false)
 		}
 		if n > 0 && wait <= 0 {
 			batch := l.cut()
