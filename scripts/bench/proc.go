@@ -206,9 +206,11 @@ func procIO(pid int) (reads, writes int64, err error) {
 	return reads, writes, nil
 }
 
-// machineCPU is a snapshot of the machine's CPU time from /proc/stat.
+// machineCPU is a snapshot of the machine's CPU time from /proc/stat: busy
+// is the time its CPUs ran anything, steal the time the hypervisor gave
+// them to other virtual machines (they wanted to run and could not).
 type machineCPU struct {
-	busy, total time.Duration
+	busy, steal, total time.Duration
 }
 
 func readMachineCPU() machineCPU {
@@ -226,8 +228,8 @@ func readMachineCPU() machineCPU {
 		v[i], _ = strconv.ParseUint(f[i+1], 10, 64)
 	}
 	// user nice system idle iowait irq softirq steal
-	busy := v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-	return machineCPU{busy: ticks(busy), total: ticks(busy + v[3] + v[4])}
+	busy := v[0] + v[1] + v[2] + v[5] + v[6]
+	return machineCPU{busy: ticks(busy), steal: ticks(v[7]), total: ticks(busy + v[3] + v[4] + v[7])}
 }
 
 // selfCPU returns the bench process's own CPU time (every thread: the fake

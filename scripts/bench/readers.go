@@ -44,6 +44,11 @@ type Reader struct {
 	// machine meanwhile (other users, PostgreSQL's other processes): the
 	// machine's busy time minus the three above.
 	OtherCPUSeconds float64 `json:"other_cpu_seconds"`
+	// StealSeconds is the CPU time the hypervisor gave to other virtual
+	// machines while this machine's CPUs had work (/proc/stat steal): on a
+	// shared host, the time every process here waited for a CPU it could
+	// not have. Figures taken with much of it are not comparable.
+	StealSeconds float64 `json:"steal_seconds"`
 	// CPUPerMillion is CPUSeconds per 1,000,000 events: the reader's own
 	// CPU cost (pgsignal's excludes the fake OneSignal, which runs in the
 	// bench process: its CPU is in BenchCPUSeconds).
@@ -84,6 +89,7 @@ func (r *Reader) fill(c0 counters, walsender time.Duration) {
 		r.MachineBusyPercent = round(100*busy, 0)
 		all := busy * float64(runtime.NumCPU()) * time.Since(c0.at).Seconds()
 		r.OtherCPUSeconds = round(max(0, all-r.CPUSeconds-r.WalsenderCPUSeconds-r.BenchCPUSeconds), 2)
+		r.StealSeconds = round((m.steal - c0.machine.steal).Seconds(), 2)
 	}
 	if r.Seconds > 0 {
 		r.EventsPerSec = float64(r.Events) / r.Seconds

@@ -211,7 +211,7 @@ func (r *Report) writeText(w io.Writer) {
 	// Names and targets left-aligned, figures right-aligned.
 	table(w, header, r.rows(), 0, 8, 9)
 
-	fmt.Fprintf(w, "\nreaders (seconds; CPU time while timed: the reader, its walsender, the bench with the fake, everything else)\n\n")
+	fmt.Fprintf(w, "\nreaders (seconds; CPU time while timed: the reader, its walsender, the bench with the fake, everything else, the hypervisor's steal; machine busy excludes steal)\n\n")
 	var rows [][]string
 	for _, wl := range r.Workloads {
 		pgsignal := "pgsignal"
@@ -237,10 +237,10 @@ func (r *Report) writeText(w io.Writer) {
 			rows = append(rows, []string{name,
 				fmt.Sprintf("%.2f", x.Seconds), fmt.Sprintf("%.2f", x.StartupSeconds), fmt.Sprintf("%.2f", x.CPUSeconds),
 				fmt.Sprintf("%.2f", x.WalsenderCPUSeconds), fmt.Sprintf("%.2f", x.BenchCPUSeconds),
-				fmt.Sprintf("%.2f", x.OtherCPUSeconds), fmt.Sprintf("%.2f", x.CPUPerMillion), fmt.Sprintf("%.0f%%", x.MachineBusyPercent), req, x.LoadAvg})
+				fmt.Sprintf("%.2f", x.OtherCPUSeconds), fmt.Sprintf("%.2f", x.StealSeconds), fmt.Sprintf("%.2f", x.CPUPerMillion), fmt.Sprintf("%.0f%%", x.MachineBusyPercent), req, x.LoadAvg})
 		}
 	}
-	table(w, []string{"run", "timed", "startup", "reader CPU", "walsender CPU", "bench CPU", "other CPU", "reader CPU-s/1M ev", "machine busy", "requests", "load avg before"}, rows, 0)
+	table(w, []string{"run", "timed", "startup", "reader CPU", "walsender CPU", "bench CPU", "other CPU", "steal", "reader CPU-s/1M ev", "machine busy", "requests", "load avg before"}, rows, 0)
 
 	var notes []string
 	for _, wl := range r.Workloads {
