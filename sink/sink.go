@@ -399,8 +399,8 @@ func (l *lane) push(ev *cdc.Event) {
 	l.mu.Lock()
 	l.q = append(l.q, ev)
 	n := len(l.q)
-	if n == 1 && l.s.flushes.Load() > 0 {
-		l.firstFlush = l.s.flushes.Load()
+	if f := l.s.flushes.Load(); n == 1 && f > 0 {
+		l.firstFlush = f
 		l.firstAt = time.Now()
 	}
 	before := l.qBytes
