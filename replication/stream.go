@@ -51,12 +51,26 @@ type Sink interface {
 }
 
 // Flusher is a Sink that batches what the stream submits in one go: the
-// stream calls Flush before every read of the network, when every message
-// received so far has been handled and submitted, so that the sink can send
-// at once what it held back for the rest of a read (a transaction's rows
-// come in one read or a few).
+// stream calls Flush before a read of the network when every message
+// received so far has been handled and submitted and no transaction is half
+// read, so that the sink can send at once what it held back, and a
+// transaction's rows (which may take several reads) leave together.
 type Flusher interface {
 	Flush()
+}
+
+// flushHook returns the function the reader calls before each read of the
+// network (it runs on the stream's goroutine, inside ReceiveMessage): it
+// flushes f unless the stream is inside a transaction, whose rows the sink
+// then keeps holding (at most its linger) until the commit has been read.
+// Flushing between two reads of one transaction sent its first rows alone
+// and the rest a linger later (W3's p95 and p99).
+func (s *Stream) flushHook(f Flusher) func() {
+	return func() {
+		if !s.inTxn {
+			f.Flush()
+		}
+	}
 }
 
 // Config configures a Stream.
@@ -328,7 +342,7 @@ var errSlotBusy = errors.New("the slot is active for another process")
 func (s *Stream) session(ctx context.Context) error {
 	src := s.cfg.Source
 	if f, ok := s.sink.(Flusher); ok {
-		src.beforeRead = f.Flush
+		src.beforeRead = s.flushHook(f)
 	}
 	conn, err := ConnectReplication(ctx, src)
 	if err != nil {

@@ -315,11 +315,12 @@ func (s *Sink) TrySubmit(ev *cdc.Event) bool {
 func (s *Sink) SetBacklog(backlog bool) { s.backlog.Store(backlog) }
 
 // Flush says that the source has submitted everything it has received and
-// is about to wait for more (the replication stream calls it before each
-// read of the network). A lane that found itself idle holds its events until
-// then, at most Linger, so that the rows of a transaction read in one go
-// leave in one request rather than the first alone and the rest a Linger
-// later. A sink that never receives a Flush sends such events at once.
+// is about to wait for more (the replication stream calls it before a read
+// of the network when no transaction is half read). A lane that found itself
+// idle holds its events until then, at most Linger, so that the rows of a
+// transaction leave in one request rather than the first alone and the rest
+// a Linger later. A sink that never receives a Flush sends such events at
+// once.
 func (s *Sink) Flush() {
 	s.flushes.Add(1)
 	for _, l := range s.lanes {

@@ -1,0 +1,41 @@
+package app
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pgsignal/pgsignal/internal/pgtest"
+)
+
+// TestTransactionAcrossReadsLeavesInOneRequest: a transaction too large for
+// one read of the network (400 rows of about 1.5 KB: some 600 KB of pgoutput
+// against 256 KiB reads) into an idle lane leaves in one request, not its
+// first read's rows alone and the rest a linger later. The linger is long
+// (1s) so that a split shows as a second request, and the rows are written
+// once the lane's start-up pacing has passed.
+func TestTransactionAcrossReadsLeavesInOneRequest(t *testing.T) {
+	h := newHarness(t, pgtest.Options{})
+	h.exec(seedTable)
+	cfg := h.config()
+	cfg.Sink.Linger = time.Second
+	cfg.Sink.Concurrency = 1
+	r := h.start(cfg)
+	defer r.stop(t)
+	time.Sleep(1500 * time.Millisecond)
+	before := h.fake.Requests()
+	h.exec(`INSERT INTO analytics.user_events (event_name, user_id, event_timestamp, event_data)
+SELECT 'big', 'u' || i, now(), jsonb_build_object('pad', repeat(md5(i::text), 45))
+FROM generate_series(1, 400) i`)
+	h.waitCount(400)
+	// A second request, if any, would come a linger after the first.
+	time.Sleep(1500 * time.Millisecond)
+	if got := h.fake.Count(); got != 400 {
+		t.Fatalf("accepted %d events, want 400", got)
+	}
+	if d := h.fake.Duplicates(); d != 0 {
+		t.Errorf("%d duplicates, want 0", d)
+	}
+	if n := h.fake.Requests() - before; n != 1 {
+		t.Errorf("the transaction took %d requests, want 1", n)
+	}
+}
