@@ -85,6 +85,9 @@ type Mapper struct {
 	mu    sync.Mutex
 	plans map[*replication.Relation]*plan
 	buf   []byte
+	// ts caches the last timestamp parsed: the rows of a transaction often
+	// carry the same one (a DEFAULT now()).
+	ts tsCache
 	// OnPlan, when set, is told each time a mapped table's definition is
 	// compiled: problem says why none of its rows can become an event (a
 	// mapped column renamed or dropped, a type changed), "" when they can.
@@ -315,7 +318,7 @@ func (m *Mapper) build(p *plan, ch *replication.Change, ev *cdc.Event) string {
 		if p.tsUnit != "" {
 			t, err = parseEpoch(ch.Values[p.ts], p.tsUnit)
 		} else {
-			t, err = codec.ParseTimestamp(p.tsType, ch.Values[p.ts], p.tsLoc)
+			t, err = m.ts.parse(p.tsType, ch.Values[p.ts], p.tsLoc)
 		}
 		if err != nil {
 			return fmt.Sprintf("timestamp column %q: %v", r.Timestamp, err)
@@ -515,4 +518,27 @@ func escapeNotUTF8(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// tsCache remembers the last timestamp text parsed and its value.
+type tsCache struct {
+	typeOID uint32
+	loc     *time.Location
+	text    []byte
+	t       time.Time
+}
+
+// parse is codec.ParseTimestamp, answered from the cache when text, its
+// type and zone are the last ones parsed successfully.
+func (c *tsCache) parse(typeOID uint32, text []byte, loc *time.Location) (time.Time, error) {
+	if c.text != nil && c.typeOID == typeOID && c.loc == loc && bytes.Equal(c.text, text) {
+		return c.t, nil
+	}
+	t, err := codec.ParseTimestamp(typeOID, text, loc)
+	if err != nil {
+		return t, err
+	}
+	c.typeOID, c.loc, c.t = typeOID, loc, t
+	c.text = append(c.text[:0], text...)
+	return t, nil
 }

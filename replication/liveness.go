@@ -43,20 +43,18 @@ func newLiveness(timeout time.Duration) *liveness {
 	return &liveness{timeout: timeout, last: time.Now()}
 }
 
-// heard records a message from the server.
-func (l *liveness) heard() { l.last = time.Now() }
+// resumed records that the stream reads again, at now: after a message it
+// handled (which may have waited for room in the sink), or after a pause.
+func (l *liveness) resumed(now time.Time) { l.last = now }
 
-// resumed records that the stream reads again after a pause.
-func (l *liveness) resumed() { l.last = time.Now() }
-
-// pingDue reports that the server has been silent long enough to be asked
-// for a keepalive.
-func (l *liveness) pingDue() bool {
+// pingDue reports that the server has been silent long enough, at now, to
+// be asked for a keepalive.
+func (l *liveness) pingDue(now time.Time) bool {
 	third := l.timeout / 3
-	return time.Since(l.last) >= third && time.Since(l.lastPing) >= third
+	return now.Sub(l.last) >= third && now.Sub(l.lastPing) >= third
 }
 
-func (l *liveness) pinged() { l.lastPing = time.Now() }
+func (l *liveness) pinged(now time.Time) { l.lastPing = now }
 
 // dead reports that the server has been silent for the whole timeout.
 func (l *liveness) dead() bool { return time.Since(l.last) >= l.timeout }

@@ -421,34 +421,38 @@ func (s *Stream) session(ctx context.Context) error {
 		if s.stopping() {
 			return s.waitDrained(ctx, conn)
 		}
-		if live.pingDue() {
+		// One reading of the clock serves the checks before the read (a
+		// one-row transaction is three messages: the clock was a tenth of
+		// the stream's CPU when each check read it).
+		now := time.Now()
+		if live.pingDue(now) {
 			// Silent for a while: ask the server for a keepalive, which it
 			// sends at once; an idle healthy server sends nothing otherwise
 			// (it pings only a client silent for wal_sender_timeout/2).
 			if err := s.sendStatusReply(conn, true); err != nil {
 				return err
 			}
-			live.pinged()
+			live.pinged(now)
 		}
-		if err := s.maybeSendStatus(conn); err != nil {
+		if err := s.maybeSendStatusAt(conn, now); err != nil {
 			return err
 		}
 		if len(s.pending) > 0 {
 			due := s.pendingSince.Add(s.cfg.BatchLinger)
-			if !time.Now().Before(due) {
+			if !now.Before(due) {
 				if err := s.flush(rctx, conn); err != nil {
 					return s.sessionError(ctx, conn, err)
 				}
-				live.resumed()
+				live.resumed(time.Now())
 			} else {
 				rd.before(due)
 			}
 		}
 		// Wake at least every 500 ms so an advanced checkpoint is confirmed
 		// promptly even when the stream is idle.
-		if !rd.ensure(func() time.Time {
+		if !rd.ensure(now, func() time.Time {
 			deadline := s.lastStatus.Add(s.statusIvl)
-			if soon := time.Now().Add(500 * time.Millisecond); soon.Before(deadline) {
+			if soon := now.Add(500 * time.Millisecond); soon.Before(deadline) {
 				deadline = soon
 			}
 			return deadline
@@ -474,20 +478,19 @@ func (s *Stream) session(ctx context.Context) error {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
-		live.heard()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(rctx, conn, msg.Data); err != nil {
 				return s.sessionError(ctx, conn, err)
 			}
-			// Handling may have waited (for room in the sink): silence
-			// counts only while reading.
-			live.resumed()
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:
 			return errors.New("server ended the replication stream")
 		}
+		// The server spoke. Handling may have waited (for room in the
+		// sink): silence counts only while reading, from the end of it.
+		live.resumed(time.Now())
 	}
 }
 
@@ -511,15 +514,15 @@ func (r *readDeadline) finish(at time.Time) {
 	_ = r.conn.SetReadDeadline(at)
 }
 
-// ensure sets a new deadline when the current one has passed; false means
-// the context was cancelled.
-func (r *readDeadline) ensure(next func() time.Time) bool {
+// ensure sets a new deadline when the current one has passed at now; false
+// means the context was cancelled.
+func (r *readDeadline) ensure(now time.Time, next func() time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.canceled {
 		return false
 	}
-	if r.at.IsZero() || !time.Now().Before(r.at) {
+	if r.at.IsZero() || !now.Before(r.at) {
 		r.at = next()
 		_ = r.conn.SetReadDeadline(r.at)
 	}
@@ -567,7 +570,12 @@ func (s *Stream) statusInterval(ctx context.Context) time.Duration {
 // maybeSendStatus sends a standby status update when the interval has passed
 // or the flushed position advanced (at most every 100 ms).
 func (s *Stream) maybeSendStatus(conn *pgconn.PgConn) error {
-	since := time.Since(s.lastStatus)
+	return s.maybeSendStatusAt(conn, time.Now())
+}
+
+// maybeSendStatusAt is maybeSendStatus with the time read by the caller.
+func (s *Stream) maybeSendStatusAt(conn *pgconn.PgConn, now time.Time) error {
+	since := now.Sub(s.lastStatus)
 	if since >= s.statusIvl || (s.Flushed() != s.sentFlush && since >= 100*time.Millisecond) {
 		return s.sendStatus(conn)
 	}

@@ -274,24 +274,23 @@ func skipDigits(b []byte, i int) int {
 // ZONE reads them, including the local times a change of offset skips or
 // repeats (see InZone).
 func ParseTimestamp(typeOID uint32, text []byte, loc *time.Location) (time.Time, error) {
-	s := string(text)
 	switch typeOID {
 	case pgtype.TimestamptzOID:
 		if t, ok := parseTimestamptz(text); ok {
 			return t, nil
 		}
 	case pgtype.TimestampOID:
-		if t, err := time.Parse("2006-01-02 15:04:05.999999999", s); err == nil {
+		if t, err := time.Parse("2006-01-02 15:04:05.999999999", string(text)); err == nil {
 			return InZone(t, loc), nil
 		}
 	case pgtype.DateOID:
-		if t, err := time.Parse("2006-01-02", s); err == nil {
+		if t, err := time.Parse("2006-01-02", string(text)); err == nil {
 			return InZone(t, loc), nil
 		}
 	default:
 		return time.Time{}, fmt.Errorf("type OID %d is not a timestamp, timestamptz or date", typeOID)
 	}
-	return time.Time{}, fmt.Errorf("cannot read %q as a timestamp", s)
+	return time.Time{}, fmt.Errorf("cannot read %q as a timestamp", text)
 }
 
 var tstzLayouts = []string{

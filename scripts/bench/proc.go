@@ -254,3 +254,17 @@ func loadAvg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// unixSendBuffer returns net.core.wmem_default, the send buffer a Unix
+// socket gets (the walsender does not set its own), 0 when unknown.
+func unixSendBuffer() int {
+	b, err := os.ReadFile("/proc/sys/net/core/wmem_default")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return n
+}

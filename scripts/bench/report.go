@@ -23,10 +23,14 @@ type Report struct {
 	PostgresConf    map[string]string `json:"postgres_settings"`
 	Scale           float64           `json:"scale"`
 	Repeat          int               `json:"repeat"`
-	LoadAvgStart    string            `json:"load_avg_start"`
-	LoadAvgEnd      string            `json:"load_avg_end"`
-	Seconds         float64           `json:"seconds"`
-	Workloads       []*Result         `json:"workloads"`
+	// UnixSendBuffer is net.core.wmem_default, the send buffer of a Unix
+	// socket (the walsender's, over the socket transport): how many
+	// pgoutput messages it can have in flight. 0 when unknown.
+	UnixSendBuffer int       `json:"unix_send_buffer_bytes,omitempty"`
+	LoadAvgStart   string    `json:"load_avg_start"`
+	LoadAvgEnd     string    `json:"load_avg_end"`
+	Seconds        float64   `json:"seconds"`
+	Workloads      []*Result `json:"workloads"`
 
 	t0 time.Time
 }
@@ -72,6 +76,7 @@ func (b *bench) report() *Report {
 		Date: b.t0.UTC().Format(time.RFC3339), GitCommit: b.commit, GitDirty: b.dirty, Pgsignal: b.source,
 		GoVersion: gov, CPUs: cpus, PostgresVersion: pgv, PostgresConf: pgConf,
 		Scale: b.opts.scale, Repeat: b.opts.repeat, LoadAvgStart: b.load0, t0: b.t0,
+		UnixSendBuffer: unixSendBuffer(),
 	}
 }
 
@@ -272,6 +277,9 @@ func (r *Report) writeText(w io.Writer) {
 		}
 	}
 	notes = append(notes, fmt.Sprintf("load average at start %s, at end %s", r.LoadAvgStart, r.LoadAvgEnd))
+	if r.UnixSendBuffer > 0 {
+		notes = append(notes, fmt.Sprintf("net.core.wmem_default %d bytes: the walsender's send buffer over the Unix socket (see docs/performance.md)", r.UnixSendBuffer))
+	}
 	fmt.Fprintln(w)
 	for _, n := range notes {
 		fmt.Fprintln(w, "- "+n)
