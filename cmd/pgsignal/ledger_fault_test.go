@@ -86,6 +86,10 @@ func runKills(t *testing.T, e *env, cfg string, total int) (resent, inFlight int
 	}
 	<-inserted
 	e.waitCount(total, 10*time.Minute, p)
+	// Every event may have been accepted before the last kill: the SIGTERM
+	// must not reach the new process before it listens for it (until then
+	// the signal's default action ends it, as for any program).
+	e.waitStreaming(p)
 	p.term(t)
 	logLedgerLines(t, p)
 	e.checkExactlyOnce(total)

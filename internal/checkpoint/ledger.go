@@ -107,8 +107,12 @@ type Ledger struct {
 	closed []Range  // this run's ranges that ended (timeline change, backfill)
 	signal chan struct{}
 
-	wmu      sync.Mutex // serializes writes
-	written  []Range
+	wmu     sync.Mutex // serializes writes
+	written []Range
+	// unsure is set after a failed write: the store may hold it or not
+	// (a write that timed out can still commit), so the next Flush writes
+	// even what looks unchanged.
+	unsure   bool
 	ranges   atomic.Int64
 	events   atomic.Int64
 	writes   atomic.Uint64
@@ -276,7 +280,10 @@ func (l *Ledger) Run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		if err := l.Flush(ctx); err != nil {
+		// The write is not cut short when ctx ends (it has its own
+		// timeout): cancelled midway, it could still commit after the
+		// final write that follows Run (Flush), and leave its ranges.
+		if err := l.Flush(context.WithoutCancel(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -293,13 +300,14 @@ func (l *Ledger) Flush(ctx context.Context) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	rs := l.snapshot()
-	if slices.Equal(rs, l.written) {
+	if !l.unsure && slices.Equal(rs, l.written) {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, ledgerWriteTimeout)
 	err := l.store.Write(wctx, rs)
 	cancel()
 	if err != nil {
+		l.unsure = true
 		l.failures.Add(1)
 		if !l.failing.Swap(true) && ctx.Err() == nil {
 			l.log.Warn("writing the delivery ledger failed; retrying. No event is lost, but until it is written a crash sends again what OneSignal accepted above the checkpoint",
@@ -311,7 +319,7 @@ func (l *Ledger) Flush(ctx context.Context) error {
 		l.log.Info("delivery ledger written again")
 	}
 	l.writes.Add(1)
-	l.written = rs
+	l.written, l.unsure = rs, false
 	var n int64
 	for _, r := range rs {
 		n += r.Events

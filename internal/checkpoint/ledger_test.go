@@ -12,11 +12,14 @@ import (
 	"github.com/pgsignal/pgsignal/internal/statefile"
 )
 
-// memLedger is a LedgerStore in memory; fail, when set, makes Write fail.
+// memLedger is a LedgerStore in memory; fail, when set, makes Write fail;
+// failAfterStoring makes Write store the ranges and then fail (a write cut
+// short by a timeout or a cancellation after the server committed it).
 type memLedger struct {
-	ranges []Range
-	writes int
-	fail   error
+	ranges           []Range
+	writes           int
+	fail             error
+	failAfterStoring error
 }
 
 func (m *memLedger) Load(context.Context) ([]Range, error) {
@@ -29,7 +32,7 @@ func (m *memLedger) Write(_ context.Context, rs []Range) error {
 	}
 	m.writes++
 	m.ranges = append([]Range(nil), rs...)
-	return nil
+	return m.failAfterStoring
 }
 
 // userOfLane returns an external_id whose lane (of lanes) is lane.
@@ -189,6 +192,33 @@ func TestLedgerWriteFailureIsCountedAndRetried(t *testing.T) {
 	}
 	if s := l.Stats(); s.Failing || s.Writes != 1 || len(st.ranges) != 1 {
 		t.Fatalf("stats after the retry: %+v, stored %+v", s, st.ranges)
+	}
+}
+
+// TestLedgerWriteThatFailedButStoredIsRewritten: a write reported failed
+// may have been stored all the same (it timed out after the commit). The
+// ledger must then write again even when what it would write looks like
+// what it last wrote, or the stored ranges stay after a drained stop (seen
+// in CI as 8 ranges left by TestLedgerClearedWithANewSlot).
+func TestLedgerWriteThatFailedButStoredIsRewritten(t *testing.T) {
+	st := &memLedger{}
+	var wm cdc.Position
+	l, err := NewLedger(t.Context(), st, 1, func() (cdc.Position, cdc.LSN) { return wm, 0 }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Record(0, []*cdc.Event{ev("u", pos(100, 0), 1)})
+	st.failAfterStoring = context.DeadlineExceeded
+	if err := l.Flush(t.Context()); err == nil {
+		t.Fatal("the failed write was not reported")
+	}
+	st.failAfterStoring = nil
+	wm = pos(100, 0) // drained: nothing to keep, as before the failed write
+	if err := l.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.ranges) != 0 {
+		t.Fatalf("after a drained stop the store holds %+v, want nothing", st.ranges)
 	}
 }
 
