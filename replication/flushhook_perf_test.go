@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"encoding/binary"
 	"testing"
 	"time"
 
@@ -26,7 +25,7 @@ func TestFlushHookWaitsForTheCommit(t *testing.T) {
 	if f.n != 1 {
 		t.Fatalf("before any transaction: %d flushes, want 1", f.n)
 	}
-	if err := s.handleWAL(t.Context(), nil, beginMsg(0x100, 7)); err != nil {
+	if err := s.handleWAL(t.Context(), nil, beginMsg(0x100, pgNow(), 7)); err != nil {
 		t.Fatal(err)
 	}
 	hook()
@@ -34,7 +33,7 @@ func TestFlushHookWaitsForTheCommit(t *testing.T) {
 	if f.n != 1 {
 		t.Fatalf("inside a transaction: %d flushes, want still 1", f.n)
 	}
-	if err := s.handleWAL(t.Context(), nil, commitMsg(0x100, 0x180)); err != nil {
+	if err := s.handleWAL(t.Context(), nil, commitMsg(0x100, 0x180, pgNow())); err != nil {
 		t.Fatal(err)
 	}
 	hook()
@@ -43,18 +42,5 @@ func TestFlushHookWaitsForTheCommit(t *testing.T) {
 	}
 }
 
-// beginMsg is a pgoutput Begin: final LSN, commit time, xid.
-func beginMsg(final uint64, xid uint32) []byte {
-	b := []byte{'B'}
-	b = binary.BigEndian.AppendUint64(b, final)
-	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixMicro()-946684800000000))
-	return binary.BigEndian.AppendUint32(b, xid)
-}
-
-// commitMsg is a pgoutput Commit: flags, commit LSN, end LSN, commit time.
-func commitMsg(commit, end uint64) []byte {
-	b := []byte{'C', 0}
-	b = binary.BigEndian.AppendUint64(b, commit)
-	b = binary.BigEndian.AppendUint64(b, end)
-	return binary.BigEndian.AppendUint64(b, uint64(time.Now().UnixMicro()-946684800000000))
-}
+// pgNow is the time now in pgoutput's unit: µs since 2000-01-01 UTC.
+func pgNow() uint64 { return uint64(time.Now().UnixMicro() - 946_684_800_000_000) }
