@@ -107,12 +107,8 @@ type Ledger struct {
 	closed []Range  // this run's ranges that ended (timeline change, backfill)
 	signal chan struct{}
 
-	wmu     sync.Mutex // serializes writes
-	written []Range
-	// unsure is set after a failed write: the store may hold it or not
-	// (a write that timed out can still commit), so the next Flush writes
-	// even what looks unchanged.
-	unsure   bool
+	wmu      sync.Mutex // serializes writes
+	written  []Range
 	ranges   atomic.Int64
 	events   atomic.Int64
 	writes   atomic.Uint64
@@ -300,14 +296,15 @@ func (l *Ledger) Flush(ctx context.Context) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	rs := l.snapshot()
-	if !l.unsure && slices.Equal(rs, l.written) {
+	// After a failed write the store may hold it or not (a write that
+	// timed out can still commit): write again even what looks unchanged.
+	if !l.failing.Load() && slices.Equal(rs, l.written) {
 		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, ledgerWriteTimeout)
 	err := l.store.Write(wctx, rs)
 	cancel()
 	if err != nil {
-		l.unsure = true
 		l.failures.Add(1)
 		if !l.failing.Swap(true) && ctx.Err() == nil {
 			l.log.Warn("writing the delivery ledger failed; retrying. No event is lost, but until it is written a crash sends again what OneSignal accepted above the checkpoint",
@@ -319,7 +316,7 @@ func (l *Ledger) Flush(ctx context.Context) error {
 		l.log.Info("delivery ledger written again")
 	}
 	l.writes.Add(1)
-	l.written, l.unsure = rs, false
+	l.written = rs
 	var n int64
 	for _, r := range rs {
 		n += r.Events
