@@ -39,6 +39,10 @@ type Source struct {
 	// beforeRead, when set, is called by the stream's reader before each
 	// read of the network (the stream sets it to its sink's Flush).
 	beforeRead func()
+	// readAhead makes the connection read the network on a goroutine of
+	// its own (readAheadConn): the stream's connection. beforeRead is
+	// then called before a read that finds nothing read ahead.
+	readAhead bool
 	// ReceiveTimeout, when set, is source.receive_timeout: the stream's
 	// silence limit, and the TCP_USER_TIMEOUT of direct connections
 	// (default DefaultTCPUserTimeout).
@@ -76,16 +80,36 @@ func setFrontend(cfg *pgconn.Config, beforeRead func()) {
 	}
 }
 
+// setReadAhead makes cfg's connections read ahead (readAheadConn) and read
+// the stream through a hookReader that calls beforeRead (when not nil)
+// before a read that finds nothing read ahead. Call it after applyNetwork.
+func setReadAhead(cfg *pgconn.Config, beforeRead func()) {
+	var last *readAheadConn
+	cfg.DialFunc = readAheadDialer(cfg.DialFunc, func(c *readAheadConn) { last = c })
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		// Called after the dial, on the same goroutine: last is the
+		// connection r reads (beneath TLS, when TLS is on).
+		if last == nil {
+			cr := &coalescingReader{r: r, beforeRead: beforeRead}
+			return pgproto3.NewFrontend(bufio.NewReaderSize(cr, 256<<10), w)
+		}
+		return pgproto3.NewFrontend(&hookReader{r: r, ahead: last, beforeRead: beforeRead}, w)
+	}
+}
+
 // ConnectReplication opens a replication=database connection.
 func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error) {
 	cfg, err := ReplicationConfig(src.DSN)
 	if err != nil {
 		return nil, err
 	}
-	if src.beforeRead != nil {
+	applyNetwork(cfg, src)
+	switch {
+	case src.readAhead:
+		setReadAhead(cfg, src.beforeRead)
+	case src.beforeRead != nil:
 		setFrontend(cfg, src.beforeRead)
 	}
-	applyNetwork(cfg, src)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect for replication: %w", ExplainConnectError(err))

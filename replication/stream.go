@@ -341,6 +341,7 @@ var errSlotBusy = errors.New("the slot is active for another process")
 
 func (s *Stream) session(ctx context.Context) error {
 	src := s.cfg.Source
+	src.readAhead = true
 	if f, ok := s.sink.(Flusher); ok {
 		src.beforeRead = s.flushHook(f)
 	}
@@ -387,7 +388,7 @@ func (s *Stream) session(ctx context.Context) error {
 	cancelSetup()
 	s.log.Info("streaming", zap.String("slot", s.cfg.Slot), zap.String("publication", s.cfg.Publication),
 		zap.Stringer("resume", s.last), zap.Stringer("confirmed", s.Flushed()),
-		zap.Duration("receive_timeout", s.recvTimeout))
+		zap.Duration("receive_timeout", s.recvTimeout), zap.Bool("read_ahead", readsAhead(conn)))
 	s.lastStatus = time.Time{}
 	s.sentFlush = 0
 	if err := s.sendStatus(conn); err != nil {

@@ -13,10 +13,21 @@ import (
 // first read's rows alone and the rest a linger later. The linger is long
 // (1s) so that a split shows as a second request, and the rows are written
 // once the lane's start-up pacing has passed.
+// Over the Unix socket the connection reads ahead, and the sink is flushed
+// only when nothing is left read ahead: the same holds.
 func TestTransactionAcrossReadsLeavesInOneRequest(t *testing.T) {
+	for _, transport := range []string{"tcp", "unix"} {
+		t.Run(transport, func(t *testing.T) { testTransactionInOneRequest(t, transport) })
+	}
+}
+
+func testTransactionInOneRequest(t *testing.T, transport string) {
 	h := newHarness(t, pgtest.Options{})
 	h.exec(seedTable)
 	cfg := h.config()
+	if transport == "unix" {
+		cfg.Source.DSN = h.pg.SocketDSN("")
+	}
 	cfg.Sink.Linger = time.Second
 	cfg.Sink.Concurrency = 1
 	r := h.start(cfg)

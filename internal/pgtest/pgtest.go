@@ -376,6 +376,17 @@ func (s *Server) DSN(db string) string {
 		superuser, net.JoinHostPort(s.Host, strconv.Itoa(s.port)), url.PathEscape(db))
 }
 
+// SocketDSN returns a connection URL for database db ("" means "postgres")
+// as the superuser over the server's Unix socket, as a sidecar on the
+// database's host or pod connects.
+func (s *Server) SocketDSN(db string) string {
+	if db == "" {
+		db = "postgres"
+	}
+	return fmt.Sprintf("postgres://%s@/%s?host=%s&port=%d&sslmode=disable",
+		superuser, url.PathEscape(db), url.QueryEscape(s.SocketDir), s.port)
+}
+
 // ReplicationDSN returns DSN(db) with replication=database, for a logical
 // replication connection (pglogrepl).
 func (s *Server) ReplicationDSN(db string) string {

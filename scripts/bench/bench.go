@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -244,8 +243,7 @@ const (
 // database's host or pod would connect).
 func (b *bench) dsn(transport string) string {
 	if transport == transportUnix {
-		return fmt.Sprintf("postgres://postgres@/postgres?host=%s&port=%d&sslmode=disable",
-			url.QueryEscape(b.pg.SocketDir), b.pg.Port())
+		return b.pg.SocketDSN("")
 	}
 	return b.pg.DSN("")
 }
