@@ -63,16 +63,21 @@ func (we *wireEvent) set(key, value []byte) {
 // parseBody decodes and validates a request body. It returns the events, or
 // the messages of a 400 answer. The events' props alias body.
 //
-// The body is checked once with json.Valid; the walk over it that follows
-// relies on that and only finds the bounds of values.
+// The body is checked once, by checkBody, which accepts what
+// json.Valid(body) && utf8.Valid(body) accepts; the walk over it that
+// follows relies on that and only finds the bounds of values.
 func parseBody(body []byte) ([]event, []string) {
-	if !json.Valid(body) {
+	switch checkBody(body) {
+	case bodyNotJSON:
+		// The answer quotes encoding/json's syntax error; json.Unmarshal
+		// checks the whole body before decoding, so it is the error
+		// json.Valid found.
 		err := json.Unmarshal(body, new(json.RawMessage))
 		return nil, []string{fmt.Sprintf("request body is not valid JSON: %v", err)}
-	}
-	if !utf8.Valid(body) {
-		// json.Valid does not check the bytes inside strings; a body that is
-		// not UTF-8 is not JSON (RFC 8259 §8.1).
+	case bodyNotUTF8:
+		// JSON syntax does not check the bytes inside strings; a body that
+		// is not UTF-8 is not JSON (RFC 8259 §8.1). A body that is neither
+		// gets the syntax error above.
 		return nil, []string{"request body is not valid UTF-8"}
 	}
 	i := skipSpace(body, 0)

@@ -2,9 +2,9 @@ package onesignaltest
 
 import "bytes"
 
-// The functions below walk JSON that json.Valid accepted: they only find
-// where values start and end, and do not check syntax again. Offsets point at
-// the first byte of a value (no leading space).
+// The functions below walk JSON that checkBody accepted (as json.Valid
+// would): they only find where values start and end, and do not check syntax
+// again. Offsets point at the first byte of a value (no leading space).
 
 // skipSpace returns the offset of the first non-space byte of b at or after
 // i.
