@@ -4,7 +4,9 @@
 // reconnect loop; dispatch.go: one message at a time). It decodes each
 // change into a Change, hands it to a Mapper (or a BatchMapper, batch.go)
 // and offers the resulting events to a Sink; it does not map, deliver or
-// store anything itself.
+// store anything itself. The connection is read through conn.go's reader:
+// reads coalesced after a small one (coalesce.go), and over a Unix socket
+// read ahead by a goroutine of its own into a bounded buffer (readahead.go).
 //
 // The main contract is the position invariant: each event gets a
 // cdc.Position from a checkpoint.Tracker before it is offered, and the
