@@ -66,7 +66,7 @@ func (c *coalescingReader) Read(p []byte) (int, error) {
 }
 
 // hookReader calls beforeRead before a read that finds nothing read ahead
-// (the read would wait for the network).
+// in ahead (the read would wait for the network).
 type hookReader struct {
 	r          io.Reader
 	ahead      *readAheadConn
@@ -74,7 +74,7 @@ type hookReader struct {
 }
 
 func (h *hookReader) Read(p []byte) (int, error) {
-	if h.beforeRead != nil && (h.ahead == nil || h.ahead.Buffered() == 0) {
+	if h.beforeRead != nil && h.ahead.Buffered() == 0 {
 		h.beforeRead()
 	}
 	return h.r.Read(p)

@@ -36,13 +36,13 @@ type Source struct {
 	DSN string
 	// Dial, when set, replaces the network dialer (an SSH tunnel).
 	Dial pgconn.DialFunc
-	// beforeRead, when set, is called by the stream's reader before each
-	// read of the network (the stream sets it to its sink's Flush).
-	beforeRead func()
-	// readAhead makes the connection read the network on a goroutine of
-	// its own (readAheadConn): the stream's connection. beforeRead is
-	// then called before a read that finds nothing read ahead.
+	// readAhead makes a Unix-socket connection read the network on a
+	// goroutine of its own (readAheadConn): the stream's connection.
 	readAhead bool
+	// beforeRead, when set with readAhead, is called by the stream's
+	// reader before a read that would wait for the network (the stream
+	// sets it to its sink's Flush).
+	beforeRead func()
 	// ReceiveTimeout, when set, is source.receive_timeout: the stream's
 	// silence limit, and the TCP_USER_TIMEOUT of direct connections
 	// (default DefaultTCPUserTimeout).
@@ -61,7 +61,9 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 	// Read the stream through a large buffer: one read system call per
 	// 256 KiB instead of per 8 KiB chunk, and coalesce the reads of a busy
 	// stream (coalesceWindow).
-	setFrontend(cfg, nil)
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return coalescingFrontend(r, w, nil)
+	}
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "pgsignal"
 	}
@@ -71,18 +73,18 @@ func ReplicationConfig(dsn string) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
-// setFrontend makes cfg read the stream through a coalescingReader that
-// calls beforeRead (when not nil) before each read.
-func setFrontend(cfg *pgconn.Config, beforeRead func()) {
-	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		cr := &coalescingReader{r: r, beforeRead: beforeRead}
-		return pgproto3.NewFrontend(bufio.NewReaderSize(cr, 256<<10), w)
-	}
+// coalescingFrontend reads r through a 256 KiB buffer and a coalescingReader
+// that calls beforeRead (when not nil) before each read.
+func coalescingFrontend(r io.Reader, w io.Writer, beforeRead func()) *pgproto3.Frontend {
+	cr := &coalescingReader{r: r, beforeRead: beforeRead}
+	return pgproto3.NewFrontend(bufio.NewReaderSize(cr, 256<<10), w)
 }
 
-// setReadAhead makes cfg's connections read ahead (readAheadConn) and read
-// the stream through a hookReader that calls beforeRead (when not nil)
-// before a read that finds nothing read ahead. Call it after applyNetwork.
+// setReadAhead makes cfg's Unix-socket connections read ahead
+// (readAheadConn) and read the stream through a hookReader that calls
+// beforeRead (when not nil) before a read that finds nothing read ahead; a
+// TCP connection reads through coalescingFrontend. Call it after
+// applyNetwork.
 func setReadAhead(cfg *pgconn.Config, beforeRead func()) {
 	var last *readAheadConn
 	cfg.DialFunc = readAheadDialer(cfg.DialFunc, func(c *readAheadConn) { last = c })
@@ -90,8 +92,7 @@ func setReadAhead(cfg *pgconn.Config, beforeRead func()) {
 		// Called after the dial, on the same goroutine: last is the
 		// connection r reads (beneath TLS, when TLS is on).
 		if last == nil {
-			cr := &coalescingReader{r: r, beforeRead: beforeRead}
-			return pgproto3.NewFrontend(bufio.NewReaderSize(cr, 256<<10), w)
+			return coalescingFrontend(r, w, beforeRead)
 		}
 		return pgproto3.NewFrontend(&hookReader{r: r, ahead: last, beforeRead: beforeRead}, w)
 	}
@@ -104,11 +105,8 @@ func ConnectReplication(ctx context.Context, src Source) (*pgconn.PgConn, error)
 		return nil, err
 	}
 	applyNetwork(cfg, src)
-	switch {
-	case src.readAhead:
+	if src.readAhead {
 		setReadAhead(cfg, src.beforeRead)
-	case src.beforeRead != nil:
-		setFrontend(cfg, src.beforeRead)
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -75,7 +74,7 @@ func newReadAheadConn(c net.Conn, window time.Duration) *readAheadConn {
 // reads ahead; each is also given to made (nil for a TCP connection, whose
 // kernel buffers already let the walsender run ahead: up to net.ipv4.tcp_wmem
 // and tcp_rmem, megabytes, autotuned). The last one made is the one used.
-func readAheadDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), made func(*readAheadConn)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func readAheadDialer(dial pgconn.DialFunc, made func(*readAheadConn)) pgconn.DialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
@@ -275,4 +274,4 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
-var _ io.Reader = (*readAheadConn)(nil)
+var _ net.Conn = (*readAheadConn)(nil)
